@@ -1,0 +1,252 @@
+import type { KyselyPlugin, LogConfig } from 'kysely'
+
+/**
+ * The database engine family. `'mysql'` covers MySQL, MariaDB and Aurora MySQL (driver: `mysql2`);
+ * `'postgres'` covers PostgreSQL and Aurora PostgreSQL (driver: `pg`).
+ *
+ * @example
+ * ```ts
+ * const dialect: SqlDialect = 'postgres'
+ * ```
+ */
+export type SqlDialect = 'postgres' | 'mysql'
+
+/**
+ * How reads are spread over several readers.
+ *
+ * - `'round-robin'`: each read goes to the next reader in turn.
+ * - `'random'`: each read goes to a reader chosen uniformly at random.
+ * - `'least-busy'`: each read goes to the reader with the fewest connections in use (then the
+ *   fewest callers waiting); ties go round-robin.
+ *
+ * @example
+ * ```ts
+ * createDb({ dialect: 'postgres', writer, readers, routing: { readerStrategy: 'least-busy' } })
+ * ```
+ */
+export type ReaderStrategy = 'round-robin' | 'random' | 'least-busy'
+
+/**
+ * Pool settings. The same names mean the same thing for both drivers. Set them once in
+ * `config.pool`; an endpoint may override any of them in its own `pool`.
+ *
+ * @example
+ * ```ts
+ * const pool: PoolConfig = { max: 20, acquireTimeoutMs: 2_000, statementTimeoutMs: 15_000 }
+ * ```
+ */
+export interface PoolConfig {
+  /**
+   * Most connections the pool opens to one endpoint.
+   *
+   * Default: `10`. Example: `20`.
+   */
+  readonly max?: number
+  /**
+   * Connections kept open even when idle; opened in the background after the first use.
+   *
+   * Default: `0`. Example: `2`.
+   */
+  readonly min?: number
+  /**
+   * An idle connection (above `min`) is closed after this long unused. `0` keeps idle connections open.
+   *
+   * Default: `30_000` (30 s). Example: `10_000`.
+   */
+  readonly idleTimeoutMs?: number
+  /**
+   * How long a caller waits for a free connection when all `max` are in use before it gets a
+   * `PoolTimeoutError` (like SQLAlchemy's `pool_timeout` or HikariCP's `connectionTimeout`). Never
+   * infinite, so an exhausted pool fails fast instead of hanging a request.
+   *
+   * Default: `10_000` (10 s). Example: `2_000`.
+   */
+  readonly acquireTimeoutMs?: number
+  /**
+   * How long opening one new connection (TCP, TLS and authentication) may take before it fails.
+   *
+   * Default: `5_000` (5 s). Example: `3_000`.
+   */
+  readonly connectTimeoutMs?: number
+  /**
+   * A connection older than this is closed when it is next released or found idle, and replaced
+   * on demand (like SQLAlchemy's `pool_recycle`). Each connection's lifetime is shortened by a random
+   * 0-10% so connections opened together are not all recycled at once. `0` disables recycling.
+   *
+   * Default: `1_800_000` (30 minutes). Example: `600_000`.
+   */
+  readonly maxLifetimeMs?: number
+  /**
+   * Server-side limit for one statement: PostgreSQL `statement_timeout`, MariaDB
+   * `max_statement_time`, MySQL `max_execution_time` (MySQL applies it to SELECT only). Unset means
+   * the server's own default (usually no limit).
+   *
+   * Default: unset. Example: `30_000`.
+   */
+  readonly statementTimeoutMs?: number
+  /**
+   * TCP keepalive on every connection, so a peer that vanished (failover, NAT timeout) is noticed
+   * even on an idle socket.
+   *
+   * Default: `true`. Example: `false`.
+   */
+  readonly keepAlive?: boolean
+  /**
+   * Idle time before the first keepalive probe is sent.
+   *
+   * Default: `10_000` (10 s). Example: `30_000`.
+   */
+  readonly keepAliveInitialDelayMs?: number
+}
+
+/**
+ * One database endpoint given as an object: either `url`, or `host` with the other fields.
+ *
+ * @example
+ * ```ts
+ * const reader: EndpointOptions = {
+ *   host: 'mydb.cluster-ro-abc.eu-west-1.rds.amazonaws.com',
+ *   user: 'app',
+ *   password: process.env.DB_PASSWORD,
+ *   database: 'orders',
+ *   pool: { max: 20 },
+ * }
+ * ```
+ */
+export interface EndpointOptions {
+  /**
+   * A connection URL (`postgres://`, `postgresql://`, `mysql://` or `mariadb://`). Use either `url`
+   * or `host`, not both. Fields given next to `url` override the URL's.
+   *
+   * Default: unset. Example: `'postgres://app:secret@db.internal:5432/orders'`.
+   */
+  readonly url?: string
+  /**
+   * Host name or IP address.
+   *
+   * Default: unset (required when `url` is not given). Example: `'db.internal'`.
+   */
+  readonly host?: string
+  /**
+   * TCP port.
+   *
+   * Default: `5432` for PostgreSQL, `3306` for MySQL. Example: `6432`.
+   */
+  readonly port?: number
+  /**
+   * User name.
+   *
+   * Default: the driver's default (`PGUSER` or the OS user for `pg`, none for `mysql2`). Example: `'app'`.
+   */
+  readonly user?: string
+  /**
+   * Password. Never shown in errors, logs, `util.inspect` or `JSON.stringify`.
+   *
+   * Default: unset. Example: `process.env.DB_PASSWORD`.
+   */
+  readonly password?: string
+  /**
+   * Database (schema in MySQL terms) to connect to.
+   *
+   * Default: the driver's default. Example: `'orders'`.
+   */
+  readonly database?: string
+  /**
+   * A name for this endpoint in `db.stats()` and events.
+   *
+   * Default: `'writer'` for the writer, `'reader-<index>'` for readers. Example: `'replica-eu-west-1b'`.
+   */
+  readonly name?: string
+  /**
+   * Pool settings for this endpoint only; each one overrides the same setting of `config.pool`.
+   *
+   * Default: unset (use `config.pool`). Example: `{ max: 30 }`.
+   */
+  readonly pool?: PoolConfig
+}
+
+/**
+ * An endpoint: a connection URL string, or an {@link EndpointOptions} object.
+ *
+ * @example
+ * ```ts
+ * const writer: EndpointConfig = 'postgres://app:secret@db.internal:5432/orders'
+ * ```
+ */
+export type EndpointConfig = string | EndpointOptions
+
+/**
+ * How statements are routed between the writer and the readers.
+ *
+ * @example
+ * ```ts
+ * const routing: RoutingConfig = { readerStrategy: 'random' }
+ * ```
+ */
+export interface RoutingConfig {
+  /**
+   * How reads are spread over several readers; see {@link ReaderStrategy}.
+   *
+   * Default: `'round-robin'`. Example: `'least-busy'`.
+   */
+  readonly readerStrategy?: ReaderStrategy
+}
+
+/**
+ * Everything `createDb` accepts. Unknown keys are rejected with a `ConfigError`.
+ *
+ * @example
+ * ```ts
+ * const config: CreateDbConfig = {
+ *   dialect: 'postgres',
+ *   writer: process.env.DATABASE_URL!,
+ *   readers: [process.env.REPLICA_URL!],
+ *   pool: { max: 10, acquireTimeoutMs: 5_000 },
+ * }
+ * ```
+ */
+export interface CreateDbConfig {
+  /**
+   * The engine family: `'postgres'` (driver `pg`) or `'mysql'` (driver `mysql2`; MySQL and MariaDB).
+   *
+   * Default: none, required. Example: `'mysql'`.
+   */
+  readonly dialect: SqlDialect
+  /**
+   * The endpoint that takes writes and transactions: a URL or an {@link EndpointOptions} object.
+   *
+   * Default: none, required. Example: `'postgres://app:secret@primary.internal/orders'`.
+   */
+  readonly writer: EndpointConfig
+  /**
+   * One reader or a list of readers. Absent or empty: everything goes to the writer.
+   *
+   * Default: `[]`. Example: `['postgres://app:secret@replica-1.internal/orders']`.
+   */
+  readonly readers?: EndpointConfig | ReadonlyArray<EndpointConfig>
+  /**
+   * Pool settings for every endpoint; see {@link PoolConfig}.
+   *
+   * Default: `{}` (every pool default). Example: `{ max: 20 }`.
+   */
+  readonly pool?: PoolConfig
+  /**
+   * Routing settings; see {@link RoutingConfig}.
+   *
+   * Default: `{}`. Example: `{ readerStrategy: 'random' }`.
+   */
+  readonly routing?: RoutingConfig
+  /**
+   * Kysely's own `log` option, with exactly Kysely's meaning: the statements you run (and the
+   * `begin`/`commit`/`rollback`/savepoint statements Kysely runs for you) are logged, nothing else.
+   *
+   * Default: unset (no logging). Example: `['error']`.
+   */
+  readonly log?: LogConfig
+  /**
+   * Kysely plugins, exactly as in Kysely's `plugins` option.
+   *
+   * Default: `[]`. Example: `[new CamelCasePlugin()]`.
+   */
+  readonly plugins?: ReadonlyArray<KyselyPlugin>
+}

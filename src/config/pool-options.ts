@@ -1,0 +1,39 @@
+import type { PoolConfig } from './create-db-config.js'
+
+/** Pool settings with every default applied. */
+export interface ResolvedPoolOptions {
+  readonly max: number
+  readonly min: number
+  readonly idleTimeoutMs: number
+  readonly acquireTimeoutMs: number
+  readonly connectTimeoutMs: number
+  readonly maxLifetimeMs: number
+  readonly statementTimeoutMs: number | undefined
+  readonly keepAlive: boolean
+  readonly keepAliveInitialDelayMs: number
+}
+
+/** The defaults, documented field by field on {@link PoolConfig}. */
+export const POOL_DEFAULTS: ResolvedPoolOptions = Object.freeze({
+  max: 10,
+  min: 0,
+  idleTimeoutMs: 30_000,
+  acquireTimeoutMs: 10_000,
+  connectTimeoutMs: 5_000,
+  maxLifetimeMs: 30 * 60_000,
+  statementTimeoutMs: undefined,
+  keepAlive: true,
+  keepAliveInitialDelayMs: 10_000,
+})
+
+export const POOL_KEYS: ReadonlyArray<keyof PoolConfig> = Object.freeze([
+  'max',
+  'min',
+  'idleTimeoutMs',
+  'acquireTimeoutMs',
+  'connectTimeoutMs',
+  'maxLifetimeMs',
+  'statementTimeoutMs',
+  'keepAlive',
+  'keepAliveInitialDelayMs',
+])

@@ -1,0 +1,304 @@
+import type { KyselyPlugin, LogConfig } from 'kysely'
+import { ConfigError } from '../errors.js'
+import type {
+  CreateDbConfig,
+  EndpointConfig,
+  PoolConfig,
+  ReaderStrategy,
+  SqlDialect,
+} from './create-db-config.js'
+import { type EndpointRole, EndpointSettings } from './endpoint-settings.js'
+import { POOL_DEFAULTS, POOL_KEYS, type ResolvedPoolOptions } from './pool-options.js'
+
+/** `createDb`'s config after validation, with every default applied. */
+export interface ResolvedConfig {
+  readonly dialect: SqlDialect
+  readonly writer: EndpointSettings
+  readonly readers: ReadonlyArray<EndpointSettings>
+  readonly readerStrategy: ReaderStrategy
+  readonly log: LogConfig | undefined
+  readonly plugins: ReadonlyArray<KyselyPlugin>
+}
+
+const TOP_LEVEL_KEYS = ['dialect', 'writer', 'readers', 'pool', 'routing', 'log', 'plugins'] as const
+const ENDPOINT_KEYS = ['url', 'host', 'port', 'user', 'password', 'database', 'name', 'pool'] as const
+const ROUTING_KEYS = ['readerStrategy'] as const
+const DIALECTS: ReadonlyArray<SqlDialect> = ['postgres', 'mysql']
+const READER_STRATEGIES: ReadonlyArray<ReaderStrategy> = ['round-robin', 'random', 'least-busy']
+
+const URL_SCHEMES: Record<string, SqlDialect> = {
+  'postgres:': 'postgres',
+  'postgresql:': 'postgres',
+  'mysql:': 'mysql',
+  'mariadb:': 'mysql',
+}
+const DEFAULT_PORTS: Record<SqlDialect, number> = { postgres: 5432, mysql: 3306 }
+
+/**
+ * Validates `createDb`'s config. Every problem is a `ConfigError` naming the setting; nothing is
+ * silently ignored or defaulted around.
+ */
+export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
+  if (!isPlainObject(config)) {
+    throw new ConfigError('config', `expected an object, got ${describe(config)}`)
+  }
+  rejectUnknownKeys(config, TOP_LEVEL_KEYS, '')
+
+  const dialect = config.dialect
+  if (!DIALECTS.includes(dialect)) {
+    throw new ConfigError('dialect', `expected 'postgres' or 'mysql', got ${describe(dialect)}`)
+  }
+
+  const basePool = resolvePool(config.pool, POOL_DEFAULTS, 'pool')
+
+  if (config.writer === undefined) {
+    throw new ConfigError('writer', 'is required: a connection URL or an endpoint object')
+  }
+  const writer = resolveEndpoint(config.writer, dialect, 'writer', 'writer', 'writer', basePool)
+
+  const readerList =
+    config.readers === undefined ? [] : Array.isArray(config.readers) ? config.readers : [config.readers]
+  const readers = (readerList as ReadonlyArray<EndpointConfig>).map((reader, index) =>
+    resolveEndpoint(reader, dialect, 'reader', `reader-${index}`, `readers[${index}]`, basePool),
+  )
+  const names = new Set<string>([writer.name])
+  readers.forEach((reader, index) => {
+    if (names.has(reader.name)) {
+      throw new ConfigError(`readers[${index}].name`, `'${reader.name}' is already used by another endpoint`)
+    }
+    names.add(reader.name)
+  })
+
+  let readerStrategy: ReaderStrategy = 'round-robin'
+  if (config.routing !== undefined) {
+    if (!isPlainObject(config.routing)) {
+      throw new ConfigError('routing', `expected an object, got ${describe(config.routing)}`)
+    }
+    rejectUnknownKeys(config.routing, ROUTING_KEYS, 'routing.')
+    if (config.routing.readerStrategy !== undefined) {
+      if (!READER_STRATEGIES.includes(config.routing.readerStrategy as ReaderStrategy)) {
+        throw new ConfigError(
+          'routing.readerStrategy',
+          `expected one of ${READER_STRATEGIES.map((s) => `'${s}'`).join(', ')}, got ${describe(config.routing.readerStrategy)}`,
+        )
+      }
+      readerStrategy = config.routing.readerStrategy as ReaderStrategy
+    }
+  }
+
+  if (config.plugins !== undefined && !Array.isArray(config.plugins)) {
+    throw new ConfigError('plugins', `expected an array of Kysely plugins, got ${describe(config.plugins)}`)
+  }
+  if (config.log !== undefined && !Array.isArray(config.log) && typeof config.log !== 'function') {
+    throw new ConfigError('log', `expected an array of log levels or a function, got ${describe(config.log)}`)
+  }
+
+  return Object.freeze({
+    dialect,
+    writer,
+    readers: Object.freeze(readers),
+    readerStrategy,
+    log: config.log,
+    plugins: Object.freeze([...(config.plugins ?? [])]),
+  })
+}
+
+function resolveEndpoint(
+  input: EndpointConfig,
+  dialect: SqlDialect,
+  role: EndpointRole,
+  defaultName: string,
+  setting: string,
+  basePool: ResolvedPoolOptions,
+): EndpointSettings {
+  const fields: {
+    host?: string
+    port?: number
+    user?: string
+    password?: string
+    database?: string
+  } = {}
+  let name = defaultName
+  let pool = basePool
+
+  if (typeof input === 'string') {
+    Object.assign(fields, parseUrl(input, dialect, setting))
+  } else if (isPlainObject(input)) {
+    rejectUnknownKeys(input, ENDPOINT_KEYS, `${setting}.`)
+    if (input.url !== undefined && input.host !== undefined) {
+      throw new ConfigError(setting, "give either 'url' or 'host', not both")
+    }
+    if (input.url !== undefined) {
+      if (typeof input.url !== 'string') {
+        throw new ConfigError(
+          `${setting}.url`,
+          `expected a connection URL string, got ${describe(input.url)}`,
+        )
+      }
+      Object.assign(fields, parseUrl(input.url, dialect, `${setting}.url`))
+    } else {
+      if (typeof input.host !== 'string' || input.host.length === 0) {
+        throw new ConfigError(
+          `${setting}.host`,
+          `expected a host name (or give 'url'), got ${describe(input.host)}`,
+        )
+      }
+      fields.host = input.host
+    }
+    if (input.port !== undefined) fields.port = checkPort(input.port, `${setting}.port`)
+    for (const key of ['user', 'password', 'database'] as const) {
+      const value = input[key]
+      if (value !== undefined) {
+        if (typeof value !== 'string') {
+          // Never echo the value: it may be a secret.
+          throw new ConfigError(`${setting}.${key}`, `expected a string, got a ${typeof value}`)
+        }
+        fields[key] = value
+      }
+    }
+    if (input.name !== undefined) {
+      if (typeof input.name !== 'string' || input.name.length === 0) {
+        throw new ConfigError(`${setting}.name`, `expected a non-empty string, got ${describe(input.name)}`)
+      }
+      name = input.name
+    }
+    if (input.pool !== undefined) pool = resolvePool(input.pool as PoolConfig, basePool, `${setting}.pool`)
+  } else {
+    throw new ConfigError(
+      setting,
+      `expected a connection URL string or an endpoint object, got ${describe(input)}`,
+    )
+  }
+
+  return new EndpointSettings({
+    name,
+    role,
+    dialect,
+    host: fields.host as string,
+    port: fields.port ?? DEFAULT_PORTS[dialect],
+    user: fields.user,
+    password: fields.password,
+    database: fields.database,
+    pool,
+  })
+}
+
+function parseUrl(
+  raw: string,
+  dialect: SqlDialect,
+  setting: string,
+): { host: string; port?: number; user?: string; password?: string; database?: string } {
+  let url: URL
+  try {
+    url = new URL(raw)
+  } catch {
+    // The URL may hold a password: do not echo it.
+    throw new ConfigError(
+      setting,
+      'is not a valid connection URL (expected e.g. postgres://user:password@host:5432/db)',
+    )
+  }
+  const urlDialect = URL_SCHEMES[url.protocol]
+  if (urlDialect === undefined) {
+    throw new ConfigError(
+      setting,
+      `unsupported URL scheme '${url.protocol}' (expected postgres://, postgresql://, mysql:// or mariadb://)`,
+    )
+  }
+  if (urlDialect !== dialect) {
+    throw new ConfigError(setting, `is a ${urlDialect} URL but the dialect is '${dialect}'`)
+  }
+  if (url.hostname.length === 0) {
+    throw new ConfigError(setting, 'the URL has no host')
+  }
+  if (url.search.length > 0) {
+    const keys = [...url.searchParams.keys()].join(', ')
+    throw new ConfigError(
+      setting,
+      `URL query parameters are not supported (${keys}); put settings in the config object instead`,
+    )
+  }
+  const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname
+  const result: { host: string; port?: number; user?: string; password?: string; database?: string } = {
+    host,
+  }
+  if (url.port) result.port = checkPort(Number(url.port), `${setting} (port)`)
+  if (url.username) result.user = decodeURIComponent(url.username)
+  if (url.password) result.password = decodeURIComponent(url.password)
+  const database = decodeURIComponent(url.pathname.replace(/^\//, ''))
+  if (database) result.database = database
+  return result
+}
+
+function resolvePool(
+  input: PoolConfig | undefined,
+  base: ResolvedPoolOptions,
+  setting: string,
+): ResolvedPoolOptions {
+  if (input === undefined) return base
+  if (!isPlainObject(input)) {
+    throw new ConfigError(setting, `expected an object, got ${describe(input)}`)
+  }
+  rejectUnknownKeys(input, POOL_KEYS, `${setting}.`)
+  const integer = (key: keyof PoolConfig, min: number): number | undefined => {
+    const value = input[key]
+    if (value === undefined) return undefined
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
+      throw new ConfigError(`${setting}.${key}`, `expected an integer >= ${min}, got ${describe(value)}`)
+    }
+    return value
+  }
+  const max = integer('max', 1) ?? base.max
+  const min = integer('min', 0) ?? Math.min(base.min, max)
+  if (min > max) {
+    throw new ConfigError(`${setting}.min`, `must not exceed ${setting}.max (${max}), got ${min}`)
+  }
+  let keepAlive = base.keepAlive
+  if (input.keepAlive !== undefined) {
+    if (typeof input.keepAlive !== 'boolean') {
+      throw new ConfigError(
+        `${setting}.keepAlive`,
+        `expected true or false, got ${describe(input.keepAlive)}`,
+      )
+    }
+    keepAlive = input.keepAlive
+  }
+  return Object.freeze({
+    max,
+    min,
+    idleTimeoutMs: integer('idleTimeoutMs', 0) ?? base.idleTimeoutMs,
+    acquireTimeoutMs: integer('acquireTimeoutMs', 1) ?? base.acquireTimeoutMs,
+    connectTimeoutMs: integer('connectTimeoutMs', 1) ?? base.connectTimeoutMs,
+    maxLifetimeMs: integer('maxLifetimeMs', 0) ?? base.maxLifetimeMs,
+    statementTimeoutMs: integer('statementTimeoutMs', 1) ?? base.statementTimeoutMs,
+    keepAlive,
+    keepAliveInitialDelayMs: integer('keepAliveInitialDelayMs', 0) ?? base.keepAliveInitialDelayMs,
+  })
+}
+
+function checkPort(port: unknown, setting: string): number {
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65_535) {
+    throw new ConfigError(setting, `expected a TCP port 1-65535, got ${describe(port)}`)
+  }
+  return port
+}
+
+function rejectUnknownKeys(object: object, known: ReadonlyArray<string>, prefix: string): void {
+  for (const key of Object.keys(object)) {
+    if (!known.includes(key)) {
+      throw new ConfigError(`${prefix}${key}`, `unknown setting (known: ${known.join(', ')})`)
+    }
+  }
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+function describe(value: unknown): string {
+  if (typeof value === 'string') return `'${value.length > 40 ? `${value.slice(0, 40)}...` : value}'`
+  if (typeof value === 'number' || typeof value === 'boolean' || value === null || value === undefined) {
+    return String(value)
+  }
+  return Array.isArray(value) ? 'an array' : `a ${typeof value}`
+}

@@ -1,0 +1,126 @@
+import {
+  type Dialect,
+  Kysely,
+  type KyselyConfig,
+  type KyselyProps,
+  Log,
+  MysqlDialect,
+  PostgresDialect,
+} from 'kysely'
+import type { ReadonlyKysely } from 'kysely/readonly'
+import type { CreateDbConfig, SqlDialect } from './config/create-db-config.js'
+import { resolveConfig } from './config/resolve-config.js'
+import { Cluster, type DbStats } from './routing/cluster.js'
+import type { RoutingTarget } from './routing/routing-connection.js'
+import { RoutingDriver } from './routing/routing-driver.js'
+import { RoutingQueryExecutor } from './routing/routing-query-executor.js'
+
+/**
+ * What `createDb` returns: a normal `Kysely<DB>` (every Kysely feature works unchanged) that sends
+ * reads to the readers and writes, transactions and sessions to the writer, plus a few members.
+ *
+ * @example
+ * ```ts
+ * const db: ResilientDb<Database> = createDb<Database>({ dialect: 'postgres', writer, readers })
+ * const people = await db.selectFrom('person').selectAll().execute() // a reader
+ * const fresh = await db.writer.selectFrom('person').selectAll().execute() // the writer
+ * console.log(db.stats().writer.inUse)
+ * ```
+ */
+export interface ResilientDb<DB> extends Kysely<DB> {
+  /** The same database, with every statement sent to the writer (read-your-writes). */
+  readonly writer: Kysely<DB>
+  /**
+   * The same database, with every statement sent to a reader (the writer when there are none).
+   * Typed as Kysely's `ReadonlyKysely`, so a write through it does not compile.
+   */
+  readonly reader: ReadonlyKysely<DB>
+  /** Connection counts and statements served, per endpoint. */
+  stats(): DbStats
+}
+
+class ResilientKysely<DB> extends Kysely<DB> implements ResilientDb<DB> {
+  readonly #cluster: Cluster
+  readonly writer: Kysely<DB>
+  readonly reader: ReadonlyKysely<DB>
+
+  constructor(props: KyselyProps, cluster: Cluster, writer: Kysely<DB>, reader: Kysely<DB>) {
+    super(props)
+    this.#cluster = cluster
+    this.writer = writer
+    this.reader = reader as unknown as ReadonlyKysely<DB>
+  }
+
+  stats(): DbStats {
+    return this.#cluster.stats()
+  }
+}
+
+/**
+ * Creates a Kysely instance over a writer and optional readers. Validates the config at once
+ * (throwing a `ConfigError` that names the setting) but opens no connection until the first query.
+ *
+ * Routing: a SELECT outside a transaction goes to a reader (round-robin by default); a SELECT with
+ * a row lock, INSERT/UPDATE/DELETE/MERGE, a data-modifying CTE, schema statements and raw `sql` go
+ * to the writer; `transaction()`, `startTransaction()` and `connection()` run on the writer, except
+ * a transaction started read-only, which runs on a reader.
+ *
+ * @example
+ * ```ts
+ * import { createDb } from 'kysely-resilient'
+ *
+ * interface Database {
+ *   person: { id: Generated<number>; name: string }
+ * }
+ *
+ * const db = createDb<Database>({
+ *   dialect: 'postgres',
+ *   writer: process.env.DATABASE_URL!,
+ *   readers: [process.env.REPLICA_URL!],
+ *   pool: { max: 10 },
+ * })
+ *
+ * await db.insertInto('person').values({ name: 'Ada' }).execute() // writer
+ * const people = await db.selectFrom('person').selectAll().execute() // reader
+ * await db.destroy()
+ * ```
+ */
+export function createDb<DB>(config: CreateDbConfig): ResilientDb<DB> {
+  const resolved = resolveConfig(config)
+  const cluster = new Cluster(resolved)
+  const dialect = kyselyDialect(resolved.dialect)
+  const kyselyConfig: KyselyConfig = {
+    dialect,
+    ...(resolved.log !== undefined ? { log: resolved.log } : {}),
+    plugins: [...resolved.plugins],
+  }
+  const log = new Log(resolved.log ?? [])
+  const compiler = dialect.createQueryCompiler()
+  const adapter = dialect.createAdapter()
+
+  const props = (target: RoutingTarget): KyselyProps => {
+    const driver = new RoutingDriver(cluster, target, log)
+    return {
+      config: kyselyConfig,
+      dialect,
+      driver,
+      executor: new RoutingQueryExecutor(compiler, adapter, driver, resolved.plugins),
+    }
+  }
+
+  return new ResilientKysely<DB>(
+    props('auto'),
+    cluster,
+    new Kysely<DB>(props('writer')),
+    new Kysely<DB>(props('reader')),
+  )
+}
+
+/**
+ * Kysely's own dialect supplies the query compiler, adapter and introspector, so SQL is generated
+ * exactly as plain Kysely generates it. Its driver is never created: ours replaces it.
+ */
+function kyselyDialect(dialect: SqlDialect): Dialect {
+  const unused = () => Promise.reject(new Error('kysely-resilient: the dialect pool is never used'))
+  return dialect === 'postgres' ? new PostgresDialect({ pool: unused }) : new MysqlDialect({ pool: unused })
+}

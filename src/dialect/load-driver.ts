@@ -1,0 +1,47 @@
+import type * as Mysql2 from 'mysql2'
+import type * as Pg from 'pg'
+import type PgCursor from 'pg-cursor'
+import { MissingDriverError } from '../errors.js'
+
+/** The parts of `pg` this library uses. */
+export type PgModule = Pick<typeof Pg, 'Client'>
+/** The parts of `mysql2` this library uses (its callback API, which Kysely's MySQL driver expects). */
+export type Mysql2Module = Pick<typeof Mysql2, 'createConnection'>
+/** `pg-cursor`'s constructor. */
+export type PgCursorConstructor = typeof PgCursor
+
+function interop<T>(module: T | { default: T }): T {
+  // The drivers are CommonJS: ESM `import()` puts module.exports on `default`.
+  const withDefault = module as { default?: T }
+  return withDefault.default ?? (module as T)
+}
+
+/**
+ * Loads `pg` on first use only, so a MySQL user never needs it installed. The specifier is a
+ * string literal so bundlers (esbuild for Lambda) still see and include the driver that is used.
+ */
+export async function loadPg(): Promise<PgModule> {
+  try {
+    return interop(await import('pg')) as PgModule
+  } catch (error) {
+    throw new MissingDriverError('pg', 'postgres', error)
+  }
+}
+
+/** Loads `pg-cursor` if installed; without it, `.stream()` fails with a clear error. */
+export async function loadPgCursor(): Promise<PgCursorConstructor | undefined> {
+  try {
+    return interop(await import('pg-cursor')) as PgCursorConstructor
+  } catch {
+    return undefined
+  }
+}
+
+/** Loads `mysql2` on first use only, so a PostgreSQL user never needs it installed. */
+export async function loadMysql2(): Promise<Mysql2Module> {
+  try {
+    return interop(await import('mysql2')) as Mysql2Module
+  } catch (error) {
+    throw new MissingDriverError('mysql2', 'mysql', error)
+  }
+}

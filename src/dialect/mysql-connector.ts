@@ -1,0 +1,85 @@
+import type { Connection, ConnectionOptions } from 'mysql2'
+import type { EndpointSettings } from '../config/endpoint-settings.js'
+import type { PoolConnector } from '../pool/connection-pool.js'
+import type { Mysql2Module } from './load-driver.js'
+
+/** Opens `mysql2` connections (callback API, as Kysely's MySQL driver expects) to one endpoint. */
+export class MysqlConnector implements PoolConnector<Connection> {
+  readonly #mysql: Mysql2Module
+  readonly #broken = new WeakSet<Connection>()
+  readonly #statementTimeoutMs: number | undefined
+  /** The connection options, also used by Kysely to open a control connection for cancellation. */
+  readonly connectionOptions: ConnectionOptions
+
+  constructor(mysql: Mysql2Module, endpoint: EndpointSettings) {
+    this.#mysql = mysql
+    const { pool } = endpoint
+    const options: ConnectionOptions = {
+      host: endpoint.host,
+      port: endpoint.port,
+      user: endpoint.user,
+      database: endpoint.database,
+      connectTimeout: pool.connectTimeoutMs,
+      enableKeepAlive: pool.keepAlive,
+      keepAliveInitialDelay: pool.keepAliveInitialDelayMs,
+    }
+    Object.defineProperty(options, 'password', { value: endpoint.password(), enumerable: false })
+    this.connectionOptions = options
+    this.#statementTimeoutMs = pool.statementTimeoutMs
+  }
+
+  /** mysql2 reads `password` from the options it is given; hand it a copy that has it. */
+  #optionsWithPassword(): ConnectionOptions {
+    return { ...this.connectionOptions, password: this.connectionOptions.password }
+  }
+
+  async connect(): Promise<Connection> {
+    const connection = this.#mysql.createConnection(this.#optionsWithPassword())
+    connection.on('error', () => this.#broken.add(connection))
+    connection.on('end', () => this.#broken.add(connection))
+    try {
+      await new Promise<void>((resolve, reject) => {
+        connection.connect((error) => (error ? reject(error) : resolve()))
+      })
+      if (this.#statementTimeoutMs !== undefined) {
+        await this.#setStatementTimeout(connection, this.#statementTimeoutMs)
+      }
+    } catch (error) {
+      this.#broken.add(connection)
+      connection.destroy()
+      throw error
+    }
+    return connection
+  }
+
+  async close(connection: Connection): Promise<void> {
+    if (this.#broken.has(connection)) {
+      connection.destroy()
+      return
+    }
+    this.#broken.add(connection)
+    await new Promise<void>((resolve) => {
+      // end() sends COM_QUIT politely; fall back to destroying the socket if it fails.
+      connection.end(() => {
+        connection.destroy()
+        resolve()
+      })
+    })
+  }
+
+  isBroken(connection: Connection): boolean {
+    return this.#broken.has(connection)
+  }
+
+  #setStatementTimeout(connection: Connection, timeoutMs: number): Promise<void> {
+    const handshake = (connection as unknown as { _handshakePacket?: { serverVersion?: string } })
+      ._handshakePacket
+    const isMariaDb = /mariadb/i.test(handshake?.serverVersion ?? '')
+    // MariaDB takes seconds (fractional); MySQL takes milliseconds and applies it to SELECT only.
+    const sql = isMariaDb ? 'SET SESSION max_statement_time = ?' : 'SET SESSION max_execution_time = ?'
+    const value = isMariaDb ? timeoutMs / 1000 : timeoutMs
+    return new Promise<void>((resolve, reject) => {
+      connection.query(sql, [value], (error) => (error ? reject(error) : resolve()))
+    })
+  }
+}

@@ -1,0 +1,56 @@
+import type { Client, ClientConfig } from 'pg'
+import type { EndpointSettings } from '../config/endpoint-settings.js'
+import type { PoolConnector } from '../pool/connection-pool.js'
+import type { PgModule } from './load-driver.js'
+
+/** Opens `pg` clients to one endpoint with the endpoint's timeouts and keepalive. */
+export class PostgresConnector implements PoolConnector<Client> {
+  readonly #pg: PgModule
+  readonly #broken = new WeakSet<Client>()
+  /** The client config, also used by Kysely to open a control connection for query cancellation. */
+  readonly clientConfig: ClientConfig
+
+  constructor(pg: PgModule, endpoint: EndpointSettings) {
+    this.#pg = pg
+    const { pool } = endpoint
+    const config: ClientConfig = {
+      host: endpoint.host,
+      port: endpoint.port,
+      user: endpoint.user,
+      database: endpoint.database,
+      connectionTimeoutMillis: pool.connectTimeoutMs,
+      keepAlive: pool.keepAlive,
+      keepAliveInitialDelayMillis: pool.keepAliveInitialDelayMs,
+      application_name: 'kysely-resilient',
+    }
+    if (pool.statementTimeoutMs !== undefined) config.statement_timeout = pool.statementTimeoutMs
+    // Not enumerable, so spreading or printing the config never shows it (pg does the same).
+    Object.defineProperty(config, 'password', { value: endpoint.password(), enumerable: false })
+    this.clientConfig = config
+  }
+
+  async connect(): Promise<Client> {
+    const client = new this.#pg.Client(this.clientConfig)
+    // Without a listener, an idle client whose server went away would crash the process with an
+    // unhandled 'error' event. Mark it broken instead; the pool drops it.
+    client.on('error', () => this.#broken.add(client))
+    client.on('end', () => this.#broken.add(client))
+    try {
+      await client.connect()
+    } catch (error) {
+      this.#broken.add(client)
+      void client.end().catch(() => undefined)
+      throw error
+    }
+    return client
+  }
+
+  async close(client: Client): Promise<void> {
+    this.#broken.add(client)
+    await client.end().catch(() => undefined)
+  }
+
+  isBroken(client: Client): boolean {
+    return this.#broken.has(client)
+  }
+}

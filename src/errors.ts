@@ -1,0 +1,154 @@
+/**
+ * Base class of every error this library throws itself. Driver errors (from `pg`, `mysql2` or Node
+ * sockets) are passed through untouched so callers keep their codes and stack traces.
+ *
+ * @example
+ * ```ts
+ * import { ResilientError } from 'kysely-resilient'
+ *
+ * try {
+ *   await db.selectFrom('person').selectAll().execute()
+ * } catch (err) {
+ *   if (err instanceof ResilientError) console.error(err.code, err.message)
+ * }
+ * ```
+ */
+export class ResilientError extends Error {
+  /** A stable, machine-readable code such as `'CONFIG_INVALID'`. */
+  readonly code: string
+
+  constructor(code: string, message: string, options?: ErrorOptions) {
+    super(message, options)
+    this.name = new.target.name
+    this.code = code
+  }
+}
+
+/**
+ * Thrown by `createDb` when the configuration is invalid. `setting` names the offending option with
+ * its path, for example `'pool.max'` or `'readers[1]'`, and the message says what was expected.
+ * Secrets are never part of the message.
+ *
+ * @example
+ * ```ts
+ * import { ConfigError, createDb } from 'kysely-resilient'
+ *
+ * try {
+ *   createDb({ dialect: 'postgres', writer: 'not a url' })
+ * } catch (err) {
+ *   if (err instanceof ConfigError) console.error(err.setting) // 'writer'
+ * }
+ * ```
+ */
+export class ConfigError extends ResilientError {
+  /** Path of the setting that is wrong, e.g. `'pool.max'`. */
+  readonly setting: string
+
+  constructor(setting: string, message: string) {
+    super('CONFIG_INVALID', `Invalid kysely-resilient config: ${setting}: ${message}`)
+    this.setting = setting
+  }
+}
+
+/**
+ * Thrown when a dialect's driver package is not installed. The message names the package to
+ * install, for example `npm install pg`.
+ *
+ * @example
+ * ```ts
+ * import { MissingDriverError } from 'kysely-resilient'
+ *
+ * try {
+ *   await db.selectFrom('person').selectAll().execute()
+ * } catch (err) {
+ *   if (err instanceof MissingDriverError) console.error(`install ${err.packageName}`)
+ * }
+ * ```
+ */
+export class MissingDriverError extends ResilientError {
+  /** The npm package that must be installed. */
+  readonly packageName: string
+
+  constructor(packageName: string, dialect: string, cause: unknown) {
+    super(
+      'DRIVER_MISSING',
+      `The '${dialect}' dialect needs the '${packageName}' package, which could not be loaded. ` +
+        `Install it with: npm install ${packageName}`,
+      { cause },
+    )
+    this.packageName = packageName
+  }
+}
+
+/**
+ * Thrown by every query after `db.destroy()` has been called.
+ *
+ * @example
+ * ```ts
+ * import { DatabaseDestroyedError } from 'kysely-resilient'
+ *
+ * await db.destroy()
+ * await db.selectFrom('person').selectAll().execute() // rejects with DatabaseDestroyedError
+ * ```
+ */
+export class DatabaseDestroyedError extends ResilientError {
+  constructor() {
+    super(
+      'DB_DESTROYED',
+      'This database was destroyed with db.destroy(); its pools are closed. Create a new one with createDb().',
+    )
+  }
+}
+
+/**
+ * Thrown when a caller waited `pool.acquireTimeoutMs` for a free connection and none became
+ * available. Nothing was sent to the server, so the statement is always safe to retry.
+ *
+ * @example
+ * ```ts
+ * import { PoolTimeoutError } from 'kysely-resilient'
+ *
+ * try {
+ *   await db.selectFrom('person').selectAll().execute()
+ * } catch (err) {
+ *   if (err instanceof PoolTimeoutError) console.warn(`pool ${err.endpoint} is exhausted`)
+ * }
+ * ```
+ */
+export class PoolTimeoutError extends ResilientError {
+  /** Name of the endpoint whose pool was exhausted, e.g. `'writer'`. */
+  readonly endpoint: string
+
+  constructor(endpoint: string, timeoutMs: number, max: number) {
+    super(
+      'POOL_ACQUIRE_TIMEOUT',
+      `Timed out after ${timeoutMs} ms waiting for a free connection to the ${endpoint} endpoint ` +
+        `(all ${max} connections in use; raise pool.max or pool.acquireTimeoutMs, or find the leak).`,
+    )
+    this.endpoint = endpoint
+  }
+}
+
+/**
+ * Thrown when a new connection could not be opened within `pool.connectTimeoutMs`.
+ *
+ * @example
+ * ```ts
+ * import { ConnectTimeoutError } from 'kysely-resilient'
+ *
+ * try {
+ *   await db.selectFrom('person').selectAll().execute()
+ * } catch (err) {
+ *   if (err instanceof ConnectTimeoutError) console.warn(`cannot reach ${err.endpoint}`)
+ * }
+ * ```
+ */
+export class ConnectTimeoutError extends ResilientError {
+  /** Name of the endpoint that could not be reached, e.g. `'reader-0'`. */
+  readonly endpoint: string
+
+  constructor(endpoint: string, timeoutMs: number, options?: ErrorOptions) {
+    super('CONNECT_TIMEOUT', `Could not connect to the ${endpoint} endpoint within ${timeoutMs} ms.`, options)
+    this.endpoint = endpoint
+  }
+}

@@ -1,0 +1,275 @@
+import { EventEmitter } from 'node:events'
+import type { ResolvedPoolOptions } from '../config/pool-options.js'
+import { DatabaseDestroyedError, PoolTimeoutError } from '../errors.js'
+
+/** Opens and closes the raw driver connections of one endpoint. */
+export interface PoolConnector<C> {
+  /** Opens one connection; must give up after the pool's `connectTimeoutMs`. */
+  connect(): Promise<C>
+  /** Closes a connection. Must not throw: a connection being thrown away may already be dead. */
+  close(connection: C): Promise<void>
+  /** True once the connection's socket errored or ended: it must never be handed out again. */
+  isBroken(connection: C): boolean
+}
+
+/** Connection counts of one pool at one instant. */
+export interface PoolCounts {
+  /** Open connections plus connections being opened. */
+  readonly total: number
+  /** Open connections waiting in the pool. */
+  readonly idle: number
+  /** Connections handed out to callers. */
+  readonly inUse: number
+  /** Callers waiting for a connection. */
+  readonly waiting: number
+  /** Connections being opened right now. */
+  readonly connecting: number
+}
+
+/** Why a connection left the pool. */
+export type RemovalReason = 'broken' | 'discarded' | 'expired' | 'idle' | 'pool-ended'
+
+interface Entry<C> {
+  readonly connection: C
+  readonly expiresAt: number
+  idleTimer: NodeJS.Timeout | undefined
+}
+
+interface Waiter<C> {
+  readonly resolve: (connection: C) => void
+  readonly reject: (error: unknown) => void
+  readonly timer: NodeJS.Timeout
+}
+
+/**
+ * A connection pool with the same semantics for every driver: bounded size, a bounded wait for a
+ * free connection, bounded connection age, idle reaping, and connections that broke are never
+ * handed out again.
+ *
+ * Idle connections are reused last-in first-out: a burst's extra connections sit at the bottom of
+ * the stack and are the ones the idle timeout reaps, so the pool shrinks back after the burst.
+ */
+export class ConnectionPool<C> extends EventEmitter<{
+  connect: [connection: C]
+  remove: [connection: C, reason: RemovalReason]
+}> {
+  readonly name: string
+  readonly options: ResolvedPoolOptions
+  readonly #connector: PoolConnector<C>
+  readonly #idle: Entry<C>[] = []
+  readonly #inUse = new Map<C, Entry<C>>()
+  readonly #waiters: Waiter<C>[] = []
+  #connecting = 0
+  #closing = 0
+  #ended = false
+  #used = false
+
+  constructor(name: string, connector: PoolConnector<C>, options: ResolvedPoolOptions) {
+    super()
+    this.name = name
+    this.#connector = connector
+    this.options = options
+  }
+
+  /** Hands out a connection: an idle one if possible, else a new one, else waits for a release. */
+  async acquire(): Promise<C> {
+    if (this.#ended) throw new DatabaseDestroyedError()
+    this.#used = true
+
+    let entry = this.#idle.pop()
+    while (entry !== undefined) {
+      clearTimeout(entry.idleTimer)
+      entry.idleTimer = undefined
+      const reason = this.#unusableReason(entry)
+      if (reason === undefined) {
+        this.#inUse.set(entry.connection, entry)
+        return entry.connection
+      }
+      this.#close(entry, reason)
+      entry = this.#idle.pop()
+    }
+
+    if (this.#size() < this.options.max) {
+      const opened = await this.#open()
+      this.#inUse.set(opened.connection, opened)
+      this.#fillToMin()
+      return opened.connection
+    }
+
+    return new Promise<C>((resolve, reject) => {
+      const waiter: Waiter<C> = {
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          const index = this.#waiters.indexOf(waiter)
+          if (index !== -1) this.#waiters.splice(index, 1)
+          reject(new PoolTimeoutError(this.name, this.options.acquireTimeoutMs, this.options.max))
+        }, this.options.acquireTimeoutMs),
+      }
+      this.#waiters.push(waiter)
+    })
+  }
+
+  /**
+   * Gives a connection back. `discard` closes it instead of keeping it (the caller saw it fail).
+   * Releasing a connection twice, or one the pool does not know, is a no-op.
+   */
+  release(connection: C, discard = false): void {
+    const entry = this.#inUse.get(connection)
+    if (entry === undefined) return
+    this.#inUse.delete(connection)
+
+    const reason = this.#ended ? 'pool-ended' : discard ? 'discarded' : this.#unusableReason(entry)
+    if (reason !== undefined) {
+      this.#close(entry, reason)
+      this.#serveWaiters()
+      return
+    }
+
+    const waiter = this.#waiters.shift()
+    if (waiter !== undefined) {
+      clearTimeout(waiter.timer)
+      this.#inUse.set(connection, entry)
+      waiter.resolve(connection)
+      return
+    }
+    this.#pushIdle(entry)
+  }
+
+  /** Current counts. */
+  counts(): PoolCounts {
+    return {
+      total: this.#idle.length + this.#inUse.size + this.#connecting,
+      idle: this.#idle.length,
+      inUse: this.#inUse.size,
+      waiting: this.#waiters.length,
+      connecting: this.#connecting,
+    }
+  }
+
+  /**
+   * Closes the pool: waiting callers are rejected, idle connections closed, connections in use are
+   * closed when released. Resolves once every idle connection and every connection being opened
+   * has been closed. Never waits for a caller that holds a connection.
+   */
+  async end(): Promise<void> {
+    if (this.#ended) return
+    this.#ended = true
+    for (const waiter of this.#waiters.splice(0)) {
+      clearTimeout(waiter.timer)
+      waiter.reject(new DatabaseDestroyedError())
+    }
+    for (const entry of this.#idle.splice(0)) {
+      clearTimeout(entry.idleTimer)
+      this.#close(entry, 'pool-ended')
+    }
+    while (this.#connecting > 0 || this.#closing > 0) {
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+  }
+
+  #size(): number {
+    return this.#idle.length + this.#inUse.size + this.#connecting
+  }
+
+  #unusableReason(entry: Entry<C>): RemovalReason | undefined {
+    if (this.#connector.isBroken(entry.connection)) return 'broken'
+    if (this.options.maxLifetimeMs > 0 && Date.now() >= entry.expiresAt) return 'expired'
+    return undefined
+  }
+
+  async #open(): Promise<Entry<C>> {
+    this.#connecting++
+    let connection: C
+    try {
+      connection = await this.#connector.connect()
+    } finally {
+      this.#connecting--
+    }
+    // A little jitter so connections opened together are not all recycled together.
+    const lifetime = this.options.maxLifetimeMs * (1 - Math.random() * 0.1)
+    const entry: Entry<C> = { connection, expiresAt: Date.now() + lifetime, idleTimer: undefined }
+    if (this.#ended) {
+      this.#close(entry, 'pool-ended')
+      throw new DatabaseDestroyedError()
+    }
+    this.emit('connect', connection)
+    return entry
+  }
+
+  #pushIdle(entry: Entry<C>): void {
+    if (this.options.idleTimeoutMs > 0) {
+      entry.idleTimer = setTimeout(() => this.#reapIdle(entry), this.options.idleTimeoutMs)
+      entry.idleTimer.unref()
+    }
+    this.#idle.push(entry)
+  }
+
+  #reapIdle(entry: Entry<C>): void {
+    entry.idleTimer = undefined
+    const index = this.#idle.indexOf(entry)
+    if (index === -1) return
+    if (this.#size() <= this.options.min && this.#unusableReason(entry) === undefined) {
+      // Keep the floor of `min` connections; look again after another idle period.
+      this.#idle.splice(index, 1)
+      this.#pushIdle(entry)
+      return
+    }
+    this.#idle.splice(index, 1)
+    this.#close(entry, 'idle')
+    this.#fillToMin()
+  }
+
+  #close(entry: Entry<C>, reason: RemovalReason): void {
+    this.#closing++
+    this.emit('remove', entry.connection, reason)
+    void this.#connector.close(entry.connection).finally(() => {
+      this.#closing--
+    })
+  }
+
+  /** A connection slot was freed: open a connection for the longest-waiting caller. */
+  #serveWaiters(): void {
+    if (this.#waiters.length === 0 || this.#ended || this.#size() >= this.options.max) return
+    this.#open().then(
+      (entry) => {
+        const waiter = this.#waiters.shift()
+        if (waiter === undefined) {
+          this.#pushIdle(entry)
+          return
+        }
+        clearTimeout(waiter.timer)
+        this.#inUse.set(entry.connection, entry)
+        waiter.resolve(entry.connection)
+      },
+      (error: unknown) => {
+        // The server refused or timed out: fail the first waiter now rather than at its deadline.
+        const waiter = this.#waiters.shift()
+        if (waiter !== undefined) {
+          clearTimeout(waiter.timer)
+          waiter.reject(error)
+        }
+      },
+    )
+  }
+
+  #fillToMin(): void {
+    if (!this.#used || this.#ended) return
+    while (this.#size() < this.options.min) {
+      this.#open().then(
+        (entry) => {
+          const waiter = this.#waiters.shift()
+          if (waiter !== undefined) {
+            clearTimeout(waiter.timer)
+            this.#inUse.set(entry.connection, entry)
+            waiter.resolve(entry.connection)
+          } else {
+            this.#pushIdle(entry)
+          }
+        },
+        // A background top-up failing is not anyone's error: the next acquire opens on demand.
+        () => undefined,
+      )
+    }
+  }
+}

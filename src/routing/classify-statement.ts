@@ -1,0 +1,60 @@
+import type { OperationNode, RootOperationNode } from 'kysely'
+
+const WRITE_NODE_KINDS = new Set(['InsertQueryNode', 'UpdateQueryNode', 'DeleteQueryNode', 'MergeQueryNode'])
+const LOCK_MODIFIERS = new Set(['ForUpdate', 'ForNoKeyUpdate', 'ForShare', 'ForKeyShare'])
+// Row locks written by hand with `.modifyEnd(sql`...`)`.
+const RAW_LOCK = /\bfor\s+(?:no\s+key\s+)?(?:update|share|key\s+share)\b|\block\s+in\s+share\s+mode\b/i
+// Node kinds that hold user values, never operation nodes worth walking.
+const VALUE_NODE_KINDS = new Set(['ValueNode', 'PrimitiveValueListNode', 'IdentifierNode', 'ColumnNode'])
+
+const verdicts = new WeakMap<RootOperationNode, boolean>()
+
+/**
+ * True when a statement can be served by a replica: a SELECT (with CTEs, set operations,
+ * subqueries, or no FROM at all) that takes no row lock and contains no data-modifying CTE.
+ * Everything else — INSERT/UPDATE/DELETE/MERGE, schema statements, raw `sql` — needs the writer.
+ *
+ * Functions with side effects called inside a SELECT (`nextval`, `pg_advisory_lock`, ...) cannot be
+ * seen from the query tree; run those through `db.writer`.
+ */
+export function isReadOnlyStatement(node: RootOperationNode): boolean {
+  if (node.kind !== 'SelectQueryNode') return false
+  const cached = verdicts.get(node)
+  if (cached !== undefined) return cached
+  const verdict = !containsWriteOrLock(node)
+  verdicts.set(node, verdict)
+  return verdict
+}
+
+function containsWriteOrLock(root: OperationNode): boolean {
+  const stack: unknown[] = [root]
+  while (stack.length > 0) {
+    const current = stack.pop()
+    if (Array.isArray(current)) {
+      for (const item of current) if (typeof item === 'object' && item !== null) stack.push(item)
+      continue
+    }
+    if (typeof current !== 'object' || current === null) continue
+    const node = current as OperationNode & Record<string, unknown>
+    const kind = node.kind
+    if (typeof kind === 'string') {
+      if (WRITE_NODE_KINDS.has(kind)) return true
+      if (VALUE_NODE_KINDS.has(kind)) continue
+      if (kind === 'SelectModifierNode') {
+        if (typeof node.modifier === 'string' && LOCK_MODIFIERS.has(node.modifier)) return true
+        if (isRawLock(node.rawModifier)) return true
+      }
+    }
+    for (const key in node) {
+      const value = node[key]
+      if (typeof value === 'object' && value !== null) stack.push(value)
+    }
+  }
+  return false
+}
+
+function isRawLock(raw: unknown): boolean {
+  if (typeof raw !== 'object' || raw === null) return false
+  const fragments = (raw as { sqlFragments?: unknown }).sqlFragments
+  return Array.isArray(fragments) && RAW_LOCK.test(fragments.join(' '))
+}

@@ -1,0 +1,116 @@
+import type {
+  AbortableOperationOptions,
+  DatabaseConnection,
+  Driver,
+  Log,
+  QueryCompiler,
+  TransactionSettings,
+} from 'kysely'
+import { DatabaseDestroyedError } from '../errors.js'
+import type { Cluster } from './cluster.js'
+import type { Endpoint } from './endpoint.js'
+import { RoutingConnection, type RoutingScope, type RoutingTarget } from './routing-connection.js'
+
+/**
+ * The Kysely `Driver` behind `createDb`. It hands Kysely lazy {@link RoutingConnection}s and lets
+ * the chosen endpoint's own Kysely driver do the SQL of transactions and savepoints.
+ */
+export class RoutingDriver implements Driver {
+  readonly #cluster: Cluster
+  readonly #target: RoutingTarget
+  readonly #log: Log
+
+  constructor(cluster: Cluster, target: RoutingTarget, log: Log) {
+    this.#cluster = cluster
+    this.#target = target
+    this.#log = log
+  }
+
+  async init(): Promise<void> {
+    await this.#cluster.open()
+  }
+
+  /** Kysely's entry point; everything that reaches it directly is a session (see RoutingQueryExecutor). */
+  acquireConnection(options?: AbortableOperationOptions): Promise<DatabaseConnection> {
+    return this.acquire('session', options)
+  }
+
+  async acquire(scope: RoutingScope, options?: AbortableOperationOptions): Promise<RoutingConnection> {
+    if (this.#cluster.destroyed) throw new DatabaseDestroyedError()
+    await this.#cluster.open()
+    options?.signal?.throwIfAborted()
+    return new RoutingConnection(this.#cluster, this.#target, scope, this.#log)
+  }
+
+  async beginTransaction(connection: DatabaseConnection, settings: TransactionSettings): Promise<void> {
+    const routing = asRouting(connection)
+    const endpoint = await routing.bindForTransaction(settings.accessMode)
+    await endpoint.driver.beginTransaction(routing, settings)
+  }
+
+  async commitTransaction(connection: DatabaseConnection): Promise<void> {
+    await boundDriver(connection, 'commit').commitTransaction(connection)
+  }
+
+  async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
+    await asRouting(connection).rollback()
+  }
+
+  async savepoint(
+    connection: DatabaseConnection,
+    savepointName: string,
+    compileQuery: QueryCompiler['compileQuery'],
+  ): Promise<void> {
+    const driver = boundDriver(connection, 'savepoint')
+    if (driver.savepoint === undefined) throw unsupported('savepoint')
+    await driver.savepoint(connection, savepointName, compileQuery)
+  }
+
+  async rollbackToSavepoint(
+    connection: DatabaseConnection,
+    savepointName: string,
+    compileQuery: QueryCompiler['compileQuery'],
+  ): Promise<void> {
+    const driver = boundDriver(connection, 'rollbackToSavepoint')
+    if (driver.rollbackToSavepoint === undefined) throw unsupported('rollbackToSavepoint')
+    await driver.rollbackToSavepoint(connection, savepointName, compileQuery)
+  }
+
+  async releaseSavepoint(
+    connection: DatabaseConnection,
+    savepointName: string,
+    compileQuery: QueryCompiler['compileQuery'],
+  ): Promise<void> {
+    const driver = boundDriver(connection, 'releaseSavepoint')
+    if (driver.releaseSavepoint === undefined) throw unsupported('releaseSavepoint')
+    await driver.releaseSavepoint(connection, savepointName, compileQuery)
+  }
+
+  async releaseConnection(connection: DatabaseConnection): Promise<void> {
+    await asRouting(connection).release()
+  }
+
+  async destroy(): Promise<void> {
+    await this.#cluster.destroy()
+  }
+}
+
+function asRouting(connection: DatabaseConnection): RoutingConnection {
+  if (!(connection instanceof RoutingConnection)) {
+    throw new TypeError('kysely-resilient: expected a connection created by this driver')
+  }
+  return connection
+}
+
+/** The Kysely driver of the endpoint a transaction is bound to. */
+function boundDriver(connection: DatabaseConnection, operation: string): Driver {
+  const endpoint: Endpoint | undefined = asRouting(connection).boundEndpoint
+  if (endpoint === undefined) {
+    throw new Error(`kysely-resilient: ${operation} on a connection that is not in a transaction`)
+  }
+  return endpoint.driver
+}
+
+function unsupported(operation: string): Error {
+  return new Error(`kysely-resilient: the endpoint's driver does not support ${operation}`)
+}

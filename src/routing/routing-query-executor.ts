@@ -1,0 +1,109 @@
+import {
+  type AbortableOperationOptions,
+  type AbortableQueryOptions,
+  type CompiledQuery,
+  type ConnectionProvider,
+  type DatabaseConnection,
+  DefaultQueryExecutor,
+  type DialectAdapter,
+  type KyselyPlugin,
+  type QueryCompiler,
+  type QueryResult,
+} from 'kysely'
+import type { RoutingScope } from './routing-connection.js'
+import type { RoutingDriver } from './routing-driver.js'
+
+/** Hands out routing connections of one scope. */
+class ScopedConnectionProvider implements ConnectionProvider {
+  readonly #driver: RoutingDriver
+  readonly #scope: RoutingScope
+
+  constructor(driver: RoutingDriver, scope: RoutingScope) {
+    this.#driver = driver
+    this.#scope = scope
+  }
+
+  async provideConnection<T>(
+    consumer: (connection: DatabaseConnection) => Promise<T>,
+    options?: AbortableOperationOptions,
+  ): Promise<T> {
+    const connection = await this.#driver.acquire(this.#scope, options)
+    try {
+      return await consumer(connection)
+    } finally {
+      await this.#driver.releaseConnection(connection)
+    }
+  }
+}
+
+/**
+ * Kysely's executor, told apart by how it is used. Kysely runs a single statement through
+ * `executeQuery`/`stream`, and everything that needs one session for several statements
+ * (`connection()`, `transaction()`, `startTransaction()`, migrations) through `provideConnection`.
+ * The first kind is routed statement by statement; the second is a session. Plugins, `withSchema`
+ * and friends go through the `with*` methods below and keep the routing.
+ */
+export class RoutingQueryExecutor extends DefaultQueryExecutor {
+  readonly #compiler: QueryCompiler
+  readonly #adapter: DialectAdapter
+  readonly #driver: RoutingDriver
+  readonly #statements: DefaultQueryExecutor
+
+  constructor(
+    compiler: QueryCompiler,
+    adapter: DialectAdapter,
+    driver: RoutingDriver,
+    plugins: ReadonlyArray<KyselyPlugin> = [],
+  ) {
+    super(compiler, adapter, new ScopedConnectionProvider(driver, 'session'), [...plugins])
+    this.#compiler = compiler
+    this.#adapter = adapter
+    this.#driver = driver
+    this.#statements = new DefaultQueryExecutor(
+      compiler,
+      adapter,
+      new ScopedConnectionProvider(driver, 'statement'),
+      [...plugins],
+    )
+  }
+
+  override executeQuery<R>(
+    compiledQuery: CompiledQuery,
+    options?: AbortableQueryOptions,
+  ): Promise<QueryResult<R>> {
+    return this.#statements.executeQuery<R>(compiledQuery, options)
+  }
+
+  override stream<R>(
+    compiledQuery: CompiledQuery,
+    chunkSize: number,
+    options?: AbortableOperationOptions,
+  ): AsyncIterableIterator<QueryResult<R>> {
+    return this.#statements.stream<R>(compiledQuery, chunkSize, options)
+  }
+
+  override withPlugins(plugins: ReadonlyArray<KyselyPlugin>): RoutingQueryExecutor {
+    return this.#with([...this.plugins, ...plugins])
+  }
+
+  override withPlugin(plugin: KyselyPlugin): RoutingQueryExecutor {
+    return this.#with([...this.plugins, plugin])
+  }
+
+  override withPluginAtFront(plugin: KyselyPlugin): RoutingQueryExecutor {
+    return this.#with([plugin, ...this.plugins])
+  }
+
+  override withoutPlugins(): RoutingQueryExecutor {
+    return this.#with([])
+  }
+
+  /** Inside a session every statement runs on the session's connection: no routing left to do. */
+  override withConnectionProvider(connectionProvider: ConnectionProvider): DefaultQueryExecutor {
+    return new DefaultQueryExecutor(this.#compiler, this.#adapter, connectionProvider, [...this.plugins])
+  }
+
+  #with(plugins: ReadonlyArray<KyselyPlugin>): RoutingQueryExecutor {
+    return new RoutingQueryExecutor(this.#compiler, this.#adapter, this.#driver, plugins)
+  }
+}
