@@ -49,7 +49,8 @@ export class EndpointSettings {
 
   /** `host:port/database`, safe to print. */
   get address(): string {
-    return `${this.host}:${this.port}${this.database ? `/${this.database}` : ''}`
+    const host = this.host.includes(':') ? `[${this.host}]` : this.host
+    return `${host}:${this.port}${this.database ? `/${this.database}` : ''}`
   }
 
   toJSON(): Record<string, unknown> {

@@ -143,6 +143,13 @@ function resolveEndpoint(
           `expected a host name (or give 'url'), got ${describe(input.host)}`,
         )
       }
+      if (/[/@\s]/.test(input.host)) {
+        // Most likely a URL pasted into `host`; it may hold a password, so do not echo it.
+        throw new ConfigError(
+          `${setting}.host`,
+          "expected a bare host name or IP address; put a URL in 'url'",
+        )
+      }
       fields.host = input.host
     }
     if (input.port !== undefined) fields.port = checkPort(input.port, `${setting}.port`)
@@ -222,7 +229,7 @@ function parseUrl(
   const result: { host: string; port?: number; user?: string; password?: string; database?: string } = {
     host,
   }
-  if (url.port) result.port = checkPort(Number(url.port), `${setting} (port)`)
+  if (url.port) result.port = checkPort(Number(url.port), setting)
   if (url.username) result.user = decodeURIComponent(url.username)
   if (url.password) result.password = decodeURIComponent(url.password)
   const database = decodeURIComponent(url.pathname.replace(/^\//, ''))
@@ -249,9 +256,12 @@ function resolvePool(
     return value
   }
   const max = integer('max', 1) ?? base.max
-  const min = integer('min', 0) ?? Math.min(base.min, max)
+  const ownMin = integer('min', 0)
+  const min = ownMin ?? base.min
   if (min > max) {
-    throw new ConfigError(`${setting}.min`, `must not exceed ${setting}.max (${max}), got ${min}`)
+    throw ownMin === undefined
+      ? new ConfigError(`${setting}.max`, `must be at least the inherited pool.min (${min}), got ${max}`)
+      : new ConfigError(`${setting}.min`, `must not exceed ${setting}.max (${max}), got ${min}`)
   }
   let keepAlive = base.keepAlive
   if (input.keepAlive !== undefined) {

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events'
 import type { ResolvedPoolOptions } from '../config/pool-options.js'
-import { DatabaseDestroyedError, PoolTimeoutError } from '../errors.js'
+import { ConnectTimeoutError, DatabaseDestroyedError, PoolTimeoutError } from '../errors.js'
 
 /** Opens and closes the raw driver connections of one endpoint. */
 export interface PoolConnector<C> {
@@ -90,7 +90,14 @@ export class ConnectionPool<C> extends EventEmitter<{
     }
 
     if (this.#size() < this.options.max) {
-      const opened = await this.#open()
+      let opened: Entry<C>
+      try {
+        opened = await this.#open()
+      } catch (error) {
+        // The slot this caller reserved is free again: let the longest waiter use it.
+        this.#serveWaiters()
+        throw error
+      }
       this.#inUse.set(opened.connection, opened)
       this.#fillToMin()
       return opened.connection
@@ -182,7 +189,7 @@ export class ConnectionPool<C> extends EventEmitter<{
     this.#connecting++
     let connection: C
     try {
-      connection = await this.#connector.connect()
+      connection = await this.#connectWithDeadline()
     } finally {
       this.#connecting--
     }
@@ -195,6 +202,39 @@ export class ConnectionPool<C> extends EventEmitter<{
     }
     this.emit('connect', connection)
     return entry
+  }
+
+  /**
+   * The drivers have connect timeouts of their own, but not for every phase (TLS, authentication,
+   * session setup), and each reports it differently: this deadline is the one every caller can rely on.
+   */
+  #connectWithDeadline(): Promise<C> {
+    const timeoutMs = this.options.connectTimeoutMs
+    return new Promise<C>((resolve, reject) => {
+      let timedOut = false
+      const timer = setTimeout(() => {
+        timedOut = true
+        reject(new ConnectTimeoutError(this.name, timeoutMs))
+      }, timeoutMs)
+      this.#connector.connect().then(
+        (connection) => {
+          clearTimeout(timer)
+          if (timedOut) {
+            // Too late: the caller has its error already. Do not leak the connection.
+            this.#closing++
+            void this.#connector.close(connection).finally(() => {
+              this.#closing--
+            })
+            return
+          }
+          resolve(connection)
+        },
+        (error: unknown) => {
+          clearTimeout(timer)
+          if (!timedOut) reject(error)
+        },
+      )
+    })
   }
 
   #pushIdle(entry: Entry<C>): void {
@@ -249,6 +289,7 @@ export class ConnectionPool<C> extends EventEmitter<{
           clearTimeout(waiter.timer)
           waiter.reject(error)
         }
+        this.#serveWaiters()
       },
     )
   }
@@ -268,7 +309,7 @@ export class ConnectionPool<C> extends EventEmitter<{
           }
         },
         // A background top-up failing is not anyone's error: the next acquire opens on demand.
-        () => undefined,
+        () => this.#serveWaiters(),
       )
     }
   }

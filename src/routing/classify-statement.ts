@@ -55,6 +55,22 @@ function containsWriteOrLock(root: OperationNode): boolean {
 
 function isRawLock(raw: unknown): boolean {
   if (typeof raw !== 'object' || raw === null) return false
-  const fragments = (raw as { sqlFragments?: unknown }).sqlFragments
-  return Array.isArray(fragments) && RAW_LOCK.test(fragments.join(' '))
+  return RAW_LOCK.test(rawText(raw))
+}
+
+/** The text of a raw fragment, with nested raw fragments (`sql`${lock} nowait``) spliced in. */
+function rawText(raw: object): string {
+  const { sqlFragments, parameters } = raw as { sqlFragments?: unknown; parameters?: unknown }
+  if (!Array.isArray(sqlFragments)) return ''
+  const params = Array.isArray(parameters) ? parameters : []
+  return sqlFragments
+    .map((fragment, index) => {
+      const param: unknown = params[index]
+      const nested =
+        typeof param === 'object' && param !== null && (param as { kind?: unknown }).kind === 'RawNode'
+          ? rawText(param)
+          : ' '
+      return `${String(fragment)}${index < params.length ? nested : ''}`
+    })
+    .join('')
 }

@@ -23,16 +23,20 @@ export class ReaderSelector {
       case 'least-busy': {
         // Scan from the round-robin position so equal loads still spread evenly.
         const start = this.#advance(count)
+        let bestIndex = start
         let best = readers[start] as T
         let bestLoad = best.load()
         for (let offset = 1; offset < count && bestLoad > 0; offset++) {
           const candidate = readers[(start + offset) % count] as T
           const load = candidate.load()
           if (load < bestLoad) {
+            bestIndex = (start + offset) % count
             best = candidate
             bestLoad = load
           }
         }
+        // Continue after the reader picked, so readers tied for least busy take turns.
+        this.#next = (bestIndex + 1) % count
         return best
       }
       default:

@@ -1,0 +1,217 @@
+// Checks the package as a consumer gets it: `npm pack` the built package, install the tarball into
+// throwaway consumer projects next to the peers they choose (no network: the peers are symlinked from
+// this repository's node_modules), and load it from ESM and from CommonJS with the pinned Node.
+import { execFileSync, spawnSync } from 'node:child_process'
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+
+const root = fileURLToPath(new URL('../..', import.meta.url))
+const builtFiles = ['dist/index.js', 'dist/index.cjs', 'dist/index.d.ts', 'dist/index.d.cts']
+
+type Driver = 'pg' | 'mysql2'
+type ModuleKind = 'esm' | 'cjs'
+
+/** The Node pinned as a devDependency (22.x); the running Node when that is not installed. */
+function pinnedNode(): string {
+  const pinned = join(root, 'node_modules', '.bin', 'node')
+  return existsSync(pinned) ? pinned : process.execPath
+}
+
+/**
+ * A script that loads the package the way a consumer does and checks it. `installed` lists the drivers
+ * the consumer has installed: their absence must not matter until a query needs them.
+ */
+function consumerScript(kind: ModuleKind, installed: readonly Driver[]): string {
+  const header =
+    kind === 'esm'
+      ? `import assert from 'node:assert/strict'
+import { createRequire } from 'node:module'
+import { sep } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { Kysely, sql } from 'kysely'
+import { ConfigError, MissingDriverError, createDb } from 'kysely-resilient'
+
+const entry = fileURLToPath(import.meta.resolve('kysely-resilient'))
+const localRequire = createRequire(import.meta.url)
+`
+      : `const assert = require('node:assert/strict')
+const { sep } = require('node:path')
+const { Kysely, sql } = require('kysely')
+const { ConfigError, MissingDriverError, createDb } = require('kysely-resilient')
+
+const entry = require.resolve('kysely-resilient')
+const localRequire = require
+`
+  const body = `
+const installed = ${JSON.stringify(installed)}
+const expectedEntry = ${JSON.stringify(kind === 'esm' ? 'dist/index.js' : 'dist/index.cjs')}
+
+async function main() {
+  assert.equal(entry.split(sep).slice(-2).join('/'), expectedEntry, 'kysely-resilient resolved to ' + entry)
+  for (const name of ['pg', 'mysql2']) {
+    let found = true
+    try {
+      localRequire.resolve(name)
+    } catch {
+      found = false
+    }
+    assert.equal(found, installed.includes(name), name + (found ? ' is' : ' is not') + ' resolvable here')
+  }
+  // A CommonJS driver, whether required or imported, lands in the CommonJS module cache.
+  const loaded = (name) =>
+    Object.keys(localRequire.cache).some((key) => key.includes(sep + 'node_modules' + sep + name + sep))
+
+  // Port 1: nothing listens there, so a query fails at once after the driver loads.
+  const pool = { connectTimeoutMs: 2000 }
+  const postgres = createDb({ dialect: 'postgres', writer: 'postgres://u:p@127.0.0.1:1/db', pool })
+  const mysql = createDb({ dialect: 'mysql', writer: 'mysql://u:p@127.0.0.1:1/db', pool })
+  assert.ok(postgres instanceof Kysely, "the postgres db is not an instance of the consumer's Kysely")
+  assert.ok(mysql instanceof Kysely, "the mysql db is not an instance of the consumer's Kysely")
+  assert.throws(() => createDb({ dialect: 'nope' }), ConfigError)
+  assert.ok(!loaded('pg') && !loaded('mysql2'), 'a driver was loaded before the first query')
+
+  for (const [db, name] of [[postgres, 'pg'], [mysql, 'mysql2']]) {
+    const error = await db.selectNoFrom(sql.lit(1).as('one')).execute().then(() => undefined, (e) => e)
+    if (installed.includes(name)) {
+      assert.ok(!(error instanceof MissingDriverError), name + ' is installed but was not loaded: ' + error)
+      assert.ok(loaded(name), name + ' served a query but is not in the module cache')
+    } else {
+      assert.ok(error instanceof MissingDriverError, 'expected a MissingDriverError for ' + name + ', got ' + error)
+      assert.equal(error.packageName, name)
+    }
+    if (name === 'pg') assert.ok(!loaded('mysql2'), 'a postgres query loaded mysql2')
+  }
+  await postgres.destroy()
+  await mysql.destroy()
+}
+`
+  const run =
+    kind === 'esm'
+      ? `await main()
+console.log('OK')
+`
+      : `main().then(
+  () => console.log('OK'),
+  (error) => {
+    console.error(error)
+    process.exitCode = 1
+  },
+)
+`
+  return header + body + run
+}
+
+describe('the packed package', () => {
+  const node = pinnedNode()
+  let temp = ''
+  let packedFiles: string[] = []
+  let unpacked = ''
+
+  /** A consumer project with the packed package and only the given peers in its node_modules. */
+  function createConsumer(name: string, peers: readonly string[]): string {
+    const dir = join(temp, name)
+    mkdirSync(join(dir, 'node_modules'), { recursive: true })
+    writeFileSync(join(dir, 'package.json'), JSON.stringify({ name, private: true, type: 'module' }))
+    cpSync(unpacked, join(dir, 'node_modules', 'kysely-resilient'), { recursive: true })
+    for (const peer of peers) {
+      symlinkSync(join(root, 'node_modules', peer), join(dir, 'node_modules', peer), 'junction')
+    }
+    return dir
+  }
+
+  /** Writes and runs one consumer script; it must print OK and nothing else. */
+  function runConsumer(dir: string, kind: ModuleKind, installed: readonly Driver[]): void {
+    const file = kind === 'esm' ? 'check.mjs' : 'check.cjs'
+    writeFileSync(join(dir, file), consumerScript(kind, installed))
+    // A bare environment: nothing from the test runner (NODE_OPTIONS and the like) reaches the consumer.
+    const result = spawnSync(node, [file], {
+      cwd: dir,
+      encoding: 'utf8',
+      env: { PATH: process.env.PATH ?? '' },
+      timeout: 20_000,
+    })
+    if (result.error) throw result.error
+    if (result.status !== 0) {
+      throw new Error(
+        `${file} in ${dir} exited with ${result.status ?? result.signal}:\n${result.stderr}${result.stdout}`,
+      )
+    }
+    expect({ stdout: result.stdout, stderr: result.stderr }).toEqual({ stdout: 'OK\n', stderr: '' })
+  }
+
+  beforeAll(() => {
+    const missing = builtFiles.filter((file) => !existsSync(join(root, file)))
+    if (missing.length > 0) {
+      throw new Error(`${missing.join(', ')} missing: run \`npm run build\` first (\`npm test\` does)`)
+    }
+    const version = execFileSync(node, ['-p', 'process.versions.node'], { encoding: 'utf8' }).trim()
+    const [major = 0, minor = 0] = version.split('.').map(Number)
+    if (major < 22 || (major === 22 && minor < 12)) {
+      throw new Error(`${node} is Node ${version}; the CommonJS build needs require(esm), Node >= 22.12`)
+    }
+
+    temp = mkdtempSync(join(tmpdir(), 'kysely-resilient-pack-'))
+    const packDir = join(temp, 'pack')
+    mkdirSync(packDir)
+    execFileSync('npm', ['pack', '--ignore-scripts', '--pack-destination', packDir], {
+      cwd: root,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    })
+    const tarball = readdirSync(packDir).find((file) => file.endsWith('.tgz'))
+    if (tarball === undefined) throw new Error(`npm pack wrote no tarball into ${packDir}`)
+    const tarballPath = join(packDir, tarball)
+
+    packedFiles = execFileSync('tar', ['-tzf', tarballPath], { encoding: 'utf8' })
+      .split('\n')
+      .filter((line) => line !== '')
+      .map((line) => line.replace(/^package\//, ''))
+    execFileSync('tar', ['-xzf', tarballPath, '-C', packDir])
+    unpacked = join(packDir, 'package')
+  })
+
+  afterAll(() => {
+    if (temp !== '') rmSync(temp, { recursive: true, force: true })
+  })
+
+  it('holds the builds, both type files, the README and the changelog, and no sources', () => {
+    expect(packedFiles).toEqual(
+      expect.arrayContaining([...builtFiles, 'package.json', 'README.md', 'CHANGELOG.md']),
+    )
+    const unwanted = packedFiles.filter((file) => /^(src|test|bench|examples)\//.test(file))
+    expect(unwanted).toEqual([])
+    const unexpected = packedFiles.filter(
+      (file) => !/^(package\.json|README\.md|CHANGELOG\.md|LICEN[CS]E(\.\w+)?|dist\/.+)$/.test(file),
+    )
+    expect(unexpected).toEqual([])
+  })
+
+  it('loads from ESM and from CommonJS with every peer installed, sharing the consumer’s kysely', () => {
+    const dir = createConsumer('all-peers', ['kysely', 'pg', 'mysql2'])
+    runConsumer(dir, 'esm', ['pg', 'mysql2'])
+    runConsumer(dir, 'cjs', ['pg', 'mysql2'])
+  })
+
+  it('works for PostgreSQL without mysql2 installed', () => {
+    const dir = createConsumer('postgres-only', ['kysely', 'pg'])
+    runConsumer(dir, 'esm', ['pg'])
+    runConsumer(dir, 'cjs', ['pg'])
+  })
+
+  it('imports with no driver installed, and says which one a query needs', () => {
+    const dir = createConsumer('kysely-only', ['kysely'])
+    runConsumer(dir, 'esm', [])
+    runConsumer(dir, 'cjs', [])
+  })
+})

@@ -1,0 +1,621 @@
+import { afterEach, describe, expect, test, vi } from 'vitest'
+import { POOL_DEFAULTS, type ResolvedPoolOptions } from '../../src/config/pool-options.js'
+import { DatabaseDestroyedError, PoolTimeoutError } from '../../src/errors.js'
+import { ConnectionPool, type PoolConnector, type RemovalReason } from '../../src/pool/connection-pool.js'
+
+interface FakeConnection {
+  readonly id: number
+  broken: boolean
+}
+
+type ConnectPlan = 'ok' | 'fail' | 'hang'
+
+interface HangingConnect {
+  readonly succeed: () => void
+  readonly fail: (error: Error) => void
+}
+
+/**
+ * A connector that hands out plain objects. Each `connect` follows the next entry of `plan` (then
+ * `'ok'` once the plan is used up): `'fail'` rejects, `'hang'` waits until the test settles it.
+ */
+class FakeConnector implements PoolConnector<FakeConnection> {
+  readonly plan: ConnectPlan[] = []
+  readonly opened: FakeConnection[] = []
+  readonly closed: FakeConnection[] = []
+  readonly hanging: HangingConnect[] = []
+  connectCalls = 0
+  /** Connections being opened or open and not yet closed. */
+  live = 0
+  maxLive = 0
+  #nextId = 1
+
+  connect(): Promise<FakeConnection> {
+    this.connectCalls++
+    this.live++
+    this.maxLive = Math.max(this.maxLive, this.live)
+    const step = this.plan.shift() ?? 'ok'
+    const open = (): FakeConnection => {
+      const connection = { id: this.#nextId++, broken: false }
+      this.opened.push(connection)
+      return connection
+    }
+    if (step === 'fail') {
+      this.live--
+      return Promise.reject(new Error('connection refused'))
+    }
+    if (step === 'hang') {
+      return new Promise((resolve, reject) => {
+        this.hanging.push({
+          succeed: () => resolve(open()),
+          fail: (error) => {
+            this.live--
+            reject(error)
+          },
+        })
+      })
+    }
+    return Promise.resolve().then(open)
+  }
+
+  async close(connection: FakeConnection): Promise<void> {
+    await Promise.resolve()
+    this.live--
+    this.closed.push(connection)
+  }
+
+  isBroken(connection: FakeConnection): boolean {
+    return connection.broken
+  }
+}
+
+function makePool(options: Partial<ResolvedPoolOptions> = {}) {
+  const connector = new FakeConnector()
+  const pool = new ConnectionPool<FakeConnection>('writer', connector, { ...POOL_DEFAULTS, ...options })
+  const removals: Array<{ id: number; reason: RemovalReason }> = []
+  pool.on('remove', (connection, reason) => removals.push({ id: connection.id, reason }))
+  return { pool, connector, removals }
+}
+
+/** Lets every pending promise callback run (setImmediate is never faked in this file). */
+function flush(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve))
+}
+
+/** Tracks whether a promise has settled, without attaching a rejection the test did not expect. */
+function track<T>(promise: Promise<T>) {
+  const state: { settled: boolean; value?: T; error?: unknown } = { settled: false }
+  promise.then(
+    (value) => {
+      state.settled = true
+      state.value = value
+    },
+    (error: unknown) => {
+      state.settled = true
+      state.error = error
+    },
+  )
+  return state
+}
+
+function useFakeClock(): void {
+  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] })
+}
+
+afterEach(() => {
+  vi.useRealTimers()
+  vi.restoreAllMocks()
+})
+
+describe('size limit', () => {
+  test('never has more than max connections open or opening under 100 concurrent acquires', async () => {
+    const { pool, connector } = makePool({ max: 5 })
+    let inUse = 0
+    let maxInUse = 0
+    let countsViolations = 0
+
+    const worker = async (): Promise<number> => {
+      const connection = await pool.acquire()
+      inUse++
+      maxInUse = Math.max(maxInUse, inUse)
+      const counts = pool.counts()
+      if (counts.total > 5 || counts.inUse > 5) countsViolations++
+      await flush()
+      inUse--
+      pool.release(connection)
+      return connection.id
+    }
+
+    const ids = await Promise.all(Array.from({ length: 100 }, worker))
+
+    expect(ids).toHaveLength(100)
+    expect(maxInUse).toBe(5)
+    expect(connector.maxLive).toBeLessThanOrEqual(5)
+    expect(connector.opened.length).toBeLessThanOrEqual(5)
+    expect(countsViolations).toBe(0)
+    expect(pool.counts()).toEqual({
+      total: connector.opened.length,
+      idle: connector.opened.length,
+      inUse: 0,
+      waiting: 0,
+      connecting: 0,
+    })
+  })
+})
+
+describe('reuse', () => {
+  test('reuses the most recently released connection first (LIFO) and opens nothing new', async () => {
+    const { pool, connector } = makePool({ max: 3 })
+    const a = await pool.acquire()
+    const b = await pool.acquire()
+    const c = await pool.acquire()
+    pool.release(a)
+    pool.release(b)
+    pool.release(c)
+
+    expect(await pool.acquire()).toBe(c)
+    expect(await pool.acquire()).toBe(b)
+    expect(await pool.acquire()).toBe(a)
+    expect(connector.connectCalls).toBe(3)
+  })
+
+  test('a caller waits while all connections are in use and gets the one released', async () => {
+    const { pool, connector } = makePool({ max: 1 })
+    const a = await pool.acquire()
+    const waiting = track(pool.acquire())
+    await flush()
+
+    expect(waiting.settled).toBe(false)
+    expect(pool.counts()).toEqual({ total: 1, idle: 0, inUse: 1, waiting: 1, connecting: 0 })
+
+    pool.release(a)
+    await flush()
+
+    expect(waiting.value).toBe(a)
+    expect(connector.connectCalls).toBe(1)
+    expect(pool.counts()).toEqual({ total: 1, idle: 0, inUse: 1, waiting: 0, connecting: 0 })
+  })
+
+  test('releasing a connection twice is a no-op', async () => {
+    const { pool, connector } = makePool({ max: 2 })
+    const a = await pool.acquire()
+    pool.release(a)
+    pool.release(a)
+
+    expect(pool.counts()).toEqual({ total: 1, idle: 1, inUse: 0, waiting: 0, connecting: 0 })
+    const first = await pool.acquire()
+    const second = await pool.acquire()
+    expect(first).toBe(a)
+    expect(second).not.toBe(a)
+    expect(connector.closed).toEqual([])
+  })
+
+  test('releasing a connection the pool does not know is a no-op', async () => {
+    const { pool, connector } = makePool({ max: 2 })
+    await pool.acquire()
+    pool.release({ id: 999, broken: false })
+    expect(pool.counts()).toEqual({ total: 1, idle: 0, inUse: 1, waiting: 0, connecting: 0 })
+    expect(connector.closed).toEqual([])
+  })
+})
+
+describe('acquire timeout', () => {
+  test('rejects with PoolTimeoutError after acquireTimeoutMs and removes the waiter', async () => {
+    useFakeClock()
+    const { pool } = makePool({ max: 1, acquireTimeoutMs: 1_000 })
+    const a = await pool.acquire()
+    const waiting = track(pool.acquire())
+
+    await vi.advanceTimersByTimeAsync(999)
+    expect(waiting.settled).toBe(false)
+    expect(pool.counts().waiting).toBe(1)
+
+    await vi.advanceTimersByTimeAsync(1)
+    expect(waiting.error).toBeInstanceOf(PoolTimeoutError)
+    expect((waiting.error as PoolTimeoutError).endpoint).toBe('writer')
+    expect((waiting.error as PoolTimeoutError).code).toBe('POOL_ACQUIRE_TIMEOUT')
+    expect(pool.counts()).toEqual({ total: 1, idle: 0, inUse: 1, waiting: 0, connecting: 0 })
+
+    // The timed-out caller must not be handed the connection later.
+    pool.release(a)
+    expect(pool.counts()).toEqual({ total: 1, idle: 1, inUse: 0, waiting: 0, connecting: 0 })
+  })
+
+  test('a waiter served in time is not rejected when its deadline passes', async () => {
+    useFakeClock()
+    const { pool } = makePool({ max: 1, acquireTimeoutMs: 1_000 })
+    const a = await pool.acquire()
+    const waiting = track(pool.acquire())
+    await vi.advanceTimersByTimeAsync(500)
+    pool.release(a)
+    await vi.advanceTimersByTimeAsync(5_000)
+
+    expect(waiting.value).toBe(a)
+    expect(waiting.error).toBeUndefined()
+    expect(pool.counts()).toEqual({ total: 1, idle: 0, inUse: 1, waiting: 0, connecting: 0 })
+  })
+})
+
+describe('broken and discarded connections', () => {
+  test('an idle connection that broke is closed and never handed out again', async () => {
+    const { pool, connector, removals } = makePool({ max: 2 })
+    const a = await pool.acquire()
+    pool.release(a)
+    a.broken = true
+
+    const b = await pool.acquire()
+    await flush()
+
+    expect(b).not.toBe(a)
+    expect(connector.closed).toEqual([a])
+    expect(removals).toEqual([{ id: a.id, reason: 'broken' }])
+    expect(pool.counts()).toEqual({ total: 1, idle: 0, inUse: 1, waiting: 0, connecting: 0 })
+  })
+
+  test('a connection that broke while in use is closed on release, not given to a waiter', async () => {
+    const { pool, connector, removals } = makePool({ max: 1 })
+    const a = await pool.acquire()
+    const waiting = track(pool.acquire())
+    a.broken = true
+    pool.release(a)
+    await flush()
+
+    expect(connector.closed).toEqual([a])
+    expect(removals).toEqual([{ id: a.id, reason: 'broken' }])
+    expect(waiting.value).toBeDefined()
+    expect(waiting.value).not.toBe(a)
+    expect(pool.counts()).toEqual({ total: 1, idle: 0, inUse: 1, waiting: 0, connecting: 0 })
+  })
+
+  test('release(connection, true) closes the connection instead of keeping it', async () => {
+    const { pool, connector, removals } = makePool({ max: 2 })
+    const a = await pool.acquire()
+    pool.release(a, true)
+    await flush()
+
+    expect(connector.closed).toEqual([a])
+    expect(removals).toEqual([{ id: a.id, reason: 'discarded' }])
+    expect(pool.counts()).toEqual({ total: 0, idle: 0, inUse: 0, waiting: 0, connecting: 0 })
+    const b = await pool.acquire()
+    expect(b).not.toBe(a)
+    expect(connector.connectCalls).toBe(2)
+  })
+})
+
+describe('maxLifetimeMs', () => {
+  // Lifetime is shortened by up to 10%: with maxLifetimeMs 10 s a connection is always alive
+  // before 9 s and always expired at 10 s.
+  test('a connection past its lifetime is closed on release instead of kept', async () => {
+    useFakeClock()
+    const { pool, connector, removals } = makePool({ max: 2, maxLifetimeMs: 10_000, idleTimeoutMs: 0 })
+    const a = await pool.acquire()
+
+    await vi.advanceTimersByTimeAsync(8_500)
+    pool.release(a)
+    expect(pool.counts().idle).toBe(1)
+    expect(await pool.acquire()).toBe(a)
+
+    await vi.advanceTimersByTimeAsync(1_500)
+    pool.release(a)
+    await flush()
+
+    expect(connector.closed).toEqual([a])
+    expect(removals).toEqual([{ id: a.id, reason: 'expired' }])
+    expect(pool.counts()).toEqual({ total: 0, idle: 0, inUse: 0, waiting: 0, connecting: 0 })
+  })
+
+  test('an idle connection past its lifetime is closed on acquire and a fresh one is returned', async () => {
+    useFakeClock()
+    const { pool, connector, removals } = makePool({ max: 2, maxLifetimeMs: 10_000, idleTimeoutMs: 0 })
+    const a = await pool.acquire()
+    pool.release(a)
+
+    await vi.advanceTimersByTimeAsync(10_000)
+    const b = await pool.acquire()
+    await flush()
+
+    expect(b).not.toBe(a)
+    expect(connector.closed).toEqual([a])
+    expect(removals).toEqual([{ id: a.id, reason: 'expired' }])
+    expect(pool.counts()).toEqual({ total: 1, idle: 0, inUse: 1, waiting: 0, connecting: 0 })
+  })
+
+  test('an expired connection released while callers wait is replaced for the waiter', async () => {
+    useFakeClock()
+    const { pool, connector } = makePool({ max: 1, maxLifetimeMs: 10_000, acquireTimeoutMs: 60_000 })
+    const a = await pool.acquire()
+    const waiting = track(pool.acquire())
+
+    await vi.advanceTimersByTimeAsync(10_000)
+    pool.release(a)
+    await flush()
+
+    expect(connector.closed).toEqual([a])
+    expect(waiting.value).toBeDefined()
+    expect(waiting.value).not.toBe(a)
+  })
+
+  test('maxLifetimeMs 0 never recycles', async () => {
+    useFakeClock()
+    const { pool, connector } = makePool({ max: 1, maxLifetimeMs: 0, idleTimeoutMs: 0 })
+    const a = await pool.acquire()
+    await vi.advanceTimersByTimeAsync(365 * 24 * 3_600_000)
+    pool.release(a)
+    expect(await pool.acquire()).toBe(a)
+    expect(connector.closed).toEqual([])
+  })
+})
+
+describe('idle timeout', () => {
+  test('closes idle connections above min after idleTimeoutMs and keeps min open', async () => {
+    useFakeClock()
+    const { pool, connector, removals } = makePool({ max: 3, min: 1, idleTimeoutMs: 1_000 })
+    const a = await pool.acquire()
+    const b = await pool.acquire()
+    const c = await pool.acquire()
+    pool.release(a)
+    pool.release(b)
+    pool.release(c)
+
+    await vi.advanceTimersByTimeAsync(999)
+    expect(pool.counts().idle).toBe(3)
+
+    await vi.advanceTimersByTimeAsync(1)
+    await flush()
+    expect(connector.closed).toHaveLength(2)
+    expect(removals.map((removal) => removal.reason)).toEqual(['idle', 'idle'])
+    expect(pool.counts()).toEqual({ total: 1, idle: 1, inUse: 0, waiting: 0, connecting: 0 })
+
+    // The floor stays however long the pool sits idle.
+    await vi.advanceTimersByTimeAsync(60_000)
+    await flush()
+    expect(connector.closed).toHaveLength(2)
+    expect(pool.counts()).toEqual({ total: 1, idle: 1, inUse: 0, waiting: 0, connecting: 0 })
+    const survivor = await pool.acquire()
+    expect(connector.closed).not.toContain(survivor)
+    expect(connector.connectCalls).toBe(3)
+  })
+
+  test('with min 0 every idle connection is closed after idleTimeoutMs', async () => {
+    useFakeClock()
+    const { pool, connector } = makePool({ max: 2, min: 0, idleTimeoutMs: 1_000 })
+    const a = await pool.acquire()
+    const b = await pool.acquire()
+    pool.release(a)
+    pool.release(b)
+
+    await vi.advanceTimersByTimeAsync(1_000)
+    await flush()
+
+    expect(connector.closed).toHaveLength(2)
+    expect(pool.counts()).toEqual({ total: 0, idle: 0, inUse: 0, waiting: 0, connecting: 0 })
+  })
+
+  test('using a connection restarts its idle timer', async () => {
+    useFakeClock()
+    const { pool, connector } = makePool({ max: 1, min: 0, idleTimeoutMs: 1_000 })
+    const a = await pool.acquire()
+    pool.release(a)
+
+    await vi.advanceTimersByTimeAsync(900)
+    expect(await pool.acquire()).toBe(a)
+    pool.release(a)
+
+    await vi.advanceTimersByTimeAsync(900)
+    expect(connector.closed).toEqual([])
+    await vi.advanceTimersByTimeAsync(100)
+    await flush()
+    expect(connector.closed).toEqual([a])
+  })
+
+  test('idleTimeoutMs 0 keeps idle connections open', async () => {
+    useFakeClock()
+    const { pool, connector } = makePool({ max: 1, idleTimeoutMs: 0, maxLifetimeMs: 0 })
+    const a = await pool.acquire()
+    pool.release(a)
+    await vi.advanceTimersByTimeAsync(24 * 3_600_000)
+    expect(connector.closed).toEqual([])
+    expect(pool.counts().idle).toBe(1)
+  })
+
+  test('min connections are opened in the background after the first acquire', async () => {
+    const { pool, connector } = makePool({ max: 5, min: 3 })
+    expect(pool.counts().total).toBe(0)
+    await pool.acquire()
+    await flush()
+    expect(connector.connectCalls).toBe(3)
+    expect(pool.counts()).toEqual({ total: 3, idle: 2, inUse: 1, waiting: 0, connecting: 0 })
+  })
+})
+
+describe('connect failures', () => {
+  test('a failed connect rejects only that acquire and frees its slot', async () => {
+    const { pool, connector } = makePool({ max: 1 })
+    connector.plan.push('fail')
+
+    await expect(pool.acquire()).rejects.toThrow('connection refused')
+    expect(pool.counts()).toEqual({ total: 0, idle: 0, inUse: 0, waiting: 0, connecting: 0 })
+
+    const a = await pool.acquire()
+    expect(a.id).toBe(1)
+    expect(pool.counts()).toEqual({ total: 1, idle: 0, inUse: 1, waiting: 0, connecting: 0 })
+  })
+
+  test('of two concurrent acquires, only the one whose connect fails is rejected', async () => {
+    const { pool, connector } = makePool({ max: 2 })
+    connector.plan.push('fail', 'ok')
+    const first = track(pool.acquire())
+    const second = track(pool.acquire())
+    await flush()
+
+    expect((first.error as Error).message).toBe('connection refused')
+    expect(second.value).toBe(connector.opened[0])
+    expect(pool.counts()).toEqual({ total: 1, idle: 0, inUse: 1, waiting: 0, connecting: 0 })
+  })
+
+  test('a connection being opened counts towards total and connecting', async () => {
+    const { pool, connector } = makePool({ max: 1 })
+    connector.plan.push('hang')
+    const pending = track(pool.acquire())
+    await flush()
+
+    expect(pool.counts()).toEqual({ total: 1, idle: 0, inUse: 0, waiting: 0, connecting: 1 })
+    connector.hanging[0]?.succeed()
+    await flush()
+    expect(pending.value).toBe(connector.opened[0])
+    expect(pool.counts()).toEqual({ total: 1, idle: 0, inUse: 1, waiting: 0, connecting: 0 })
+  })
+
+  test('when a connect fails while callers wait, the freed slot is used for the first waiter', async () => {
+    // Fake clock so the waiter's acquireTimeoutMs can never be what settles it.
+    useFakeClock()
+    const { pool, connector } = makePool({ max: 1, acquireTimeoutMs: 10_000 })
+    connector.plan.push('hang')
+    const opening = track(pool.acquire())
+    const waiting = track(pool.acquire())
+    await flush()
+    expect(pool.counts()).toEqual({ total: 1, idle: 0, inUse: 0, waiting: 1, connecting: 1 })
+
+    connector.hanging[0]?.fail(new Error('connection reset'))
+    await flush()
+
+    expect((opening.error as Error).message).toBe('connection reset')
+    expect(connector.connectCalls).toBe(2)
+    expect(waiting.value).toBe(connector.opened[0])
+    expect(pool.counts()).toEqual({ total: 1, idle: 0, inUse: 1, waiting: 0, connecting: 0 })
+  })
+
+  test('a failed replacement connect rejects the first waiter and the next waiter still gets a try', async () => {
+    useFakeClock()
+    const { pool, connector } = makePool({ max: 1, acquireTimeoutMs: 10_000 })
+    const a = await pool.acquire()
+    const first = track(pool.acquire())
+    const second = track(pool.acquire())
+    await flush()
+
+    connector.plan.push('fail')
+    pool.release(a, true)
+    await flush()
+
+    expect((first.error as Error).message).toBe('connection refused')
+    // The slot is free again and the server answers: the second waiter must not sit out its
+    // whole acquireTimeoutMs.
+    expect(second.value).toBeDefined()
+    expect(pool.counts()).toEqual({ total: 1, idle: 0, inUse: 1, waiting: 0, connecting: 0 })
+  })
+})
+
+describe('serving waiters', () => {
+  test('when a slot frees while callers wait, a new connection is opened for the first waiter', async () => {
+    const { pool, connector } = makePool({ max: 1 })
+    const a = await pool.acquire()
+    const first = track(pool.acquire())
+    const second = track(pool.acquire())
+    await flush()
+    expect(pool.counts().waiting).toBe(2)
+
+    pool.release(a, true)
+    await flush()
+
+    expect(connector.connectCalls).toBe(2)
+    const b = connector.opened[1]
+    expect(first.value).toBe(b)
+    expect(second.settled).toBe(false)
+    expect(pool.counts()).toEqual({ total: 1, idle: 0, inUse: 1, waiting: 1, connecting: 0 })
+
+    pool.release(b as FakeConnection)
+    await flush()
+    expect(second.value).toBe(b)
+    expect(pool.counts()).toEqual({ total: 1, idle: 0, inUse: 1, waiting: 0, connecting: 0 })
+  })
+
+  test('waiters are served first come, first served', async () => {
+    const { pool } = makePool({ max: 1 })
+    const a = await pool.acquire()
+    const order: number[] = []
+    const waiters = [1, 2, 3].map((n) =>
+      pool.acquire().then((connection) => {
+        order.push(n)
+        pool.release(connection)
+      }),
+    )
+    await flush()
+    pool.release(a)
+    await Promise.all(waiters)
+    expect(order).toEqual([1, 2, 3])
+  })
+})
+
+describe('end()', () => {
+  test('rejects waiting callers with DatabaseDestroyedError and closes in-use connections on release', async () => {
+    const { pool, connector, removals } = makePool({ max: 1 })
+    const a = await pool.acquire()
+    const waiting = track(pool.acquire())
+    await flush()
+
+    await pool.end()
+    await flush()
+
+    expect(waiting.error).toBeInstanceOf(DatabaseDestroyedError)
+    // Never closes a connection out from under the caller holding it.
+    expect(connector.closed).toEqual([])
+    expect(pool.counts()).toEqual({ total: 1, idle: 0, inUse: 1, waiting: 0, connecting: 0 })
+
+    pool.release(a)
+    await flush()
+    expect(connector.closed).toEqual([a])
+    expect(removals).toEqual([{ id: a.id, reason: 'pool-ended' }])
+    expect(pool.counts()).toEqual({ total: 0, idle: 0, inUse: 0, waiting: 0, connecting: 0 })
+  })
+
+  test('closes idle connections before it resolves', async () => {
+    const { pool, connector } = makePool({ max: 2 })
+    const a = await pool.acquire()
+    const b = await pool.acquire()
+    pool.release(a)
+    pool.release(b)
+
+    await pool.end()
+
+    expect(new Set(connector.closed)).toEqual(new Set([a, b]))
+    expect(connector.live).toBe(0)
+    expect(pool.counts()).toEqual({ total: 0, idle: 0, inUse: 0, waiting: 0, connecting: 0 })
+  })
+
+  test('acquire after end rejects with DatabaseDestroyedError and opens nothing', async () => {
+    const { pool, connector } = makePool({ max: 1 })
+    await pool.end()
+    await expect(pool.acquire()).rejects.toBeInstanceOf(DatabaseDestroyedError)
+    expect(connector.connectCalls).toBe(0)
+  })
+
+  test('a connection still being opened at end() is closed and its acquire rejected', async () => {
+    const { pool, connector } = makePool({ max: 1 })
+    connector.plan.push('hang')
+    const opening = track(pool.acquire())
+    await flush()
+
+    const ending = pool.end()
+    const ended = track(ending)
+    await flush()
+    expect(ended.settled).toBe(false)
+
+    connector.hanging[0]?.succeed()
+    await ending
+    await flush()
+
+    expect(opening.error).toBeInstanceOf(DatabaseDestroyedError)
+    expect(connector.closed).toEqual(connector.opened)
+    expect(connector.live).toBe(0)
+    expect(pool.counts()).toEqual({ total: 0, idle: 0, inUse: 0, waiting: 0, connecting: 0 })
+  })
+
+  test('calling end() twice is harmless', async () => {
+    const { pool, connector } = makePool({ max: 1 })
+    const a = await pool.acquire()
+    pool.release(a)
+    await pool.end()
+    await pool.end()
+    expect(connector.closed).toEqual([a])
+  })
+})
