@@ -153,9 +153,8 @@ max_wal_senders = 10
 hot_standby = on
 # Test data is disposable: trade durability for speed.
 fsync = off
-synchronous_commit = off
-# With asynchronous commit, WAL reaches the replica when the WAL writer flushes it (default every 200 ms);
-# flush often so waitForReplica() returns quickly.
+# synchronous_commit stays on (cheap with fsync off) so an acknowledged commit is flushed and streamed
+# at once, and waitForReplica() can wait on the flush position. The WAL writer still flushes often.
 wal_writer_delay = '10ms'
 full_page_writes = off
 # After a primary restart the replica retries every 5 s by default; fault tests want it back quickly.

@@ -23,10 +23,11 @@ async function waitForPostgresReplica(
   readerUrl: string,
   timeoutMs: number,
 ): Promise<void> {
-  // The insert position, not pg_current_wal_lsn() (the write position): with synchronous_commit=off (our
-  // local clusters) a just-committed transaction can still sit in WAL buffers beyond the write position,
-  // and waiting only for the latter would return before that commit reached the replica.
-  const [writer] = await pgQuery(writerUrl, 'SELECT pg_current_wal_insert_lsn()::text AS lsn')
+  // The flush position: every acknowledged commit is flushed (synchronous_commit stays on; fsync=off
+  // keeps that cheap), and it always ends on a record, so the replica can reach it. The insert
+  // position cannot serve: at a page boundary it points past the next page header, which no replica
+  // replays until more WAL is written.
+  const [writer] = await pgQuery(writerUrl, 'SELECT pg_current_wal_flush_lsn()::text AS lsn')
   const target = String(writer?.lsn)
   let replayed = 'unknown'
   try {
