@@ -1,0 +1,147 @@
+/**
+ * Where does the routing layer's time go? Profiles (V8 sampling CPU profiler, in process) the same
+ * sequential point SELECTs or INSERTs through plain Kysely and through `createDb`, and prints, per
+ * operation, the CPU time by package and the heaviest functions of `src/`.
+ *
+ *   tsx bench/overhead/profile.ts [select|insert] [ops]
+ *
+ * Servers as for run.ts: PG_WRITER_URL (and PG_READER_URL), or a throwaway local cluster.
+ */
+
+import type { Profiler } from 'node:inspector'
+import { Session } from 'node:inspector/promises'
+import type { Kysely } from 'kysely'
+import type { BenchDatabase } from './schema.js'
+import {
+  operation,
+  plainKysely,
+  randomIds,
+  routedKysely,
+  runOps,
+  servers,
+  setUp,
+  type Workload,
+} from './setup.js'
+import { table } from './stats.js'
+
+const workload: Workload = process.argv[2] === 'insert' ? 'insert' : 'select'
+const OPS = Number(process.argv[3] ?? 10_000)
+const ROUNDS = 4
+
+interface Costs {
+  /** Self time in µs, by category. */
+  readonly categories: Map<string, number>
+  /** Self and inclusive time in µs, by function of `src/`. */
+  readonly functions: Map<string, { self: number; total: number }>
+}
+
+function category(frame: Profiler.ProfileNode['callFrame']): string {
+  const { url, functionName } = frame
+  if (url === '') {
+    if (functionName === '(garbage collector)' || functionName === '(idle)' || functionName === '(program)') {
+      return functionName
+    }
+    return '(native / builtins)'
+  }
+  if (url.includes('/src/')) return 'kysely-resilient src/'
+  const match = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url)
+  if (match !== null) return match[1] as string
+  if (url.startsWith('node:')) return 'node: internals'
+  return url
+}
+
+function summarize(profile: Profiler.Profile, into: Costs): void {
+  const byId = new Map(profile.nodes.map((node) => [node.id, node]))
+  const parent = new Map<number, number>()
+  for (const node of profile.nodes) for (const child of node.children ?? []) parent.set(child, node.id)
+  const samples = profile.samples ?? []
+  const deltas = profile.timeDeltas ?? []
+  for (let i = 0; i < samples.length; i++) {
+    const micros = deltas[i + 1] ?? 0
+    const node = byId.get(samples[i] as number)
+    if (node === undefined) continue
+    const name = category(node.callFrame)
+    into.categories.set(name, (into.categories.get(name) ?? 0) + micros)
+    // Inclusive time of our own functions: every distinct src/ function on the stack.
+    const seen = new Set<string>()
+    for (let id: number | undefined = node.id; id !== undefined; id = parent.get(id)) {
+      const frame = (byId.get(id) as Profiler.ProfileNode).callFrame
+      if (!frame.url.includes('/src/')) continue
+      const key = `${frame.functionName || '(anonymous)'}  ${frame.url.replace(/^.*\/src\//, 'src/')}`
+      const entry = into.functions.get(key) ?? { self: 0, total: 0 }
+      if (!seen.has(key)) entry.total += micros
+      if (id === node.id) entry.self += micros
+      seen.add(key)
+      into.functions.set(key, entry)
+    }
+  }
+}
+
+async function main(): Promise<void> {
+  const server = await servers()
+  const session = new Session()
+  const dbs: Kysely<BenchDatabase>[] = []
+  try {
+    await setUp(server)
+    const variants = {
+      plain: plainKysely(workload === 'select' ? server.readerUrl : server.writerUrl),
+      createDb: routedKysely(server.writerUrl, server.readerUrl),
+    }
+    dbs.push(variants.plain, variants.createDb)
+    for (const db of dbs) await runOps(operation(db, workload, randomIds(2000)), 0, 2000, 1)
+
+    session.connect()
+    await session.post('Profiler.enable')
+    await session.post('Profiler.setSamplingInterval', { interval: 50 })
+    const costs = new Map<string, Costs>()
+    // Alternate the variants in several rounds so that drifts of the machine hit both alike.
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [name, db] of Object.entries(variants)) {
+        const op = operation(db, workload, randomIds(OPS))
+        await session.post('Profiler.start')
+        await runOps(op, 0, OPS, 1)
+        const { profile } = await session.post('Profiler.stop')
+        const entry = costs.get(name) ?? { categories: new Map(), functions: new Map() }
+        summarize(profile, entry)
+        costs.set(name, entry)
+      }
+    }
+
+    const perOp = (micros: number | undefined) => ((micros ?? 0) / (OPS * ROUNDS)).toFixed(2)
+    const plain = costs.get('plain') as Costs
+    const routed = costs.get('createDb') as Costs
+    const names = [...new Set([...plain.categories.keys(), ...routed.categories.keys()])].sort(
+      (a, b) => (routed.categories.get(b) ?? 0) - (routed.categories.get(a) ?? 0),
+    )
+    console.log(`\n${workload}, concurrency 1, ${OPS * ROUNDS} ops per variant: self time per op (µs)`)
+    console.log(
+      table(
+        ['category', 'plain Kysely', 'createDb', 'Δ'],
+        ['l', 'r', 'r', 'r'],
+        names.map((name) => {
+          const a = (plain.categories.get(name) ?? 0) / (OPS * ROUNDS)
+          const b = (routed.categories.get(name) ?? 0) / (OPS * ROUNDS)
+          return [name, a.toFixed(2), b.toFixed(2), `${b - a >= 0 ? '+' : ''}${(b - a).toFixed(2)}`]
+        }),
+      ),
+    )
+    console.log('\ncreateDb: functions of src/ by inclusive time per op (µs)')
+    const functions = [...routed.functions.entries()].sort((a, b) => b[1].total - a[1].total).slice(0, 20)
+    console.log(
+      table(
+        ['function', 'inclusive', 'self'],
+        ['l', 'r', 'r'],
+        functions.map(([key, { self, total }]) => [key, perOp(total), perOp(self)]),
+      ),
+    )
+  } finally {
+    session.disconnect()
+    await Promise.allSettled(dbs.map((db) => db.destroy()))
+    await server.stop()
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(error)
+  process.exitCode = 1
+})
