@@ -10,6 +10,7 @@ import {
 import type { ReadonlyKysely } from 'kysely/readonly'
 import type { CreateDbConfig, SqlDialect } from './config/create-db-config.js'
 import { resolveConfig } from './config/resolve-config.js'
+import type { ResilientEventListener, ResilientEventMap } from './events/resilient-events.js'
 import { Cluster, type DbStats } from './routing/cluster.js'
 import type { RoutingTarget } from './routing/routing-connection.js'
 import { RoutingDriver } from './routing/routing-driver.js'
@@ -37,6 +38,13 @@ export interface ResilientDb<DB> extends Kysely<DB> {
   readonly reader: ReadonlyKysely<DB>
   /** Connection counts and statements served, per endpoint. */
   stats(): DbStats
+  /**
+   * Listens to `'retry'`, `'failover'`, `'reader-ejected'`, `'reader-restored'` or `'error'`.
+   * Payloads carry endpoint names, categories, codes and timings, never secrets.
+   */
+  on<K extends keyof ResilientEventMap>(event: K, listener: ResilientEventListener<K>): this
+  /** Removes a listener added with `on`. */
+  off<K extends keyof ResilientEventMap>(event: K, listener: ResilientEventListener<K>): this
 }
 
 class ResilientKysely<DB> extends Kysely<DB> implements ResilientDb<DB> {
@@ -53,6 +61,16 @@ class ResilientKysely<DB> extends Kysely<DB> implements ResilientDb<DB> {
 
   stats(): DbStats {
     return this.#cluster.stats()
+  }
+
+  on<K extends keyof ResilientEventMap>(event: K, listener: ResilientEventListener<K>): this {
+    this.#cluster.events.on(event, listener)
+    return this
+  }
+
+  off<K extends keyof ResilientEventMap>(event: K, listener: ResilientEventListener<K>): this {
+    this.#cluster.events.off(event, listener)
+    return this
   }
 }
 

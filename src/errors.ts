@@ -152,3 +152,55 @@ export class ConnectTimeoutError extends ResilientError {
     this.endpoint = endpoint
   }
 }
+
+/**
+ * Thrown for a read when every reader is out of rotation and `routing.fallback` is `'error'`.
+ * Nothing was sent to any server.
+ *
+ * @example
+ * ```ts
+ * import { NoReaderAvailableError } from 'kysely-resilient'
+ *
+ * try {
+ *   await db.selectFrom('person').selectAll().execute()
+ * } catch (err) {
+ *   if (err instanceof NoReaderAvailableError) return serveFromCache()
+ * }
+ * ```
+ */
+export class NoReaderAvailableError extends ResilientError {
+  constructor() {
+    super(
+      'NO_READER_AVAILABLE',
+      "No reader is in rotation (all failed or lag too far behind) and routing.fallback is 'error'.",
+    )
+  }
+}
+
+/**
+ * Thrown when a statement passed `pool.queryTimeoutMs` without an answer. The connection was
+ * destroyed. The statement may or may not have run on the server.
+ *
+ * @example
+ * ```ts
+ * import { QueryTimeoutError } from 'kysely-resilient'
+ *
+ * try {
+ *   await db.selectFrom('report').selectAll().execute()
+ * } catch (err) {
+ *   if (err instanceof QueryTimeoutError) console.warn(`no answer from ${err.endpoint}`)
+ * }
+ * ```
+ */
+export class QueryTimeoutError extends ResilientError {
+  /** Name of the endpoint that did not answer. */
+  readonly endpoint: string
+
+  constructor(endpoint: string, timeoutMs: number) {
+    super(
+      'QUERY_TIMEOUT',
+      `No answer from the ${endpoint} endpoint within ${timeoutMs} ms (pool.queryTimeoutMs); the connection was destroyed.`,
+    )
+    this.endpoint = endpoint
+  }
+}

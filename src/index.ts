@@ -1,4 +1,5 @@
 export type {
+  AutoRetryConfig,
   CreateDbConfig,
   EndpointConfig,
   EndpointOptions,
@@ -13,8 +14,26 @@ export {
   ConnectTimeoutError,
   DatabaseDestroyedError,
   MissingDriverError,
+  NoReaderAvailableError,
   PoolTimeoutError,
+  QueryTimeoutError,
   ResilientError,
 } from './errors.js'
+export type {
+  FailoverEvent,
+  ReaderEjectedEvent,
+  ReaderRestoredEvent,
+  ResilientErrorEvent,
+  ResilientEventListener,
+  ResilientEventMap,
+  RetryEvent,
+} from './events/resilient-events.js'
+export { classifyError } from './retry/classify-error.js'
+export type {
+  ClassifyErrorContext,
+  ErrorCategory,
+  ErrorClassification,
+  ErrorPhase,
+} from './retry/error-classification.js'
 export type { DbStats } from './routing/cluster.js'
 export type { EndpointStats } from './routing/endpoint.js'

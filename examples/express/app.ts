@@ -65,21 +65,23 @@ export function createApp(db: ResilientDb<Database>, options: AppOptions): expre
   })
 
   app.get('/health', async (_req, res) => {
-    const stats = db.stats()
-    // There is no handle per reader: one ping through db.reader reaches the reader the strategy picks.
+    // One ping through db.reader reaches the reader the strategy picks; a reader that cannot be
+    // reached is ejected by the library (its read falls back to the writer), and stats() says so.
     const [writer, reader] = await Promise.all([
       ping(() => db.writer.selectNoFrom(sql<number>`1`.as('ok')).execute(pingOptions())),
-      stats.readers.length > 0
+      db.stats().readers.length > 0
         ? ping(() => db.reader.selectNoFrom(sql<number>`1`.as('ok')).execute(pingOptions()))
         : Promise.resolve<Health>('up'),
     ])
-    const healthy = writer === 'up' && reader === 'up'
+    const stats = db.stats()
+    const readers = stats.readers.map((r): Health => (reader === 'up' && r.healthy ? 'up' : 'down'))
+    const healthy = writer === 'up' && readers.every((r) => r === 'up')
     reply(res, healthy ? 200 : 503, {
       status: healthy ? 'ok' : 'degraded',
       writer,
-      readers: stats.readers.map(() => reader),
+      readers,
       // Names, addresses (host:port/database) and counters; never users or passwords.
-      stats: db.stats(),
+      stats,
     })
   })
 

@@ -85,6 +85,15 @@ export interface PoolConfig {
    */
   readonly statementTimeoutMs?: number
   /**
+   * Client-side deadline for one statement. When it passes, the connection is destroyed (so a
+   * blackholed server cannot hold the caller forever, even where no TCP error will ever arrive) and
+   * the caller gets a `QueryTimeoutError`. Unlike `statementTimeoutMs` it does not need the server
+   * to answer. Should be longer than `statementTimeoutMs` when both are set.
+   *
+   * Default: unset. Example: `60_000`.
+   */
+  readonly queryTimeoutMs?: number
+  /**
    * TCP keepalive on every connection, so a peer that vanished (failover, NAT timeout) is noticed
    * even on an idle socket.
    *
@@ -190,6 +199,67 @@ export interface RoutingConfig {
    * Default: `'round-robin'`. Example: `'least-busy'`.
    */
   readonly readerStrategy?: ReaderStrategy
+  /**
+   * Where reads go when no reader is healthy: `'writer'` sends them to the writer; `'error'` fails
+   * them at once with `NoReaderAvailableError`.
+   *
+   * Default: `'writer'`. Example: `'error'`.
+   */
+  readonly fallback?: 'writer' | 'error'
+  /**
+   * A reader whose replay lag exceeds this is taken out of rotation until it catches up (PostgreSQL:
+   * time since the last replayed commit while WAL is pending; MySQL/MariaDB: `Seconds_Behind_Master`,
+   * whole seconds). Unset: lag is not checked.
+   *
+   * Default: unset. Example: `5_000`.
+   */
+  readonly maxReplicaLagMs?: number
+  /**
+   * How often each reader's lag is checked when `maxReplicaLagMs` is set.
+   *
+   * Default: `1_000`. Example: `5_000`.
+   */
+  readonly lagCheckIntervalMs?: number
+  /**
+   * How long a reader that failed to connect (or lagged) stays out of rotation before it is probed
+   * again.
+   *
+   * Default: `5_000`. Example: `30_000`.
+   */
+  readonly readerCooldownMs?: number
+}
+
+/**
+ * Automatic retries of single statements outside transactions. Only what cannot apply work twice is
+ * retried: a statement that never reached a server (`'unavailable'`), one that reached a node that
+ * is no longer the writer (`'read-only'`), and a read whose connection broke (`'ambiguous'`). A write
+ * whose connection broke may have committed and is never retried here; statements inside a
+ * transaction are never retried (retry the whole transaction with `withRetry`).
+ *
+ * @example
+ * ```ts
+ * createDb({ dialect: 'postgres', writer, retry: { retries: 5, maxDelayMs: 2_000 } })
+ * ```
+ */
+export interface AutoRetryConfig {
+  /**
+   * Retries after the first attempt; `0` turns automatic retries off.
+   *
+   * Default: `4`. Example: `0`.
+   */
+  readonly retries?: number
+  /**
+   * Backoff before the first retry; each later retry doubles it, with full jitter.
+   *
+   * Default: `50`. Example: `100`.
+   */
+  readonly minDelayMs?: number
+  /**
+   * Upper bound of one backoff.
+   *
+   * Default: `1_000`. Example: `5_000`.
+   */
+  readonly maxDelayMs?: number
 }
 
 /**
@@ -213,11 +283,13 @@ export interface CreateDbConfig {
    */
   readonly dialect: SqlDialect
   /**
-   * The endpoint that takes writes and transactions: a URL or an {@link EndpointOptions} object.
+   * The endpoint that takes writes and transactions: a URL or an {@link EndpointOptions} object. A
+   * list of candidates (e.g. every instance of a cluster) makes the library find the one that
+   * accepts writes, and find it again after a failover.
    *
    * Default: none, required. Example: `'postgres://app:secret@primary.internal/orders'`.
    */
-  readonly writer: EndpointConfig
+  readonly writer: EndpointConfig | ReadonlyArray<EndpointConfig>
   /**
    * One reader or a list of readers. Absent or empty: everything goes to the writer.
    *
@@ -236,6 +308,12 @@ export interface CreateDbConfig {
    * Default: `{}`. Example: `{ readerStrategy: 'random' }`.
    */
   readonly routing?: RoutingConfig
+  /**
+   * Automatic retries of single statements; see {@link AutoRetryConfig}. `false` turns them off.
+   *
+   * Default: `{}` (4 retries, 50 ms to 1 s backoff). Example: `false`.
+   */
+  readonly retry?: AutoRetryConfig | false
   /**
    * Kysely's own `log` option, with exactly Kysely's meaning: the statements you run (and the
    * `begin`/`commit`/`rollback`/savepoint statements Kysely runs for you) are logged, nothing else.

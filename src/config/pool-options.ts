@@ -9,6 +9,7 @@ export interface ResolvedPoolOptions {
   readonly connectTimeoutMs: number
   readonly maxLifetimeMs: number
   readonly statementTimeoutMs: number | undefined
+  readonly queryTimeoutMs: number | undefined
   readonly keepAlive: boolean
   readonly keepAliveInitialDelayMs: number
 }
@@ -22,6 +23,7 @@ export const POOL_DEFAULTS: ResolvedPoolOptions = Object.freeze({
   connectTimeoutMs: 5_000,
   maxLifetimeMs: 30 * 60_000,
   statementTimeoutMs: undefined,
+  queryTimeoutMs: undefined,
   keepAlive: true,
   keepAliveInitialDelayMs: 10_000,
 })
@@ -34,6 +36,7 @@ export const POOL_KEYS: ReadonlyArray<keyof PoolConfig> = Object.freeze([
   'connectTimeoutMs',
   'maxLifetimeMs',
   'statementTimeoutMs',
+  'queryTimeoutMs',
   'keepAlive',
   'keepAliveInitialDelayMs',
 ])

@@ -13,16 +13,37 @@ import { POOL_DEFAULTS, POOL_KEYS, type ResolvedPoolOptions } from './pool-optio
 /** `createDb`'s config after validation, with every default applied. */
 export interface ResolvedConfig {
   readonly dialect: SqlDialect
-  readonly writer: EndpointSettings
+  /** Writer candidates; the first is assumed to be the writer until discovery says otherwise. */
+  readonly writers: ReadonlyArray<EndpointSettings>
   readonly readers: ReadonlyArray<EndpointSettings>
   readonly readerStrategy: ReaderStrategy
+  readonly fallback: 'writer' | 'error'
+  readonly maxReplicaLagMs: number | undefined
+  readonly lagCheckIntervalMs: number
+  readonly readerCooldownMs: number
+  readonly retry: ResolvedRetry
   readonly log: LogConfig | undefined
   readonly plugins: ReadonlyArray<KyselyPlugin>
 }
 
-const TOP_LEVEL_KEYS = ['dialect', 'writer', 'readers', 'pool', 'routing', 'log', 'plugins'] as const
+/** Automatic statement retries with defaults applied. */
+export interface ResolvedRetry {
+  readonly retries: number
+  readonly minDelayMs: number
+  readonly maxDelayMs: number
+}
+
+const RETRY_DEFAULTS: ResolvedRetry = Object.freeze({ retries: 4, minDelayMs: 50, maxDelayMs: 1_000 })
+const TOP_LEVEL_KEYS = ['dialect', 'writer', 'readers', 'pool', 'routing', 'retry', 'log', 'plugins'] as const
+const RETRY_KEYS = ['retries', 'minDelayMs', 'maxDelayMs'] as const
 const ENDPOINT_KEYS = ['url', 'host', 'port', 'user', 'password', 'database', 'name', 'pool'] as const
-const ROUTING_KEYS = ['readerStrategy'] as const
+const ROUTING_KEYS = [
+  'readerStrategy',
+  'fallback',
+  'maxReplicaLagMs',
+  'lagCheckIntervalMs',
+  'readerCooldownMs',
+] as const
 const DIALECTS: ReadonlyArray<SqlDialect> = ['postgres', 'mysql']
 const READER_STRATEGIES: ReadonlyArray<ReaderStrategy> = ['round-robin', 'random', 'least-busy']
 
@@ -54,14 +75,30 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
   if (config.writer === undefined) {
     throw new ConfigError('writer', 'is required: a connection URL or an endpoint object')
   }
-  const writer = resolveEndpoint(config.writer, dialect, 'writer', 'writer', 'writer', basePool)
+  const writerList: ReadonlyArray<EndpointConfig> = Array.isArray(config.writer)
+    ? (config.writer as ReadonlyArray<EndpointConfig>)
+    : [config.writer as EndpointConfig]
+  if (writerList.length === 0) {
+    throw new ConfigError('writer', 'is an empty list: give at least one endpoint')
+  }
+  const writers = writerList.map((writer, index) =>
+    writerList.length === 1
+      ? resolveEndpoint(writer, dialect, 'writer', 'writer', 'writer', basePool)
+      : resolveEndpoint(writer, dialect, 'writer', `writer-${index}`, `writer[${index}]`, basePool),
+  )
 
   const readerList =
     config.readers === undefined ? [] : Array.isArray(config.readers) ? config.readers : [config.readers]
   const readers = (readerList as ReadonlyArray<EndpointConfig>).map((reader, index) =>
     resolveEndpoint(reader, dialect, 'reader', `reader-${index}`, `readers[${index}]`, basePool),
   )
-  const names = new Set<string>([writer.name])
+  const names = new Set<string>()
+  writers.forEach((writer, index) => {
+    if (names.has(writer.name)) {
+      throw new ConfigError(`writer[${index}].name`, `'${writer.name}' is already used by another endpoint`)
+    }
+    names.add(writer.name)
+  })
   readers.forEach((reader, index) => {
     if (names.has(reader.name)) {
       throw new ConfigError(`readers[${index}].name`, `'${reader.name}' is already used by another endpoint`)
@@ -70,20 +107,65 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
   })
 
   let readerStrategy: ReaderStrategy = 'round-robin'
+  let fallback: 'writer' | 'error' = 'writer'
+  let maxReplicaLagMs: number | undefined
+  let lagCheckIntervalMs = 1_000
+  let readerCooldownMs = 5_000
   if (config.routing !== undefined) {
-    if (!isPlainObject(config.routing)) {
-      throw new ConfigError('routing', `expected an object, got ${describe(config.routing)}`)
+    const routing = config.routing as Record<string, unknown>
+    if (!isPlainObject(routing)) {
+      throw new ConfigError('routing', `expected an object, got ${describe(routing)}`)
     }
-    rejectUnknownKeys(config.routing, ROUTING_KEYS, 'routing.')
-    if (config.routing.readerStrategy !== undefined) {
-      if (!READER_STRATEGIES.includes(config.routing.readerStrategy as ReaderStrategy)) {
+    rejectUnknownKeys(routing, ROUTING_KEYS, 'routing.')
+    if (routing.readerStrategy !== undefined) {
+      if (!READER_STRATEGIES.includes(routing.readerStrategy as ReaderStrategy)) {
         throw new ConfigError(
           'routing.readerStrategy',
-          `expected one of ${READER_STRATEGIES.map((s) => `'${s}'`).join(', ')}, got ${describe(config.routing.readerStrategy)}`,
+          `expected one of ${READER_STRATEGIES.map((s) => `'${s}'`).join(', ')}, got ${describe(routing.readerStrategy)}`,
         )
       }
-      readerStrategy = config.routing.readerStrategy as ReaderStrategy
+      readerStrategy = routing.readerStrategy as ReaderStrategy
     }
+    if (routing.fallback !== undefined) {
+      if (routing.fallback !== 'writer' && routing.fallback !== 'error') {
+        throw new ConfigError(
+          'routing.fallback',
+          `expected 'writer' or 'error', got ${describe(routing.fallback)}`,
+        )
+      }
+      fallback = routing.fallback
+    }
+    maxReplicaLagMs = integerSetting(routing.maxReplicaLagMs, 1, 'routing.maxReplicaLagMs')
+    lagCheckIntervalMs =
+      integerSetting(routing.lagCheckIntervalMs, 10, 'routing.lagCheckIntervalMs') ?? lagCheckIntervalMs
+    readerCooldownMs =
+      integerSetting(routing.readerCooldownMs, 1, 'routing.readerCooldownMs') ?? readerCooldownMs
+  }
+
+  let retry = RETRY_DEFAULTS
+  if (config.retry === false) {
+    retry = { ...RETRY_DEFAULTS, retries: 0 }
+  } else if (config.retry !== undefined) {
+    const input = config.retry as unknown
+    if (!isPlainObject(input)) {
+      throw new ConfigError('retry', `expected an object or false, got ${describe(input)}`)
+    }
+    rejectUnknownKeys(input, RETRY_KEYS, 'retry.')
+    const minDelayMs = integerSetting(input.minDelayMs, 0, 'retry.minDelayMs') ?? RETRY_DEFAULTS.minDelayMs
+    const maxDelayMs =
+      integerSetting(input.maxDelayMs, 0, 'retry.maxDelayMs') ??
+      Math.max(minDelayMs, RETRY_DEFAULTS.maxDelayMs)
+    if (maxDelayMs < minDelayMs) {
+      throw new ConfigError(
+        'retry.maxDelayMs',
+        `must be at least retry.minDelayMs (${minDelayMs}), got ${maxDelayMs}`,
+      )
+    }
+    retry = Object.freeze({
+      retries: integerSetting(input.retries, 0, 'retry.retries') ?? RETRY_DEFAULTS.retries,
+      minDelayMs,
+      maxDelayMs,
+    })
   }
 
   if (config.plugins !== undefined && !Array.isArray(config.plugins)) {
@@ -95,9 +177,14 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
 
   return Object.freeze({
     dialect,
-    writer,
+    writers: Object.freeze(writers),
     readers: Object.freeze(readers),
     readerStrategy,
+    fallback,
+    maxReplicaLagMs,
+    lagCheckIntervalMs,
+    readerCooldownMs,
+    retry,
     log: config.log,
     plugins: Object.freeze([...(config.plugins ?? [])]),
   })
@@ -281,9 +368,18 @@ function resolvePool(
     connectTimeoutMs: integer('connectTimeoutMs', 1) ?? base.connectTimeoutMs,
     maxLifetimeMs: integer('maxLifetimeMs', 0) ?? base.maxLifetimeMs,
     statementTimeoutMs: integer('statementTimeoutMs', 1) ?? base.statementTimeoutMs,
+    queryTimeoutMs: integer('queryTimeoutMs', 1) ?? base.queryTimeoutMs,
     keepAlive,
     keepAliveInitialDelayMs: integer('keepAliveInitialDelayMs', 0) ?? base.keepAliveInitialDelayMs,
   })
+}
+
+function integerSetting(value: unknown, min: number, setting: string): number | undefined {
+  if (value === undefined) return undefined
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
+    throw new ConfigError(setting, `expected an integer >= ${min}, got ${describe(value)}`)
+  }
+  return value
 }
 
 function checkPort(port: unknown, setting: string): number {

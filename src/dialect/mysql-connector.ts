@@ -71,6 +71,31 @@ export class MysqlConnector implements PoolConnector<Connection> {
     return this.#broken.has(connection)
   }
 
+  destroy(connection: Connection): void {
+    this.#broken.add(connection)
+    connection.destroy()
+  }
+
+  /**
+   * Opens a separate connection and asks the server whether it accepts writes: MySQL and MariaDB
+   * replicas set `read_only`, Aurora MySQL readers `innodb_read_only`.
+   */
+  async probeRole(): Promise<'writer' | 'reader'> {
+    const connection = await this.connect()
+    try {
+      const rows = await new Promise<unknown>((resolve, reject) => {
+        connection.query(
+          'select @@global.read_only as ro, @@global.innodb_read_only as iro',
+          (error, result) => (error ? reject(error) : resolve(result)),
+        )
+      })
+      const row = (Array.isArray(rows) ? rows[0] : undefined) as { ro?: unknown; iro?: unknown } | undefined
+      return Number(row?.ro) === 0 && Number(row?.iro) === 0 ? 'writer' : 'reader'
+    } finally {
+      await this.close(connection)
+    }
+  }
+
   #setStatementTimeout(connection: Connection, timeoutMs: number): Promise<void> {
     const handshake = (connection as unknown as { _handshakePacket?: { serverVersion?: string } })
       ._handshakePacket

@@ -53,4 +53,23 @@ export class PostgresConnector implements PoolConnector<Client> {
   isBroken(client: Client): boolean {
     return this.#broken.has(client)
   }
+
+  destroy(client: Client): void {
+    this.#broken.add(client)
+    // pg has no public "destroy": end() waits for the server; the socket is what must go now.
+    const connection = (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection
+    connection?.stream?.destroy()
+    void client.end().catch(() => undefined)
+  }
+
+  /** Opens a separate connection and asks the server whether it accepts writes. */
+  async probeRole(): Promise<'writer' | 'reader'> {
+    const client = await this.connect()
+    try {
+      const { rows } = await client.query<{ standby: boolean }>('select pg_is_in_recovery() as standby')
+      return rows[0]?.standby === false ? 'writer' : 'reader'
+    } finally {
+      await this.close(client)
+    }
+  }
 }

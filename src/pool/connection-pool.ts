@@ -10,6 +10,8 @@ export interface PoolConnector<C> {
   close(connection: C): Promise<void>
   /** True once the connection's socket errored or ended: it must never be handed out again. */
   isBroken(connection: C): boolean
+  /** Marks a connection unusable (it failed with a connection-level error) and destroys its socket now. */
+  destroy(connection: C): void
 }
 
 /** Connection counts of one pool at one instant. */
@@ -27,7 +29,7 @@ export interface PoolCounts {
 }
 
 /** Why a connection left the pool. */
-export type RemovalReason = 'broken' | 'discarded' | 'expired' | 'idle' | 'pool-ended'
+export type RemovalReason = 'broken' | 'discarded' | 'evicted' | 'expired' | 'idle' | 'pool-ended'
 
 interface Entry<C> {
   readonly connection: C
@@ -141,6 +143,19 @@ export class ConnectionPool<C> extends EventEmitter<{
       return
     }
     this.#pushIdle(entry)
+  }
+
+  /**
+   * Closes every idle connection now (after a failover they point at the old primary). Connections
+   * in use are left to finish; the next acquire opens fresh ones, resolving DNS again.
+   */
+  evictIdle(): number {
+    const evicted = this.#idle.splice(0)
+    for (const entry of evicted) {
+      clearTimeout(entry.idleTimer)
+      this.#close(entry, 'evicted')
+    }
+    return evicted.length
   }
 
   /** Current counts. */

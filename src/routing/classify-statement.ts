@@ -7,8 +7,6 @@ const RAW_LOCK = /\bfor\s+(?:no\s+key\s+)?(?:update|share|key\s+share)\b|\block\
 // Node kinds that hold user values, never operation nodes worth walking.
 const VALUE_NODE_KINDS = new Set(['ValueNode', 'PrimitiveValueListNode', 'IdentifierNode', 'ColumnNode'])
 
-const verdicts = new WeakMap<RootOperationNode, boolean>()
-
 /**
  * True when a statement can be served by a replica: a SELECT (with CTEs, set operations,
  * subqueries, or no FROM at all) that takes no row lock and contains no data-modifying CTE.
@@ -18,12 +16,9 @@ const verdicts = new WeakMap<RootOperationNode, boolean>()
  * seen from the query tree; run those through `db.writer`.
  */
 export function isReadOnlyStatement(node: RootOperationNode): boolean {
-  if (node.kind !== 'SelectQueryNode') return false
-  const cached = verdicts.get(node)
-  if (cached !== undefined) return cached
-  const verdict = !containsWriteOrLock(node)
-  verdicts.set(node, verdict)
-  return verdict
+  // No cache: Kysely builds a fresh tree for every execution, so a cache would never hit and only
+  // cost a WeakMap write per statement (measured in bench/overhead).
+  return node.kind === 'SelectQueryNode' && !containsWriteOrLock(node)
 }
 
 function containsWriteOrLock(root: OperationNode): boolean {

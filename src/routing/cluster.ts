@@ -1,6 +1,10 @@
 import type { EndpointSettings } from '../config/endpoint-settings.js'
 import type { ResolvedConfig } from '../config/resolve-config.js'
-import { DatabaseDestroyedError } from '../errors.js'
+import { DatabaseDestroyedError, NoReaderAvailableError } from '../errors.js'
+import { ResilientEvents } from '../events/resilient-events.js'
+import type { ErrorClassification } from '../retry/error-classification.js'
+import { ReaderHealth } from '../topology/reader-health.js'
+import { WriterTracker } from '../topology/writer-tracker.js'
 import { Endpoint, type EndpointStats, loadDrivers } from './endpoint.js'
 import { ReaderSelector } from './reader-selector.js'
 
@@ -14,15 +18,18 @@ import { ReaderSelector } from './reader-selector.js'
  * ```
  */
 export interface DbStats {
-  /** The writer's counters. */
+  /** The current writer's counters. */
   readonly writer: EndpointStats
+  /** Every writer candidate's counters, in config order (one entry for a single writer). */
+  readonly writers: ReadonlyArray<EndpointStats>
   /** Each reader's counters, in config order. Empty when there are no readers. */
-  readonly readers: ReadonlyArray<EndpointStats>
+  readonly readers: ReadonlyArray<EndpointStats & { readonly healthy: boolean }>
 }
 
-interface Endpoints {
-  readonly writer: Endpoint
-  readonly readers: ReadonlyArray<Endpoint>
+interface Topology {
+  readonly writers: WriterTracker
+  readers: ReadonlyArray<Endpoint>
+  readonly health: ReaderHealth
 }
 
 /**
@@ -31,9 +38,10 @@ interface Endpoints {
  */
 export class Cluster {
   readonly config: ResolvedConfig
+  readonly events = new ResilientEvents()
   readonly #selector: ReaderSelector
-  #endpoints: Endpoints | undefined
-  #opening: Promise<Endpoints> | undefined
+  #topology: Topology | undefined
+  #opening: Promise<Topology> | undefined
   #destroyed = false
 
   constructor(config: ResolvedConfig) {
@@ -45,61 +53,132 @@ export class Cluster {
     return this.#destroyed
   }
 
+  /** True once `open()` has succeeded: lets the hot path skip an await. */
+  get isOpen(): boolean {
+    return this.#topology !== undefined
+  }
+
   /** Resolves once drivers are loaded and pools exist. A failure is retried on the next call. */
-  async open(): Promise<Endpoints> {
+  async open(): Promise<void> {
     if (this.#destroyed) throw new DatabaseDestroyedError()
-    if (this.#endpoints) return this.#endpoints
-    this.#opening ??= this.#openEndpoints().then(
-      (endpoints) => {
-        this.#endpoints = endpoints
-        return endpoints
+    if (this.#topology) return
+    this.#opening ??= this.#openTopology().then(
+      (topology) => {
+        this.#topology = topology
+        return topology
       },
       (error: unknown) => {
         this.#opening = undefined
         throw error
       },
     )
-    return this.#opening
+    await this.#opening
   }
 
-  /** The writer. Only valid after `open()`. */
+  /** The current writer. Only valid after `open()`. */
   writer(): Endpoint {
-    return this.#opened().writer
+    return this.#opened().writers.current
   }
 
-  /** The reader for the next read, or the writer when there are no readers. Only valid after `open()`. */
+  /**
+   * The reader for the next read: a healthy reader by the configured strategy; with none healthy,
+   * the writer (`routing.fallback: 'writer'`) or a `NoReaderAvailableError`. Without readers at all,
+   * the writer. Only valid after `open()`.
+   */
   reader(): Endpoint {
-    const { writer, readers } = this.#opened()
-    return readers.length === 0 ? writer : this.#selector.pick(readers)
+    const { writers, readers, health } = this.#opened()
+    if (readers.length === 0) return writers.current
+    const healthy = health.healthy()
+    if (healthy.length === 0) {
+      if (this.config.fallback === 'error') throw new NoReaderAvailableError()
+      return writers.current
+    }
+    return this.#selector.pick(healthy)
+  }
+
+  /** Waits (at most `maxWaitMs`) for a writer discovery in progress, before a retry. */
+  async writerSettled(maxWaitMs: number): Promise<void> {
+    await this.#topology?.writers.settled(maxWaitMs)
+  }
+
+  /**
+   * An endpoint failed. A writer that lost a connection, refused one or turned read-only is
+   * suspected (its idle connections are evicted and discovery starts); a reader that cannot be
+   * reached is ejected for the cooldown.
+   */
+  reportFailure(endpoint: Endpoint, classification: ErrorClassification): void {
+    const topology = this.#topology
+    if (topology === undefined) return
+    const { category, code } = classification
+    if (classification.connectionLost || category === 'unavailable') {
+      this.events.emit('error', {
+        endpoint: endpoint.name,
+        category,
+        code,
+        reason: category === 'read-only' ? 'writer is read-only' : 'connection failed',
+      })
+    }
+    if (topology.writers.candidates.includes(endpoint)) {
+      if (category === 'read-only') topology.writers.suspect(endpoint, 'read-only')
+      else if (category === 'unavailable' || classification.connectionLost) {
+        topology.writers.suspect(endpoint, 'connection-lost')
+      }
+      return
+    }
+    if (category === 'unavailable' && code !== 'POOL_ACQUIRE_TIMEOUT') topology.health.unreachable(endpoint)
   }
 
   stats(): DbStats {
-    const endpoints = this.#endpoints
-    if (endpoints === undefined) {
-      return { writer: idleStats(this.config.writer), readers: this.config.readers.map(idleStats) }
+    const topology = this.#topology
+    if (topology === undefined) {
+      const writers = this.config.writers.map(idleStats)
+      return {
+        writer: writers[0] as EndpointStats,
+        writers,
+        readers: this.config.readers.map((settings) => ({ ...idleStats(settings), healthy: true })),
+      }
     }
-    return { writer: endpoints.writer.stats(), readers: endpoints.readers.map((reader) => reader.stats()) }
+    return {
+      writer: topology.writers.current.stats(),
+      writers: topology.writers.candidates.map((endpoint) => endpoint.stats()),
+      readers: topology.readers.map((reader) => ({
+        ...reader.stats(),
+        healthy: !topology.health.isEjected(reader),
+      })),
+    }
   }
 
   async destroy(): Promise<void> {
     if (this.#destroyed) return
     this.#destroyed = true
-    const endpoints = await this.#opening?.catch(() => undefined)
-    if (endpoints === undefined) return
-    await Promise.all([endpoints.writer, ...endpoints.readers].map((endpoint) => endpoint.destroy()))
-  }
-
-  #opened(): Endpoints {
-    if (this.#endpoints === undefined) throw new Error('kysely-resilient: cluster used before open()')
-    return this.#endpoints
-  }
-
-  async #openEndpoints(): Promise<Endpoints> {
-    const drivers = await loadDrivers(this.config.dialect)
-    const [writer, ...readers] = await Promise.all(
-      [this.config.writer, ...this.config.readers].map((settings) => Endpoint.open(settings, drivers)),
+    const topology = await this.#opening?.catch(() => undefined)
+    if (topology === undefined) return
+    topology.writers.close()
+    topology.health.close()
+    await Promise.all(
+      [...topology.writers.candidates, ...topology.readers].map((endpoint) => endpoint.destroy()),
     )
-    return { writer: writer as Endpoint, readers }
+  }
+
+  #opened(): Topology {
+    if (this.#topology === undefined) throw new Error('kysely-resilient: cluster used before open()')
+    return this.#topology
+  }
+
+  async #openTopology(): Promise<Topology> {
+    const drivers = await loadDrivers(this.config.dialect)
+    const all = await Promise.all(
+      [...this.config.writers, ...this.config.readers].map((settings) => Endpoint.open(settings, drivers)),
+    )
+    const writers = new WriterTracker(all.slice(0, this.config.writers.length), this.events)
+    const readers = all.slice(this.config.writers.length)
+    const health = new ReaderHealth(readers, this.events, {
+      cooldownMs: this.config.readerCooldownMs,
+      maxReplicaLagMs: this.config.maxReplicaLagMs,
+      lagCheckIntervalMs: this.config.lagCheckIntervalMs,
+    })
+    await writers.initialize()
+    return { writers, readers, health }
   }
 }
 

@@ -1,5 +1,11 @@
-import type { Driver } from 'kysely'
-import { MysqlDriver, PostgresDriver } from 'kysely'
+import {
+  type AbortableOperationOptions,
+  CompiledQuery,
+  type DatabaseConnection,
+  type Driver,
+  MysqlDriver,
+  PostgresDriver,
+} from 'kysely'
 import type { Connection as MysqlRawConnection } from 'mysql2'
 import type { Client as PgClient } from 'pg'
 import type { EndpointSettings } from '../config/endpoint-settings.js'
@@ -13,7 +19,7 @@ import {
 import { MysqlConnector } from '../dialect/mysql-connector.js'
 import { PostgresConnector } from '../dialect/postgres-connector.js'
 import { MissingDriverError } from '../errors.js'
-import { ConnectionPool, type PoolCounts } from '../pool/connection-pool.js'
+import { ConnectionPool, type PoolConnector, type PoolCounts } from '../pool/connection-pool.js'
 
 /**
  * Counters of one endpoint, as returned in `db.stats()`.
@@ -35,25 +41,131 @@ export interface EndpointStats extends PoolCounts {
   readonly queries: number
 }
 
+/** Where an endpoint notes the raw driver connection under Kysely's connection object. */
+const RAW = Symbol('kysely-resilient.raw-connection')
+
+/** What every dialect's connector offers the endpoint on top of the pool contract. */
+interface EndpointConnector<C> extends PoolConnector<C> {
+  probeRole(): Promise<'writer' | 'reader'>
+}
+
 /**
  * One live endpoint: its pool of raw driver connections and a Kysely driver (Kysely's own
  * `PostgresDriver` or `MysqlDriver`) on top of it, so streaming, cancellation, savepoints and result
  * shapes are exactly Kysely's.
+ *
+ * The endpoint also remembers which raw connection sits under each Kysely connection, so a
+ * connection that failed at the connection level can be destroyed instead of going back to the pool.
  */
 export class Endpoint {
   readonly settings: EndpointSettings
   readonly driver: Driver
   readonly #pool: ConnectionPool<unknown>
+  readonly #connector: EndpointConnector<unknown>
+  #handoff: unknown
   #queries = 0
 
-  private constructor(settings: EndpointSettings, pool: ConnectionPool<unknown>, driver: Driver) {
+  private constructor(
+    settings: EndpointSettings,
+    pool: ConnectionPool<unknown>,
+    connector: EndpointConnector<unknown>,
+    createDriver: (connect: () => Promise<unknown>) => Driver,
+  ) {
     this.settings = settings
     this.#pool = pool
-    this.driver = driver
+    this.#connector = connector
+    // Kysely's drivers ask their pool for a connection synchronously at the start of
+    // acquireConnection(); hand over the one `acquire` already took, so we know which it is.
+    this.driver = createDriver(() => {
+      const raw = this.#handoff
+      this.#handoff = undefined
+      return raw === undefined ? this.#pool.acquire() : Promise.resolve(raw)
+    })
   }
 
   get name(): string {
     return this.settings.name
+  }
+
+  get role(): 'writer' | 'reader' {
+    return this.settings.role
+  }
+
+  /** Takes a connection from the pool and returns Kysely's connection object for it. */
+  async acquire(options?: AbortableOperationOptions): Promise<DatabaseConnection> {
+    const raw = await this.#pool.acquire()
+    this.#handoff = raw
+    let pending: Promise<DatabaseConnection>
+    try {
+      pending = this.driver.acquireConnection(options)
+    } finally {
+      this.#handoff = undefined
+    }
+    const connection = await pending.catch((error: unknown) => {
+      this.#pool.release(raw, true)
+      throw error
+    })
+    // Kysely keeps one connection object per raw connection, so this is written once per connection.
+    const tagged = connection as DatabaseConnection & { [RAW]?: unknown }
+    if (tagged[RAW] !== raw) tagged[RAW] = raw
+    return connection
+  }
+
+  /** Gives a connection back; `discard` destroys it instead (it failed at the connection level). */
+  async release(connection: DatabaseConnection, discard = false): Promise<void> {
+    if (discard) this.discard(connection)
+    await this.driver.releaseConnection(connection)
+  }
+
+  /** Destroys the connection's socket now and makes sure the pool never hands it out again. */
+  discard(connection: DatabaseConnection): void {
+    const raw = (connection as DatabaseConnection & { [RAW]?: unknown })[RAW]
+    if (raw !== undefined) this.#connector.destroy(raw)
+  }
+
+  /** Closes every idle connection (they may point at a server that changed role). */
+  evictIdle(): number {
+    return this.#pool.evictIdle()
+  }
+
+  /** Asks the server, over a fresh connection, whether it currently accepts writes. */
+  probeRole(): Promise<'writer' | 'reader'> {
+    return this.#connector.probeRole()
+  }
+
+  /**
+   * The replica's replay lag in milliseconds, over a pooled connection (0 for a server that is not
+   * a replica; Infinity for a replica whose replication is stopped). Not counted in `queries` and
+   * never seen by Kysely's logger: it is the library's own statement.
+   */
+  async probeLag(): Promise<number> {
+    const connection = await this.acquire()
+    let failed = false
+    try {
+      if (this.settings.dialect === 'postgres') {
+        const { rows } = await connection.executeQuery<{ lag_ms: number | string | null }>(
+          CompiledQuery.raw(
+            `select case when not pg_is_in_recovery() then 0
+                         when pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() then 0
+                         else coalesce(extract(epoch from now() - pg_last_xact_replay_timestamp()) * 1000, 0)
+                    end as lag_ms`,
+          ),
+        )
+        return Number(rows[0]?.lag_ms ?? 0)
+      }
+      const { rows } = await connection.executeQuery<{ Seconds_Behind_Master?: number | null }>(
+        CompiledQuery.raw('show slave status'),
+      )
+      const status = rows[0]
+      if (status === undefined) return 0
+      const seconds = status.Seconds_Behind_Master
+      return seconds === null || seconds === undefined ? Number.POSITIVE_INFINITY : seconds * 1000
+    } catch (error) {
+      failed = true
+      throw error
+    } finally {
+      await this.release(connection, failed)
+    }
   }
 
   /** Counts one executed statement. */
@@ -85,47 +197,60 @@ export class Endpoint {
     if (drivers.dialect === 'postgres') {
       const connector = new PostgresConnector(drivers.pg, settings)
       const pool = new ConnectionPool<PgClient>(settings.name, connector, settings.pool)
-      const driver = new PostgresDriver({
-        pool: {
-          // Kysely opens a control connection with these to cancel a query on this same server.
-          Client: drivers.pg.Client,
-          options: connector.clientConfig,
-          connect: async () => {
-            const client = await pool.acquire()
-            const pooled = client as PgClient & { release(destroy?: boolean): void }
-            pooled.release = (destroy?: boolean) => pool.release(client, destroy === true)
-            return pooled
-          },
-          end: () => pool.end(),
-        },
-        cursor: drivers.cursor ?? missingCursor(),
-      })
-      await driver.init()
-      return new Endpoint(settings, pool as ConnectionPool<unknown>, driver)
+      const endpoint = new Endpoint(
+        settings,
+        pool as ConnectionPool<unknown>,
+        connector as EndpointConnector<unknown>,
+        (connect) =>
+          new PostgresDriver({
+            pool: {
+              // Kysely opens a control connection with these to cancel a query on this same server.
+              Client: drivers.pg.Client,
+              options: connector.clientConfig,
+              connect: () =>
+                connect().then((raw) => {
+                  const pooled = raw as PgClient & { release?(destroy?: boolean): void }
+                  // Once per client, not per acquire: the closure only needs the client itself.
+                  pooled.release ??= (destroy?: boolean) => pool.release(raw as PgClient, destroy === true)
+                  return pooled as PgClient & { release(destroy?: boolean): void }
+                }),
+              end: () => pool.end(),
+            },
+            cursor: drivers.cursor ?? missingCursor(),
+          }),
+      )
+      await endpoint.driver.init()
+      return endpoint
     }
 
     const connector = new MysqlConnector(drivers.mysql2, settings)
     const pool = new ConnectionPool<MysqlRawConnection>(settings.name, connector, settings.pool)
-    const driver = new MysqlDriver({
-      controlConnection: drivers.mysql2.createConnection as never,
-      pool: {
-        getConnection: (callback) => {
-          pool.acquire().then(
-            (connection) => {
-              const pooled = connection as MysqlRawConnection & { release(): void }
-              pooled.release = () => pool.release(connection)
-              callback(null, pooled as never)
+    const endpoint = new Endpoint(
+      settings,
+      pool as ConnectionPool<unknown>,
+      connector as EndpointConnector<unknown>,
+      (connect) =>
+        new MysqlDriver({
+          controlConnection: drivers.mysql2.createConnection as never,
+          pool: {
+            getConnection: (callback) => {
+              connect().then(
+                (raw) => {
+                  const pooled = raw as MysqlRawConnection & { release?(): void }
+                  pooled.release ??= () => pool.release(raw as MysqlRawConnection)
+                  callback(null, pooled as never)
+                },
+                (error: unknown) => callback(error, undefined as never),
+              )
             },
-            (error: unknown) => callback(error, undefined as never),
-          )
-        },
-        end: (callback) => {
-          pool.end().then(() => callback(null), callback)
-        },
-      },
-    })
-    await driver.init()
-    return new Endpoint(settings, pool as ConnectionPool<unknown>, driver)
+            end: (callback) => {
+              pool.end().then(() => callback(null), callback)
+            },
+          },
+        }),
+    )
+    await endpoint.driver.init()
+    return endpoint
   }
 }
 

@@ -7,6 +7,10 @@ import {
   type Log,
   type QueryResult,
 } from 'kysely'
+import { QueryTimeoutError } from '../errors.js'
+import { fullJitterDelay, sleep } from '../retry/backoff.js'
+import { classifyError } from '../retry/classify-error.js'
+import type { ErrorClassification, ErrorPhase } from '../retry/error-classification.js'
 import { isReadOnlyStatement } from './classify-statement.js'
 import type { Cluster } from './cluster.js'
 import type { Endpoint } from './endpoint.js'
@@ -24,12 +28,28 @@ export type RoutingScope = 'statement' | 'session'
 interface Lease {
   readonly endpoint: Endpoint
   readonly connection: DatabaseConnection
+  /** Set when the connection failed at the connection level: destroy it instead of pooling it. */
+  discard: boolean
+}
+
+/** Marks an error with the endpoint it came from and the phase it happened in. */
+class AttemptError {
+  readonly classification: ErrorClassification
+
+  constructor(
+    readonly error: unknown,
+    readonly endpoint: Endpoint | undefined,
+    phase: ErrorPhase,
+  ) {
+    this.classification = classifyError(error, { phase })
+  }
 }
 
 /**
  * The connection Kysely sees. It holds no server connection until it knows what it will run: a
- * single read takes a replica connection for just that statement; a session binds to one endpoint
- * on its first statement or `begin` and keeps it until Kysely releases the connection.
+ * single statement takes a connection of the endpoint it routes to for just that statement (and is
+ * retried there when that is safe); a session binds to one endpoint on its first statement or
+ * `begin` and keeps it until Kysely releases the connection.
  *
  * Kysely's own `PostgresDriver`/`MysqlDriver` run `begin`, `commit` and savepoints through this
  * object, so those statements are logged exactly as plain Kysely logs them.
@@ -43,6 +63,7 @@ export class RoutingConnection implements DatabaseConnection {
   #bound: Lease | undefined
   #active: Lease | undefined
   #wantsSessionInfo = false
+  #readOnlyTransaction = false
 
   constructor(cluster: Cluster, target: RoutingTarget, scope: RoutingScope, log: Log) {
     this.#cluster = cluster
@@ -62,12 +83,13 @@ export class RoutingConnection implements DatabaseConnection {
     accessMode: AccessMode | undefined,
     options?: AbortableOperationOptions,
   ): Promise<Endpoint> {
+    this.#readOnlyTransaction = accessMode === 'read only'
     if (this.#bound === undefined) {
-      const endpoint =
-        this.#target === 'reader' || (this.#target === 'auto' && accessMode === 'read only')
-          ? this.#cluster.reader()
-          : this.#cluster.writer()
-      this.#bound = await this.#lease(endpoint, options)
+      const toReader = this.#target === 'reader' || (this.#target === 'auto' && accessMode === 'read only')
+      this.#bound = await this.#bindSession(
+        () => (toReader ? this.#cluster.reader() : this.#cluster.writer()),
+        options,
+      )
     }
     return this.#bound.endpoint
   }
@@ -123,18 +145,22 @@ export class RoutingConnection implements DatabaseConnection {
   async killSession(_controlConnectionProvider: ControlConnectionProvider): Promise<void> {
     const lease = this.#active ?? this.#bound
     if (lease === undefined) return
+    lease.discard = true
     await lease.connection.killSession?.(controlProviderFor(lease.endpoint))
   }
 
   /** Rolls back through the endpoint's Kysely driver, which discards the connection if that fails. */
   async rollback(): Promise<void> {
-    const lease = this.#requireBound('rollback')
+    const lease = this.#bound
+    if (lease === undefined)
+      throw new Error('kysely-resilient: rollback on a connection that is not in a transaction')
     const query = CompiledQuery.raw('rollback')
     const startTime = performance.now()
     try {
       lease.endpoint.countQuery()
       await lease.endpoint.driver.rollbackTransaction(lease.connection)
     } catch (error) {
+      this.#noteFailure(lease, classifyError(error))
       if (this.#logging) await this.#logError(error, query, startTime)
       throw error
     }
@@ -145,14 +171,7 @@ export class RoutingConnection implements DatabaseConnection {
   async release(): Promise<void> {
     const lease = this.#bound
     this.#bound = undefined
-    if (lease !== undefined) await lease.endpoint.driver.releaseConnection(lease.connection)
-  }
-
-  #requireBound(operation: string): Lease {
-    if (this.#bound === undefined) {
-      throw new Error(`kysely-resilient: ${operation} on a connection that is not in a transaction`)
-    }
-    return this.#bound
+    if (lease !== undefined) await lease.endpoint.release(lease.connection, lease.discard)
   }
 
   /** Where a statement goes when this connection is not bound yet. */
@@ -161,7 +180,11 @@ export class RoutingConnection implements DatabaseConnection {
     if (this.#target === 'reader') return this.#cluster.reader()
     // A session's statements share server state (temp tables, SET, locks): keep them on the writer.
     if (this.#scope === 'session') return this.#cluster.writer()
-    return isReadOnlyStatement(compiledQuery.query) ? this.#cluster.reader() : this.#cluster.writer()
+    return this.#isRead(compiledQuery) ? this.#cluster.reader() : this.#cluster.writer()
+  }
+
+  #isRead(compiledQuery: CompiledQuery): boolean {
+    return this.#target === 'reader' || (this.#target === 'auto' && isReadOnlyStatement(compiledQuery.query))
   }
 
   async #execute<R>(
@@ -169,22 +192,116 @@ export class RoutingConnection implements DatabaseConnection {
     options?: AbortableOperationOptions,
   ): Promise<QueryResult<R>> {
     if (this.#bound === undefined && this.#scope === 'session') {
-      this.#bound = await this.#lease(this.#endpointFor(compiledQuery), options)
+      this.#bound = await this.#bindSession(() => this.#endpointFor(compiledQuery), options)
     }
     const bound = this.#bound
-    if (bound !== undefined) {
-      bound.endpoint.countQuery()
-      return bound.connection.executeQuery<R>(compiledQuery, options)
-    }
+    if (bound === undefined) return this.#executeStatement<R>(compiledQuery, options)
 
-    const lease = await this.#lease(this.#endpointFor(compiledQuery), options)
+    // Inside a session nothing is retried: the caller retries the whole unit of work.
+    bound.endpoint.countQuery()
+    try {
+      return await this.#withDeadline(bound, bound.connection.executeQuery<R>(compiledQuery, options))
+    } catch (error) {
+      this.#noteFailure(bound, classifyError(error))
+      throw error
+    }
+  }
+
+  /** One statement on its own: runs where it routes, and is retried when nothing can be applied twice. */
+  async #executeStatement<R>(
+    compiledQuery: CompiledQuery,
+    options?: AbortableOperationOptions,
+  ): Promise<QueryResult<R>> {
+    const read = this.#isRead(compiledQuery)
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#attempt(compiledQuery, options, (lease) => {
+          lease.endpoint.countQuery()
+          return this.#withDeadline(lease, lease.connection.executeQuery<R>(compiledQuery, options))
+        })
+      } catch (failure) {
+        if (!(failure instanceof AttemptError)) throw failure
+        await this.#beforeRetry(failure, attempt, read, options)
+      }
+    }
+  }
+
+  /**
+   * Runs `work` on a connection of the endpoint the statement routes to now. Errors come out as
+   * {@link AttemptError}s that say which endpoint failed and whether anything had been sent.
+   */
+  async #attempt<T>(
+    compiledQuery: CompiledQuery,
+    options: AbortableOperationOptions | undefined,
+    work: (lease: Lease) => Promise<T>,
+  ): Promise<T> {
+    let endpoint: Endpoint | undefined
+    let lease: Lease | undefined
+    try {
+      endpoint = this.#endpointFor(compiledQuery)
+      lease = await this.#lease(endpoint, options)
+    } catch (error) {
+      throw new AttemptError(error, endpoint, 'connect')
+    }
     this.#active = lease
     try {
-      lease.endpoint.countQuery()
-      return await lease.connection.executeQuery<R>(compiledQuery, options)
+      return await work(lease)
+    } catch (error) {
+      const failure = new AttemptError(error, endpoint, 'query')
+      if (failure.classification.connectionLost) lease.discard = true
+      throw failure
     } finally {
       this.#active = undefined
-      await lease.endpoint.driver.releaseConnection(lease.connection)
+      await lease.endpoint.release(lease.connection, lease.discard)
+    }
+  }
+
+  /**
+   * Decides whether a failed attempt of a single statement may run again; rethrows the original
+   * error if not. Reports the failure either way, so broken connections are destroyed, a demoted
+   * writer is rediscovered and an unreachable reader ejected.
+   */
+  async #beforeRetry(
+    failure: AttemptError,
+    attempt: number,
+    read: boolean,
+    options: AbortableOperationOptions | undefined,
+  ): Promise<void> {
+    const { classification } = failure
+    if (failure.endpoint !== undefined) this.#cluster.reportFailure(failure.endpoint, classification)
+    const { retries, minDelayMs, maxDelayMs } = this.#cluster.config.retry
+    const { category } = classification
+    const safe =
+      (category === 'unavailable' && classification.code !== 'POOL_ACQUIRE_TIMEOUT') ||
+      category === 'read-only' ||
+      (category === 'ambiguous' && read)
+    if (!safe || attempt > retries || options?.signal?.aborted) throw failure.error
+    const delayMs = fullJitterDelay(attempt, minDelayMs, maxDelayMs)
+    this.#cluster.events.emit('retry', {
+      endpoint: failure.endpoint?.name ?? 'unknown',
+      category,
+      code: classification.code,
+      attempt,
+      delayMs,
+      statement: read ? 'read' : 'write',
+    })
+    await sleep(delayMs, options?.signal)
+    if (!read) await this.#cluster.writerSettled(maxDelayMs)
+  }
+
+  /**
+   * Binds a session to the endpoint `pick` chooses. Opening the connection is retried like a
+   * statement's: nothing has been sent yet, so even a transaction can safely try again.
+   */
+  async #bindSession(pick: () => Endpoint, options: AbortableOperationOptions | undefined): Promise<Lease> {
+    for (let attempt = 1; ; attempt++) {
+      let endpoint: Endpoint | undefined
+      try {
+        endpoint = pick()
+        return await this.#lease(endpoint, options)
+      } catch (error) {
+        await this.#beforeRetry(new AttemptError(error, endpoint, 'connect'), attempt, false, options)
+      }
     }
   }
 
@@ -194,29 +311,80 @@ export class RoutingConnection implements DatabaseConnection {
     options?: AbortableOperationOptions,
   ): AsyncIterableIterator<QueryResult<R>> {
     if (this.#bound === undefined && this.#scope === 'session') {
-      this.#bound = await this.#lease(this.#endpointFor(compiledQuery), options)
+      this.#bound = await this.#bindSession(() => this.#endpointFor(compiledQuery), options)
     }
     const bound = this.#bound
     if (bound !== undefined) {
       bound.endpoint.countQuery()
-      yield* bound.connection.streamQuery<R>(compiledQuery, chunkSize, options)
+      try {
+        yield* bound.connection.streamQuery<R>(compiledQuery, chunkSize, options)
+      } catch (error) {
+        this.#noteFailure(bound, classifyError(error))
+        throw error
+      }
       return
     }
 
-    const lease = await this.#lease(this.#endpointFor(compiledQuery), options)
+    // Only opening the connection is retried: once rows have been yielded, a retry would repeat them.
+    const read = this.#isRead(compiledQuery)
+    let lease: Lease | undefined
+    for (let attempt = 1; lease === undefined; attempt++) {
+      let endpoint: Endpoint | undefined
+      try {
+        endpoint = this.#endpointFor(compiledQuery)
+        lease = await this.#lease(endpoint, options)
+      } catch (error) {
+        await this.#beforeRetry(new AttemptError(error, endpoint, 'connect'), attempt, read, options)
+      }
+    }
     this.#active = lease
     try {
       lease.endpoint.countQuery()
       yield* lease.connection.streamQuery<R>(compiledQuery, chunkSize, options)
+    } catch (error) {
+      this.#noteFailure(lease, classifyError(error))
+      throw error
     } finally {
       this.#active = undefined
-      await lease.endpoint.driver.releaseConnection(lease.connection)
+      await lease.endpoint.release(lease.connection, lease.discard)
     }
   }
 
+  #noteFailure(lease: Lease, classification: ErrorClassification): void {
+    // A write inside a read-only transaction fails as 'read-only' on any server: the caller's bug,
+    // not a sign that the writer moved.
+    if (classification.category === 'read-only' && this.#readOnlyTransaction) return
+    if (classification.connectionLost) lease.discard = true
+    this.#cluster.reportFailure(lease.endpoint, classification)
+  }
+
+  /** Applies `pool.queryTimeoutMs`: past it, the connection is destroyed and the caller gets an error. */
+  #withDeadline<T>(lease: Lease, work: Promise<T>): Promise<T> {
+    const timeoutMs = lease.endpoint.settings.pool.queryTimeoutMs
+    if (timeoutMs === undefined) return work
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        lease.discard = true
+        // Some drivers never settle a query whose socket was destroyed: reject ourselves.
+        lease.endpoint.discard(lease.connection)
+        reject(new QueryTimeoutError(lease.endpoint.name, timeoutMs))
+      }, timeoutMs)
+      work.then(
+        (value) => {
+          clearTimeout(timer)
+          resolve(value)
+        },
+        (error: unknown) => {
+          clearTimeout(timer)
+          reject(error)
+        },
+      )
+    })
+  }
+
   async #lease(endpoint: Endpoint, options?: AbortableOperationOptions): Promise<Lease> {
-    const connection = await endpoint.driver.acquireConnection(options)
-    const lease = { endpoint, connection }
+    const connection = await endpoint.acquire(options)
+    const lease: Lease = { endpoint, connection, discard: false }
     try {
       // The caller gave up while we waited for a connection: do not run the statement anyway.
       options?.signal?.throwIfAborted()
@@ -225,7 +393,7 @@ export class RoutingConnection implements DatabaseConnection {
         await connection.collectSessionInfo?.()
       }
     } catch (error) {
-      await endpoint.driver.releaseConnection(connection)
+      await endpoint.release(connection)
       throw error
     }
     return lease
@@ -252,11 +420,11 @@ export class RoutingConnection implements DatabaseConnection {
 
 function controlProviderFor(endpoint: Endpoint): ControlConnectionProvider {
   return async (consumer) => {
-    const connection = await endpoint.driver.acquireConnection()
+    const connection = await endpoint.acquire()
     try {
       await consumer(connection)
     } finally {
-      await endpoint.driver.releaseConnection(connection)
+      await endpoint.release(connection)
     }
   }
 }

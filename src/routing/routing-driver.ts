@@ -37,7 +37,7 @@ export class RoutingDriver implements Driver {
 
   async acquire(scope: RoutingScope, options?: AbortableOperationOptions): Promise<RoutingConnection> {
     if (this.#cluster.destroyed) throw new DatabaseDestroyedError()
-    await this.#cluster.open()
+    if (!this.#cluster.isOpen) await this.#cluster.open()
     options?.signal?.throwIfAborted()
     return new RoutingConnection(this.#cluster, this.#target, scope, this.#log)
   }

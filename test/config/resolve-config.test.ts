@@ -448,11 +448,25 @@ describe('defaults', () => {
       ],
     })
     const zero = { queries: 0, total: 0, idle: 0, inUse: 0, waiting: 0, connecting: 0 }
+    const writer = { name: 'writer', role: 'writer', address: 'primary.internal:5432/orders', ...zero }
     expect(db.stats()).toEqual({
-      writer: { name: 'writer', role: 'writer', address: 'primary.internal:5432/orders', ...zero },
+      writer,
+      writers: [writer],
       readers: [
-        { name: 'reader-0', role: 'reader', address: 'replica-1.internal:6432/orders', ...zero },
-        { name: 'reader-1', role: 'reader', address: 'replica-2.internal:5432/orders', ...zero },
+        {
+          name: 'reader-0',
+          role: 'reader',
+          address: 'replica-1.internal:6432/orders',
+          ...zero,
+          healthy: true,
+        },
+        {
+          name: 'reader-1',
+          role: 'reader',
+          address: 'replica-2.internal:5432/orders',
+          ...zero,
+          healthy: true,
+        },
       ],
     })
   })

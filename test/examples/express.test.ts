@@ -168,7 +168,7 @@ describeEngines('express example', (engine, info) => {
     expect(reply.body.error).toEqual(expect.any(String))
   })
 
-  it('GET /health answers 503 when a ping fails; a failing statement is a generic 500', async () => {
+  it('GET /health answers 503 when a reader is down, while reads fall back to the writer', async () => {
     // The same writer, but a reader on a port where nothing listens.
     const deadReader = new URL(info.readerUrl)
     deadReader.port = String(await getFreePort())
@@ -177,7 +177,6 @@ describeEngines('express example', (engine, info) => {
       DB_WRITER_URL: info.writerUrl,
       DB_READER_URLS: deadReader.href,
     })
-    const logged = vi.spyOn(console, 'error').mockImplementation(() => {})
     const app = createApp(broken.db, { dialect: broken.dialect })
     const brokenServer = await new Promise<Server>((resolve) => {
       const listening = app.listen(0, '127.0.0.1', () => resolve(listening))
@@ -188,6 +187,30 @@ describeEngines('express example', (engine, info) => {
       expect(health.status).toBe(503)
       expect(await health.json()).toMatchObject({ status: 'degraded', writer: 'up', readers: ['down'] })
 
+      const list = await fetch(`${brokenUrl}/users`)
+      expect(list.status).toBe(200)
+      expect(list.headers.get('x-served-by')).toBe('writer')
+    } finally {
+      await new Promise<void>((resolve) => {
+        brokenServer.close(() => resolve())
+        brokenServer.closeAllConnections()
+      })
+      await broken.db.destroy()
+    }
+  })
+
+  it('a statement that fails is a generic 500 whose log holds no password', async () => {
+    // A writer on a port where nothing listens, and no reader to fall back to.
+    const deadWriter = new URL(info.writerUrl)
+    deadWriter.port = String(await getFreePort())
+    const broken = createDatabase({ DB_DIALECT: engine, DB_WRITER_URL: deadWriter.href })
+    const logged = vi.spyOn(console, 'error').mockImplementation(() => {})
+    const app = createApp(broken.db, { dialect: broken.dialect })
+    const brokenServer = await new Promise<Server>((resolve) => {
+      const listening = app.listen(0, '127.0.0.1', () => resolve(listening))
+    })
+    const brokenUrl = `http://127.0.0.1:${(brokenServer.address() as AddressInfo).port}`
+    try {
       const list = await fetch(`${brokenUrl}/users`)
       expect(list.status).toBe(500)
       expect(await list.json()).toEqual({ error: 'internal server error' })

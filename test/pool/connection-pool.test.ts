@@ -67,6 +67,10 @@ class FakeConnector implements PoolConnector<FakeConnection> {
   isBroken(connection: FakeConnection): boolean {
     return connection.broken
   }
+
+  destroy(connection: FakeConnection): void {
+    connection.broken = true
+  }
 }
 
 function makePool(options: Partial<ResolvedPoolOptions> = {}) {

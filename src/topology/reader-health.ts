@@ -1,0 +1,121 @@
+import type { ResilientEvents } from '../events/resilient-events.js'
+import { classifyError } from '../retry/classify-error.js'
+import type { Endpoint } from '../routing/endpoint.js'
+
+/** How reader health is watched; see `RoutingConfig`. */
+export interface ReaderHealthOptions {
+  readonly cooldownMs: number
+  readonly maxReplicaLagMs: number | undefined
+  readonly lagCheckIntervalMs: number
+}
+
+interface Ejection {
+  readonly since: number
+  timer: NodeJS.Timeout | undefined
+}
+
+/**
+ * Takes readers out of rotation and brings them back. A reader that fails to connect is ejected
+ * for `cooldownMs`, then probed over a fresh connection and restored if it answers (and, with
+ * `maxReplicaLagMs`, if it is not lagging). With `maxReplicaLagMs`, every reader's replay lag is
+ * also checked every `lagCheckIntervalMs` and a lagging reader ejected.
+ */
+export class ReaderHealth {
+  readonly #readers: ReadonlyArray<Endpoint>
+  readonly #events: ResilientEvents
+  readonly #options: ReaderHealthOptions
+  readonly #ejected = new Map<Endpoint, Ejection>()
+  #lagTimer: NodeJS.Timeout | undefined
+  #closed = false
+
+  constructor(readers: ReadonlyArray<Endpoint>, events: ResilientEvents, options: ReaderHealthOptions) {
+    this.#readers = readers
+    this.#events = events
+    this.#options = options
+    if (options.maxReplicaLagMs !== undefined && readers.length > 0) {
+      this.#lagTimer = setInterval(() => void this.#checkLag(), options.lagCheckIntervalMs)
+      this.#lagTimer.unref()
+    }
+  }
+
+  /** The readers currently in rotation. */
+  healthy(): ReadonlyArray<Endpoint> {
+    if (this.#ejected.size === 0) return this.#readers
+    return this.#readers.filter((reader) => !this.#ejected.has(reader))
+  }
+
+  isEjected(reader: Endpoint): boolean {
+    return this.#ejected.has(reader)
+  }
+
+  /** A connection to `reader` could not be opened: take it out of rotation. */
+  unreachable(reader: Endpoint): void {
+    this.#eject(reader, 'unreachable', undefined)
+  }
+
+  close(): void {
+    this.#closed = true
+    clearInterval(this.#lagTimer)
+    for (const ejection of this.#ejected.values()) clearTimeout(ejection.timer)
+    this.#ejected.clear()
+  }
+
+  #eject(reader: Endpoint, reason: 'unreachable' | 'lagging', lagMs: number | undefined): void {
+    if (this.#closed || this.#ejected.has(reader)) return
+    reader.evictIdle()
+    const ejection: Ejection = { since: performance.now(), timer: undefined }
+    this.#ejected.set(reader, ejection)
+    this.#events.emit('reader-ejected', {
+      endpoint: reader.name,
+      reason,
+      lagMs,
+      cooldownMs: this.#options.cooldownMs,
+    })
+    this.#scheduleProbe(reader, ejection)
+  }
+
+  #scheduleProbe(reader: Endpoint, ejection: Ejection): void {
+    ejection.timer = setTimeout(() => void this.#probe(reader, ejection), this.#options.cooldownMs)
+    ejection.timer.unref()
+  }
+
+  async #probe(reader: Endpoint, ejection: Ejection): Promise<void> {
+    if (this.#closed || this.#ejected.get(reader) !== ejection) return
+    try {
+      const lagMs = await reader.probeLag()
+      const max = this.#options.maxReplicaLagMs
+      if (max !== undefined && lagMs > max) {
+        this.#scheduleProbe(reader, ejection)
+        return
+      }
+      this.#ejected.delete(reader)
+      this.#events.emit('reader-restored', {
+        endpoint: reader.name,
+        ejectedForMs: Math.round(performance.now() - ejection.since),
+      })
+    } catch (error) {
+      const { category, code } = classifyError(error, { phase: 'connect' })
+      this.#events.emit('error', { endpoint: reader.name, category, code, reason: 'reader probe failed' })
+      if (!this.#closed) this.#scheduleProbe(reader, ejection)
+    }
+  }
+
+  async #checkLag(): Promise<void> {
+    const max = this.#options.maxReplicaLagMs
+    if (max === undefined || this.#closed) return
+    await Promise.all(
+      this.#readers
+        .filter((reader) => !this.#ejected.has(reader))
+        .map(async (reader) => {
+          try {
+            const lagMs = await reader.probeLag()
+            if (lagMs > max) this.#eject(reader, 'lagging', lagMs)
+          } catch (error) {
+            const { category, code } = classifyError(error, { phase: 'connect' })
+            this.#events.emit('error', { endpoint: reader.name, category, code, reason: 'lag check failed' })
+            this.#eject(reader, 'unreachable', undefined)
+          }
+        }),
+    )
+  }
+}

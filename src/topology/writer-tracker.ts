@@ -1,0 +1,148 @@
+import type { ResilientEvents } from '../events/resilient-events.js'
+import { classifyError } from '../retry/classify-error.js'
+import type { Endpoint } from '../routing/endpoint.js'
+
+/**
+ * How soon discovery probes again while no candidate accepts writes; doubles up to the maximum, so
+ * a promotion seconds away is found within ~100 ms while a writer misconfigured for good is not
+ * hammered with connections.
+ */
+const FIRST_PROBE_INTERVAL_MS = 100
+const MAX_PROBE_INTERVAL_MS = 2_000
+/** After this long without a writer, discovery stops until the next failure restarts it. */
+const GIVE_UP_AFTER_MS = 60_000
+
+/**
+ * Knows which writer candidate accepts writes, and finds it again when the writer fails, like
+ * libpq's `target_session_attrs=read-write`: all candidates are probed at once, each over a fresh
+ * connection (so DNS is resolved again) bounded by its connect timeout.
+ *
+ * A failure only *suspects* the writer. One discovery runs at a time; while no candidate accepts
+ * writes (the old primary is down and the replica not yet promoted) it probes with a growing interval
+ * (100 ms, 200 ms, ... 2 s), so a promotion is found soon after it happens.
+ */
+export class WriterTracker {
+  readonly #candidates: ReadonlyArray<Endpoint>
+  readonly #events: ResilientEvents
+  #current: Endpoint
+  #discovery: Promise<void> | undefined
+  #closed = false
+
+  constructor(candidates: ReadonlyArray<Endpoint>, events: ResilientEvents) {
+    this.#candidates = candidates
+    this.#events = events
+    this.#current = candidates[0] as Endpoint
+  }
+
+  /** The endpoint writes go to now. */
+  get current(): Endpoint {
+    return this.#current
+  }
+
+  get candidates(): ReadonlyArray<Endpoint> {
+    return this.#candidates
+  }
+
+  /** Probes for the writer before the first write when there is more than one candidate. */
+  async initialize(): Promise<void> {
+    if (this.#candidates.length > 1) {
+      this.suspect(this.#current, 'startup')
+      await this.settled(this.#candidates[0]?.settings.pool.connectTimeoutMs ?? 5_000)
+    }
+  }
+
+  /**
+   * Resolves when no discovery is running, or after `maxWaitMs`, whichever is first: a caller about
+   * to retry waits a little for the writer to be found rather than failing on the old one again.
+   */
+  async settled(maxWaitMs: number): Promise<void> {
+    const discovery = this.#discovery
+    if (discovery === undefined) return
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([
+      discovery,
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, maxWaitMs)
+      }),
+    ])
+    clearTimeout(timer)
+  }
+
+  /**
+   * The writer `endpoint` failed in a way that may mean it is no longer the writer (a read-only
+   * error, a lost connection, a refused connection). Its idle connections are closed: they may
+   * point at a demoted primary. Then discovery starts, unless it is running already.
+   */
+  suspect(endpoint: Endpoint, reason: string): void {
+    if (this.#closed || endpoint !== this.#current) return
+    if (reason !== 'startup') endpoint.evictIdle()
+    this.#discovery ??= this.#discover(reason).finally(() => {
+      this.#discovery = undefined
+    })
+  }
+
+  close(): void {
+    this.#closed = true
+  }
+
+  async #discover(reason: string): Promise<void> {
+    const started = performance.now()
+    const deadline = started + GIVE_UP_AFTER_MS
+    let intervalMs = FIRST_PROBE_INTERVAL_MS
+    while (!this.#closed) {
+      const writer = await this.#probeAll()
+      if (writer !== undefined) {
+        const previous = this.#current
+        if (writer !== previous) {
+          this.#current = writer
+          previous.evictIdle()
+          if (reason !== 'startup') {
+            this.#events.emit('failover', {
+              from: previous.name,
+              to: writer.name,
+              durationMs: Math.round(performance.now() - started),
+              reason,
+            })
+          }
+        }
+        return
+      }
+      if (performance.now() >= deadline) return
+      await new Promise<void>((resolve) => setTimeout(resolve, intervalMs).unref())
+      intervalMs = Math.min(MAX_PROBE_INTERVAL_MS, intervalMs * 2)
+    }
+  }
+
+  /** Probes every candidate at once; the first to answer 'writer' wins. */
+  #probeAll(): Promise<Endpoint | undefined> {
+    return new Promise((resolve) => {
+      let pending = this.#candidates.length
+      let found = false
+      for (const candidate of this.#candidates) {
+        candidate
+          .probeRole()
+          .then(
+            (role) => {
+              if (role === 'writer' && !found) {
+                found = true
+                resolve(candidate)
+              }
+            },
+            (error: unknown) => {
+              const { category, code } = classifyError(error, { phase: 'connect' })
+              this.#events.emit('error', {
+                endpoint: candidate.name,
+                category,
+                code,
+                reason: 'writer probe failed',
+              })
+            },
+          )
+          .finally(() => {
+            pending--
+            if (pending === 0 && !found) resolve(undefined)
+          })
+      }
+    })
+  }
+}
