@@ -106,7 +106,16 @@ export interface ResilientEventMap {
   error: ResilientErrorEvent
 }
 
-/** A listener for one event. */
+/**
+ * A listener for one event.
+ *
+ * @example
+ * ```ts
+ * const onRetry: ResilientEventListener<'retry'> = (e) => console.warn(e.endpoint, e.category)
+ * db.on('retry', onRetry)
+ * db.off('retry', onRetry)
+ * ```
+ */
 export type ResilientEventListener<K extends keyof ResilientEventMap> = (event: ResilientEventMap[K]) => void
 
 /**
