@@ -35,5 +35,12 @@ export type {
   ErrorClassification,
   ErrorPhase,
 } from './retry/error-classification.js'
+export {
+  getErrorClassification,
+  WITH_RETRY_DEFAULTS,
+  type WithRetryInfo,
+  type WithRetryOptions,
+  withRetry,
+} from './retry/with-retry.js'
 export type { DbStats } from './routing/cluster.js'
 export type { EndpointStats } from './routing/endpoint.js'

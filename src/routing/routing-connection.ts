@@ -154,14 +154,23 @@ export class RoutingConnection implements DatabaseConnection {
     const lease = this.#bound
     if (lease === undefined)
       throw new Error('kysely-resilient: rollback on a connection that is not in a transaction')
+    // The session already broke (a statement or the COMMIT lost its connection, or it is pinned to a
+    // server that takes no writes): the connection is destroyed on release, and the server rolls an
+    // open transaction back when its session ends. A ROLLBACK sent now can only fail, and Kysely's
+    // transaction() would throw that failure instead of the one that ended the session, turning an
+    // ambiguous COMMIT into a retryable 'unavailable'.
+    if (lease.discard) return
     const query = CompiledQuery.raw('rollback')
     const startTime = performance.now()
     try {
       lease.endpoint.countQuery()
       await lease.endpoint.driver.rollbackTransaction(lease.connection)
     } catch (error) {
-      this.#noteFailure(lease, classifyError(error))
+      const classification = classifyError(error)
+      this.#noteFailure(lease, classification)
       if (this.#logging) await this.#logError(error, query, startTime)
+      // Same reason: a connection that breaks during ROLLBACK rolls the transaction back anyway.
+      if (classification.connectionLost) return
       throw error
     }
     if (this.#logging) await this.#logQuery(query, startTime, false)

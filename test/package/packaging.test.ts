@@ -8,6 +8,7 @@ import {
   mkdirSync,
   mkdtempSync,
   readdirSync,
+  readFileSync,
   rmSync,
   symlinkSync,
   writeFileSync,
@@ -127,6 +128,14 @@ describe('the packed package', () => {
     cpSync(unpacked, join(dir, 'node_modules', 'kysely-resilient'), { recursive: true })
     for (const peer of peers) {
       symlinkSync(join(root, 'node_modules', peer), join(dir, 'node_modules', peer), 'junction')
+    }
+    // Runtime dependencies, as `npm install` would add them. Their own dependencies resolve through the
+    // symlink's real path, in this repository's node_modules.
+    const manifest = JSON.parse(readFileSync(join(unpacked, 'package.json'), 'utf8')) as {
+      dependencies?: Record<string, string>
+    }
+    for (const dependency of Object.keys(manifest.dependencies ?? {})) {
+      symlinkSync(join(root, 'node_modules', dependency), join(dir, 'node_modules', dependency), 'junction')
     }
     return dir
   }
