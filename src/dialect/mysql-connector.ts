@@ -7,6 +7,8 @@ import type { Mysql2Module } from './load-driver.js'
 export class MysqlConnector implements PoolConnector<Connection> {
   readonly #mysql: Mysql2Module
   readonly #broken = new WeakSet<Connection>()
+  /** Set by the pool: told when a connection breaks, so an idle one leaves the pool at once. */
+  onBroken: ((connection: Connection) => void) | undefined
   readonly #statementTimeoutMs: number | undefined
   /** The connection options, also used by Kysely to open a control connection for cancellation. */
   readonly connectionOptions: ConnectionOptions
@@ -35,8 +37,8 @@ export class MysqlConnector implements PoolConnector<Connection> {
 
   async connect(): Promise<Connection> {
     const connection = this.#mysql.createConnection(this.#optionsWithPassword())
-    connection.on('error', () => this.#broken.add(connection))
-    connection.on('end', () => this.#broken.add(connection))
+    connection.on('error', () => this.#markBroken(connection))
+    connection.on('end', () => this.#markBroken(connection))
     try {
       await new Promise<void>((resolve, reject) => {
         connection.connect((error) => (error ? reject(error) : resolve()))
@@ -50,6 +52,11 @@ export class MysqlConnector implements PoolConnector<Connection> {
       throw error
     }
     return connection
+  }
+
+  #markBroken(connection: Connection): void {
+    this.#broken.add(connection)
+    this.onBroken?.(connection)
   }
 
   async close(connection: Connection): Promise<void> {

@@ -7,6 +7,8 @@ import type { PgModule } from './load-driver.js'
 export class PostgresConnector implements PoolConnector<Client> {
   readonly #pg: PgModule
   readonly #broken = new WeakSet<Client>()
+  /** Set by the pool: told when a connection breaks, so an idle one leaves the pool at once. */
+  onBroken: ((client: Client) => void) | undefined
   /** The client config, also used by Kysely to open a control connection for query cancellation. */
   readonly clientConfig: ClientConfig
 
@@ -33,8 +35,8 @@ export class PostgresConnector implements PoolConnector<Client> {
     const client = new this.#pg.Client(this.clientConfig)
     // Without a listener, an idle client whose server went away would crash the process with an
     // unhandled 'error' event. Mark it broken instead; the pool drops it.
-    client.on('error', () => this.#broken.add(client))
-    client.on('end', () => this.#broken.add(client))
+    client.on('error', () => this.#markBroken(client))
+    client.on('end', () => this.#markBroken(client))
     try {
       await client.connect()
     } catch (error) {
@@ -43,6 +45,11 @@ export class PostgresConnector implements PoolConnector<Client> {
       throw error
     }
     return client
+  }
+
+  #markBroken(client: Client): void {
+    this.#broken.add(client)
+    this.onBroken?.(client)
   }
 
   async close(client: Client): Promise<void> {

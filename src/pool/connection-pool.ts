@@ -12,6 +12,8 @@ export interface PoolConnector<C> {
   isBroken(connection: C): boolean
   /** Marks a connection unusable (it failed with a connection-level error) and destroys its socket now. */
   destroy(connection: C): void
+  /** Set by the pool; the connector calls it as soon as a connection's socket errors or ends. */
+  onBroken?: ((connection: C) => void) | undefined
 }
 
 /** Connection counts of one pool at one instant. */
@@ -71,6 +73,7 @@ export class ConnectionPool<C> extends EventEmitter<{
     this.name = name
     this.#connector = connector
     this.options = options
+    connector.onBroken = (connection) => this.#dropIdle(connection)
   }
 
   /** Hands out a connection: an idle one if possible, else a new one, else waits for a release. */
@@ -258,6 +261,16 @@ export class ConnectionPool<C> extends EventEmitter<{
       entry.idleTimer.unref()
     }
     this.#idle.push(entry)
+  }
+
+  /** An idle connection broke (its server went away): close it now, so counts() and `min` see the truth. */
+  #dropIdle(connection: C): void {
+    const index = this.#idle.findIndex((entry) => entry.connection === connection)
+    if (index === -1) return
+    const [entry] = this.#idle.splice(index, 1) as [Entry<C>]
+    clearTimeout(entry.idleTimer)
+    this.#close(entry, 'broken')
+    this.#fillToMin()
   }
 
   #reapIdle(entry: Entry<C>): void {

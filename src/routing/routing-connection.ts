@@ -283,7 +283,9 @@ export class RoutingConnection implements DatabaseConnection {
     const safe =
       (category === 'unavailable' && classification.code !== 'POOL_ACQUIRE_TIMEOUT') ||
       category === 'read-only' ||
-      (category === 'ambiguous' && read)
+      // Not after pool.queryTimeoutMs: that deadline bounds the caller's wait, and a slow statement
+      // run again would only be slow again (the reasoning behind 57014 being 'fatal').
+      (category === 'ambiguous' && read && classification.code !== 'QUERY_TIMEOUT')
     if (!safe || attempt > retries || options?.signal?.aborted) throw failure.error
     const delayMs = fullJitterDelay(attempt, minDelayMs, maxDelayMs)
     this.#cluster.events.emit('retry', {

@@ -1,0 +1,475 @@
+import { randomUUID } from 'node:crypto'
+import { setTimeout as delay } from 'node:timers/promises'
+import { type RawBuilder, sql } from 'kysely'
+import mysql from 'mysql2/promise'
+import pg from 'pg'
+import { afterAll, afterEach, beforeAll, expect, it } from 'vitest'
+import {
+  type CreateDbConfig,
+  classifyError,
+  createDb,
+  QueryTimeoutError,
+  type ResilientDb,
+  type ResilientEventMap,
+  type RetryEvent,
+} from '../../src/index.js'
+import { describeEngines, type Engine } from '../support/database.js'
+import { type FaultMode, FaultProxy, portOf } from '../support/fault-proxy.js'
+import { type MariaDbCluster, startMariaDbCluster } from '../support/mariadb-cluster.js'
+import { pollUntil } from '../support/poll.js'
+import { type PostgresCluster, startPostgresCluster } from '../support/postgres-cluster.js'
+import { queryOnce, serverErrorCode } from '../support/sql.js'
+
+// Pools that heal themselves: broken connections are destroyed, never reused; a silent server is cut
+// off by pool.queryTimeoutMs; a server that refuses sessions, restarts, or keeps killing sessions is
+// served again by the same db, with no acknowledged write lost or applied twice.
+
+interface Database {
+  sh_rows: { k: string; note: string | null }
+  sh_chaos: { k: string }
+}
+
+const EVENT_NAMES: ReadonlyArray<keyof ResilientEventMap> = [
+  'retry',
+  'failover',
+  'reader-ejected',
+  'reader-restored',
+  'error',
+]
+
+const TOO_MANY_CONNECTIONS: Record<Engine, string> = { postgres: '53300', mysql: '1040' }
+
+interface Recorded {
+  readonly db: ResilientDb<Database>
+  readonly events: Array<{ readonly name: keyof ResilientEventMap; readonly payload: unknown }>
+  readonly retries: RetryEvent[]
+}
+
+function sessionId(engine: Engine): RawBuilder<number> {
+  return engine === 'postgres' ? sql<number>`pg_backend_pid()` : sql<number>`connection_id()`
+}
+
+function sleepExpr(engine: Engine, seconds: number): RawBuilder<unknown> {
+  return engine === 'postgres' ? sql`pg_sleep(${sql.lit(seconds)})` : sql`sleep(${sql.lit(seconds)})`
+}
+
+function marker(): string {
+  return `sh_m_${randomUUID().replaceAll('-', '')}`
+}
+
+async function failureOf(promise: Promise<unknown>): Promise<unknown> {
+  return promise.then(
+    () => {
+      throw new Error('expected the statement to fail, but it succeeded')
+    },
+    (error: unknown) => error,
+  )
+}
+
+const TABLE_DDL = 'create table sh_rows (k varchar(64) not null, note varchar(64))'
+
+/** createDb plus a listener on every event; every payload is checked for the password afterwards. */
+function recorder(engine: Engine) {
+  const opened: Recorded[] = []
+  const open = (config: Omit<CreateDbConfig, 'dialect'>): Recorded => {
+    const db = createDb<Database>({ dialect: engine, ...config })
+    const events: Recorded['events'] = []
+    const retries: RetryEvent[] = []
+    for (const name of EVENT_NAMES) {
+      db.on(name, (payload) => {
+        events.push({ name, payload })
+        if (name === 'retry') retries.push(payload as RetryEvent)
+      })
+    }
+    const recorded = { db, events, retries }
+    opened.push(recorded)
+    return recorded
+  }
+  const closeAll = async (password: string): Promise<void> => {
+    try {
+      expect(password.length).toBeGreaterThan(0)
+      for (const { events } of opened) {
+        for (const { name, payload } of events) {
+          expect(JSON.stringify(payload), `'${name}' event`).not.toContain(password)
+        }
+      }
+    } finally {
+      await Promise.all(opened.splice(0).map(({ db }) => db.destroy()))
+    }
+  }
+  return { open, closeAll }
+}
+
+describeEngines('self-healing pools', (engine, cluster) => {
+  const password = cluster.password ?? decodeURIComponent(new URL(cluster.writerUrl).password)
+  const { open, closeAll } = recorder(engine)
+  const proxies: FaultProxy[] = []
+
+  const proxy = async (): Promise<FaultProxy> => {
+    const started = await FaultProxy.start({ targetPort: portOf(cluster.writerUrl) })
+    proxies.push(started)
+    return started
+  }
+
+  const waitUntilRunning = (text: string) =>
+    pollUntil(
+      async () => {
+        const rows =
+          engine === 'postgres'
+            ? await queryOnce(
+                engine,
+                cluster.adminWriterUrl,
+                `select 1 as one from pg_stat_activity
+                  where state = 'active' and pid <> pg_backend_pid() and strpos(query, $1) > 0`,
+                [text],
+              )
+            : await queryOnce(
+                engine,
+                cluster.adminWriterUrl,
+                'select 1 as one from information_schema.processlist where id <> connection_id() and locate(?, info) > 0',
+                [text],
+              )
+        return rows.length > 0 ? true : undefined
+      },
+      { timeoutMs: 10_000, intervalMs: 10, what: `a statement containing ${text} to run on the server` },
+    )
+
+  beforeAll(async () => {
+    await queryOnce(engine, cluster.writerUrl, 'drop table if exists sh_rows')
+    await queryOnce(engine, cluster.writerUrl, TABLE_DDL)
+  })
+
+  afterEach(async () => {
+    try {
+      await closeAll(password)
+    } finally {
+      await Promise.all(proxies.splice(0).map((p) => p.close()))
+    }
+  })
+
+  afterAll(async () => {
+    await queryOnce(engine, cluster.writerUrl, 'drop table if exists sh_rows')
+  })
+
+  it('destroys a connection that failed mid-statement instead of pooling it; a new session serves next', async () => {
+    const p = await proxy()
+    // No retries, so the failure reaches the caller and nothing else touches the pool meanwhile.
+    const { db } = open({ writer: p.url(cluster.writerUrl), retry: false })
+    const first = await db.selectNoFrom(sessionId(engine).as('id')).executeTakeFirstOrThrow()
+    expect(db.stats().writer).toMatchObject({ total: 1, idle: 1 })
+
+    const alias = marker()
+    const pending = failureOf(db.selectNoFrom(sleepExpr(engine, 1).as(alias)).execute())
+    await waitUntilRunning(alias)
+    p.resetAll()
+    const error = await pending
+    expect(classifyError(error).connectionLost).toBe(true)
+    expect(db.stats().writer).toMatchObject({ total: 0, idle: 0, inUse: 0 })
+
+    const next = await db.selectNoFrom(sessionId(engine).as('id')).executeTakeFirstOrThrow()
+    expect(Number(next.id)).not.toBe(Number(first.id))
+    expect(db.stats().writer).toMatchObject({ total: 1, idle: 1 })
+  })
+
+  it('drops idle connections whose socket was reset, without waiting for a statement to trip on them', async () => {
+    const p = await proxy()
+    const { db } = open({ writer: p.url(cluster.writerUrl) })
+    // Three connections at once, so three sit idle afterwards.
+    const warm = await Promise.all(
+      [1, 2, 3].map(() =>
+        db.selectNoFrom([sessionId(engine).as('id'), sleepExpr(engine, 0.2).as('s')]).execute(),
+      ),
+    )
+    const before = new Set(warm.map((rows) => Number(rows[0]?.id)))
+    expect(before.size).toBe(3)
+    expect(db.stats().writer).toMatchObject({ total: 3, idle: 3 })
+
+    p.resetAll()
+    // No statement in between: a health check reading stats() must not count dead connections.
+    await pollUntil(async () => (db.stats().writer.total === 0 ? true : undefined), {
+      timeoutMs: 2_000,
+      what: 'db.stats().writer.total to drop to 0 after the idle connections were reset',
+    })
+
+    const next = await db.selectNoFrom(sessionId(engine).as('id')).executeTakeFirstOrThrow()
+    expect(before.has(Number(next.id))).toBe(false)
+    expect(db.stats().writer.total).toBe(1)
+  })
+
+  const queryTimeoutMs = 500
+  // Timers, a destroyed socket and a promise chain: generous, but far below a second attempt.
+  const marginMs = 400
+
+  for (const mode of ['blackhole', 'stall'] satisfies FaultMode[]) {
+    for (const kind of ['read', 'write'] as const) {
+      it(`gives a ${kind} QueryTimeoutError within queryTimeoutMs on a ${mode} network, then heals`, async () => {
+        const p = await proxy()
+        const { db } = open({
+          writer: p.url(cluster.writerUrl),
+          // A short connect timeout keeps a wrongly retried attempt from hanging the test for long.
+          pool: { queryTimeoutMs, connectTimeoutMs: 1_000 },
+        })
+        const first = await db.selectNoFrom(sessionId(engine).as('id')).executeTakeFirstOrThrow()
+        expect(db.stats().writer).toMatchObject({ total: 1, idle: 1 })
+
+        p.setMode(mode)
+        const started = performance.now()
+        const error = await failureOf(
+          kind === 'read'
+            ? db.selectNoFrom(sql<number>`1`.as('one')).execute()
+            : db.insertInto('sh_rows').values({ k: randomUUID(), note: mode }).execute(),
+        )
+        const elapsedMs = performance.now() - started
+        expect(error).toBeInstanceOf(QueryTimeoutError)
+        expect(elapsedMs).toBeGreaterThanOrEqual(queryTimeoutMs - 5)
+        expect(elapsedMs).toBeLessThan(queryTimeoutMs + marginMs)
+        // The silent connection was destroyed, not pooled.
+        expect(db.stats().writer).toMatchObject({ total: 0, idle: 0, inUse: 0 })
+
+        p.setMode('pass')
+        const next = await db.selectNoFrom(sessionId(engine).as('id')).executeTakeFirstOrThrow()
+        expect(Number(next.id)).not.toBe(Number(first.id))
+        await db.insertInto('sh_rows').values({ k: randomUUID(), note: 'healed' }).execute()
+      })
+    }
+  }
+})
+
+type OwnCluster = PostgresCluster | MariaDbCluster
+
+describeEngines('self-healing against a server of its own', (engine) => {
+  let own: OwnCluster
+  let password = ''
+  const { open, closeAll } = recorder(engine)
+
+  const admin = (statement: string, params?: readonly unknown[]) =>
+    queryOnce(engine, own.adminWriterUrl, statement, params)
+
+  const appSessions = async (): Promise<number> => {
+    const rows =
+      engine === 'postgres'
+        ? await admin("select count(*)::int as n from pg_stat_activity where usename = 'app'")
+        : await admin("select count(*) as n from information_schema.processlist where user = 'app'")
+    return Number(rows[0]?.n)
+  }
+
+  beforeAll(async () => {
+    // Few connections, so exhausting them is quick; no replica: nothing here needs one.
+    own =
+      engine === 'postgres'
+        ? await startPostgresCluster({ replica: false, maxConnections: 10 })
+        : await startMariaDbCluster({ replica: false, maxConnections: 10 })
+    password = own.password
+    await queryOnce(engine, own.writerUrl, TABLE_DDL)
+  })
+
+  afterEach(async () => {
+    await closeAll(password)
+    // A test that stopped the server must not leave it down for the next one.
+    await own.primary.start()
+  })
+
+  afterAll(async () => {
+    await own?.stop()
+  })
+
+  it('fails with too-many-connections after its retries, and serves again once sessions are freed', async () => {
+    const held: Array<{ close(): Promise<void> }> = []
+    try {
+      let refusal: unknown
+      for (let i = 0; i < 50 && refusal === undefined; i++) {
+        try {
+          held.push(await openRaw(engine, own.writerUrl))
+        } catch (error) {
+          refusal = error
+        }
+      }
+      expect(serverErrorCode(refusal)).toBe(TOO_MANY_CONNECTIONS[engine])
+
+      const { db, retries } = open({ writer: own.writerUrl })
+      const started = performance.now()
+      const error = await failureOf(db.selectNoFrom(sql<number>`1`.as('one')).execute())
+      const elapsedMs = performance.now() - started
+      expect(serverErrorCode(error)).toBe(TOO_MANY_CONNECTIONS[engine])
+      expect(classifyError(error, { phase: 'connect' }).category).toBe('unavailable')
+      expect(retries.map((e) => e.attempt)).toEqual([1, 2, 3, 4])
+      for (const event of retries) {
+        expect(event).toMatchObject({ category: 'unavailable', code: TOO_MANY_CONNECTIONS[engine] })
+      }
+      expect(elapsedMs).toBeLessThan(5_000)
+
+      await Promise.all(held.splice(0).map((connection) => connection.close()))
+      await pollUntil(async () => ((await appSessions()) === 0 ? true : undefined), {
+        timeoutMs: 10_000,
+        what: 'the held sessions to end on the server',
+      })
+      const row = await db.selectNoFrom(sql<number>`1`.as('one')).executeTakeFirstOrThrow()
+      expect(Number(row.one)).toBe(1)
+      await db.insertInto('sh_rows').values({ k: randomUUID(), note: 'after-exhaustion' }).execute()
+    } finally {
+      await Promise.all(held.map((connection) => connection.close()))
+    }
+  })
+
+  it('keeps serving across a server restart: stale idle connections never reach the caller', async () => {
+    const { db } = open({ writer: own.writerUrl })
+    const warm = await Promise.all(
+      [1, 2, 3].map(() =>
+        db.selectNoFrom([sessionId(engine).as('id'), sleepExpr(engine, 0.2).as('s')]).execute(),
+      ),
+    )
+    expect(new Set(warm.map((rows) => Number(rows[0]?.id))).size).toBe(3)
+    expect(db.stats().writer.idle).toBe(3)
+
+    // Restart with the pool full of idle connections to the old server process.
+    await own.primary.stop('fast')
+    await own.primary.start()
+    const row = await db.selectNoFrom(sql<number>`1`.as('one')).executeTakeFirstOrThrow()
+    expect(Number(row.one)).toBe(1)
+    await db.insertInto('sh_rows').values({ k: randomUUID(), note: 'after-restart' }).execute()
+
+    // While the server is down, statements fail as 'unavailable' within a bounded time.
+    await own.primary.stop('fast')
+    for (const statement of [
+      () => db.selectNoFrom(sql<number>`1`.as('one')).execute(),
+      () => db.insertInto('sh_rows').values({ k: randomUUID(), note: 'during-outage' }).execute(),
+    ]) {
+      const started = performance.now()
+      const error = await failureOf(statement())
+      const elapsedMs = performance.now() - started
+      expect(classifyError(error, { phase: 'connect' }).category).toBe('unavailable')
+      expect(elapsedMs).toBeLessThan(10_000)
+    }
+
+    await own.primary.start()
+    const again = await db.selectNoFrom(sql<number>`1`.as('one')).executeTakeFirstOrThrow()
+    expect(Number(again.one)).toBe(1)
+    const k = randomUUID()
+    await db.insertInto('sh_rows').values({ k, note: 'after-second-restart' }).execute()
+    const rows = await db.selectFrom('sh_rows').select('note').where('k', '=', k).execute()
+    expect(rows).toEqual([{ note: 'after-second-restart' }])
+  })
+
+  it('never loses or doubles an acknowledged write while sessions are killed every ~50 ms', async () => {
+    await queryOnce(engine, own.writerUrl, 'drop table if exists sh_chaos')
+    await queryOnce(engine, own.writerUrl, 'create table sh_chaos (k varchar(64) not null)')
+    const { db, retries } = open({ writer: own.writerUrl })
+    const killer = await startKiller(engine, own.adminWriterUrl, 50)
+
+    const acknowledged: string[] = []
+    const failed: Array<{ k: string; category: string }> = []
+    try {
+      for (let i = 0; i < 200; i++) {
+        const k = `key-${i}`
+        // Spreads the inserts over ~2 s so the killer gets dozens of rounds; it only paces the load.
+        await delay(Math.random() * 20)
+        try {
+          await db.insertInto('sh_chaos').values({ k }).execute()
+          acknowledged.push(k)
+        } catch (error) {
+          failed.push({ k, category: classifyError(error).category })
+        }
+      }
+    } finally {
+      await killer.stop()
+    }
+
+    const rows = await admin(
+      engine === 'postgres'
+        ? 'select k, count(*)::int as n from sh_chaos group by k'
+        : 'select k, count(*) as n from sh_chaos group by k',
+    )
+    const counts = new Map(rows.map((row) => [String(row.k), Number(row.n)]))
+    const summary = {
+      acknowledged: acknowledged.length,
+      failed: failed.length,
+      failedButApplied: failed.filter(({ k }) => counts.get(k) === 1).length,
+      failedCategories: [...new Set(failed.map(({ category }) => category))],
+      retries: retries.length,
+      sessionsKilled: killer.killed(),
+    }
+    expect(summary.acknowledged + summary.failed).toBe(200)
+    // The chaos did happen: sessions were killed while the inserts ran.
+    expect(summary.sessionsKilled).toBeGreaterThanOrEqual(5)
+    expect(acknowledged.filter((k) => counts.get(k) !== 1)).toEqual([])
+    expect([...counts].filter(([, n]) => n > 1)).toEqual([])
+    // A failed insert is reported as such only when it may not have happened: never a retryable
+    // verdict for a statement that did commit.
+    for (const { k, category } of failed) {
+      if (counts.get(k) === 1) expect(category, k).toBe('ambiguous')
+    }
+  })
+})
+
+/** One raw driver connection as the given user, outside any pool. */
+async function openRaw(engine: Engine, url: string): Promise<{ close(): Promise<void> }> {
+  if (engine === 'postgres') {
+    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 })
+    client.on('error', () => {})
+    await client.connect()
+    return { close: () => client.end().catch(() => undefined) }
+  }
+  const connection = await mysql.createConnection({ uri: url, connectTimeout: 5_000 })
+  connection.on('error', () => {})
+  return { close: () => connection.end().catch(() => connection.destroy()) }
+}
+
+/** Kills every session of `app` every `intervalMs`, over one admin connection, until stopped. */
+async function startKiller(
+  engine: Engine,
+  adminUrl: string,
+  intervalMs: number,
+): Promise<{ stop(): Promise<void>; killed(): number }> {
+  let killed = 0
+  let running = true
+  let kill: () => Promise<number>
+  let close: () => Promise<void>
+  if (engine === 'postgres') {
+    const client = new pg.Client({ connectionString: adminUrl })
+    client.on('error', () => {})
+    await client.connect()
+    kill = async () => {
+      const { rows } = await client.query<{ n: number }>(
+        `select count(*) filter (where pg_terminate_backend(pid))::int as n
+           from pg_stat_activity where usename = 'app'`,
+      )
+      return rows[0]?.n ?? 0
+    }
+    close = () => client.end()
+  } else {
+    const connection = await mysql.createConnection({ uri: adminUrl })
+    connection.on('error', () => {})
+    kill = async () => {
+      const [rows] = await connection.query(
+        "select id from information_schema.processlist where user = 'app'",
+      )
+      let n = 0
+      for (const row of rows as Array<{ id: number }>) {
+        // The session may have ended on its own meanwhile (1094: unknown thread id).
+        await connection.query(`kill ${Number(row.id)}`).then(
+          () => n++,
+          () => undefined,
+        )
+      }
+      return n
+    }
+    close = () => connection.end()
+  }
+  const loop = (async () => {
+    while (running) {
+      killed += await kill()
+      await delay(intervalMs)
+    }
+  })()
+  return {
+    killed: () => killed,
+    stop: async () => {
+      running = false
+      try {
+        await loop
+      } finally {
+        await close()
+      }
+    },
+  }
+}
