@@ -18,7 +18,7 @@ import {
 } from '../dialect/load-driver.js'
 import { MysqlConnector } from '../dialect/mysql-connector.js'
 import { PostgresConnector } from '../dialect/postgres-connector.js'
-import { MissingDriverError } from '../errors.js'
+import { ConnectTimeoutError, MissingDriverError } from '../errors.js'
 import { ConnectionPool, type PoolConnector, type PoolCounts } from '../pool/connection-pool.js'
 
 /**
@@ -39,6 +39,16 @@ export interface EndpointStats extends PoolCounts {
   readonly address: string
   /** Statements this endpoint has executed (including `begin`/`commit`), since `createDb`. */
   readonly queries: number
+}
+
+/** The columns of MySQL/MariaDB `SHOW SLAVE STATUS` that the lag check reads. */
+interface MysqlReplicaStatus {
+  readonly Seconds_Behind_Master?: number | null
+  readonly Slave_SQL_Running?: string
+  readonly Master_Log_File?: string
+  readonly Read_Master_Log_Pos?: number | string
+  readonly Relay_Master_Log_File?: string
+  readonly Exec_Master_Log_Pos?: number | string
 }
 
 /** Where an endpoint notes the raw driver connection under Kysely's connection object. */
@@ -130,7 +140,39 @@ export class Endpoint {
 
   /** Asks the server, over a fresh connection, whether it currently accepts writes. */
   probeRole(): Promise<'writer' | 'reader'> {
-    return this.#connector.probeRole()
+    // Bounded as a whole, not only while connecting: a server that accepts the connection and then
+    // never answers must not stall writer discovery, which runs one round at a time.
+    const timeoutMs = this.settings.pool.connectTimeoutMs * 2
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new ConnectTimeoutError(this.name, timeoutMs)), timeoutMs)
+      this.#connector.probeRole().then(
+        (role) => {
+          clearTimeout(timer)
+          resolve(role)
+        },
+        (error: unknown) => {
+          clearTimeout(timer)
+          reject(error)
+        },
+      )
+    })
+  }
+
+  /**
+   * Runs `select 1` over a pooled connection: does the endpoint answer? Needs no privilege. Not
+   * counted in `queries`.
+   */
+  async probeReachable(): Promise<void> {
+    const connection = await this.acquire()
+    let failed = false
+    try {
+      await connection.executeQuery(CompiledQuery.raw('select 1'))
+    } catch (error) {
+      failed = true
+      throw error
+    } finally {
+      await this.release(connection, failed)
+    }
   }
 
   /**
@@ -153,13 +195,21 @@ export class Endpoint {
         )
         return Number(rows[0]?.lag_ms ?? 0)
       }
-      const { rows } = await connection.executeQuery<{ Seconds_Behind_Master?: number | null }>(
+      const { rows } = await connection.executeQuery<MysqlReplicaStatus>(
         CompiledQuery.raw('show slave status'),
       )
       const status = rows[0]
       if (status === undefined) return 0
       const seconds = status.Seconds_Behind_Master
-      return seconds === null || seconds === undefined ? Number.POSITIVE_INFINITY : seconds * 1000
+      if (seconds !== null && seconds !== undefined) return seconds * 1000
+      // NULL: the SQL thread is stopped, or the IO thread is not connected (the primary is down or
+      // restarting). An SQL thread that has applied everything received has nothing pending, like
+      // PostgreSQL's receive = replay: not lagging, only cut off.
+      const caughtUp =
+        status.Slave_SQL_Running === 'Yes' &&
+        status.Relay_Master_Log_File === status.Master_Log_File &&
+        String(status.Exec_Master_Log_Pos) === String(status.Read_Master_Log_Pos)
+      return caughtUp ? 0 : Number.POSITIVE_INFINITY
     } catch (error) {
       failed = true
       throw error

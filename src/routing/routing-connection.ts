@@ -281,7 +281,11 @@ export class RoutingConnection implements DatabaseConnection {
     const { retries, minDelayMs, maxDelayMs } = this.#cluster.config.retry
     const { category } = classification
     const safe =
-      (category === 'unavailable' && classification.code !== 'POOL_ACQUIRE_TIMEOUT') ||
+      // NO_READER_AVAILABLE is `routing.fallback: 'error'` asking to fail at once; the readers stay
+      // ejected for their cooldown, so a retry would only delay the same error.
+      (category === 'unavailable' &&
+        classification.code !== 'POOL_ACQUIRE_TIMEOUT' &&
+        classification.code !== 'NO_READER_AVAILABLE') ||
       category === 'read-only' ||
       // Not after pool.queryTimeoutMs: that deadline bounds the caller's wait, and a slow statement
       // run again would only be slow again (the reasoning behind 57014 being 'fatal').

@@ -82,22 +82,28 @@ export class ReaderHealth {
   async #probe(reader: Endpoint, ejection: Ejection): Promise<void> {
     if (this.#closed || this.#ejected.get(reader) !== ejection) return
     try {
-      const lagMs = await reader.probeLag()
       const max = this.#options.maxReplicaLagMs
-      if (max !== undefined && lagMs > max) {
+      // Without a lag limit only reachability matters (the lag query may need privileges).
+      if (max === undefined) await reader.probeReachable()
+      else if ((await reader.probeLag()) > max) {
         this.#scheduleProbe(reader, ejection)
         return
       }
-      this.#ejected.delete(reader)
-      this.#events.emit('reader-restored', {
-        endpoint: reader.name,
-        ejectedForMs: Math.round(performance.now() - ejection.since),
-      })
     } catch (error) {
       const { category, code } = classifyError(error, { phase: 'connect' })
       this.#events.emit('error', { endpoint: reader.name, category, code, reason: 'reader probe failed' })
-      if (!this.#closed) this.#scheduleProbe(reader, ejection)
+      // A reader that answered with an error (no privilege to read its lag) is reachable.
+      if (!answered(error)) {
+        if (!this.#closed) this.#scheduleProbe(reader, ejection)
+        return
+      }
     }
+    if (this.#closed || this.#ejected.get(reader) !== ejection) return
+    this.#ejected.delete(reader)
+    this.#events.emit('reader-restored', {
+      endpoint: reader.name,
+      ejectedForMs: Math.round(performance.now() - ejection.since),
+    })
   }
 
   async #checkLag(): Promise<void> {
@@ -113,9 +119,16 @@ export class ReaderHealth {
           } catch (error) {
             const { category, code } = classifyError(error, { phase: 'connect' })
             this.#events.emit('error', { endpoint: reader.name, category, code, reason: 'lag check failed' })
-            this.#eject(reader, 'unreachable', undefined)
+            // The reader answered but would not say its lag (e.g. no SLAVE MONITOR): it is reachable.
+            if (!answered(error)) this.#eject(reader, 'unreachable', undefined)
           }
         }),
     )
   }
+}
+
+/** The server answered the statement with an error of its own: it is up, the connection is fine. */
+function answered(error: unknown): boolean {
+  const { category, connectionLost } = classifyError(error)
+  return category === 'fatal' && !connectionLost
 }
