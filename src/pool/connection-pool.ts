@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events'
 import type { ResolvedPoolOptions } from '../config/pool-options.js'
 import { ConnectTimeoutError, DatabaseDestroyedError, PoolTimeoutError } from '../errors.js'
+import { markConnectPhase } from '../retry/classify-error.js'
 
 /** Opens and closes the raw driver connections of one endpoint. */
 export interface PoolConnector<C> {
@@ -249,6 +250,8 @@ export class ConnectionPool<C> extends EventEmitter<{
         },
         (error: unknown) => {
           clearTimeout(timer)
+          // Nothing of the caller's was sent: whoever classifies this error later must know.
+          markConnectPhase(error)
           if (!timedOut) reject(error)
         },
       )

@@ -36,13 +36,35 @@ import type {
  */
 export function classifyError(err: unknown, context: ClassifyErrorContext = {}): ErrorClassification {
   try {
-    const found = explain(err, context.phase, new Set(), 0)
+    const found = explain(err, context.phase ?? markedPhase(err), new Set(), 0)
     if (found !== undefined) return found
     return verdict(UNRECOGNISED, codeOf(err), false)
   } catch {
     // A hostile getter or proxy must not turn error handling into a second failure.
     return verdict(UNRECOGNISED, undefined, false)
   }
+}
+
+// Symbol.for, not a private Symbol: a second copy of this package (ESM and CJS side by side) reads it too.
+const PHASE_KEY: unique symbol = Symbol.for('kysely-resilient.errorPhase')
+
+/**
+ * Notes on an error thrown while a connection was being opened that no statement had been sent, so
+ * that `classifyError` (the application's, `withRetry`'s) knows it without being told: a reset during
+ * the handshake (a proxy or load balancer whose backend is down) is `'unavailable'`, not `'ambiguous'`.
+ */
+export function markConnectPhase(err: unknown): void {
+  if (typeof err !== 'object' || err === null) return
+  try {
+    Object.defineProperty(err, PHASE_KEY, { value: 'connect', enumerable: false, configurable: true })
+  } catch {
+    // A frozen error cannot carry it; it is then classified as before.
+  }
+}
+
+function markedPhase(err: unknown): ErrorPhase | undefined {
+  if (typeof err !== 'object' || err === null) return undefined
+  return Object.getOwnPropertyDescriptor(err, PHASE_KEY)?.value === 'connect' ? 'connect' : undefined
 }
 
 /** One entry of the tables below. */

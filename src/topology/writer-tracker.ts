@@ -4,11 +4,11 @@ import type { Endpoint } from '../routing/endpoint.js'
 
 /**
  * How soon discovery probes again while no candidate accepts writes; doubles up to the maximum, so
- * a promotion seconds away is found within ~100 ms while a writer misconfigured for good is not
- * hammered with connections.
+ * a promotion is found within ~500 ms of happening, however long the outage lasted, while a writer
+ * misconfigured for good is probed at most twice a second, for at most GIVE_UP_AFTER_MS.
  */
 const FIRST_PROBE_INTERVAL_MS = 100
-const MAX_PROBE_INTERVAL_MS = 2_000
+const MAX_PROBE_INTERVAL_MS = 500
 /** After this long without a writer, discovery stops until the next failure restarts it. */
 const GIVE_UP_AFTER_MS = 60_000
 
@@ -19,7 +19,7 @@ const GIVE_UP_AFTER_MS = 60_000
  *
  * A failure only *suspects* the writer. One discovery runs at a time; while no candidate accepts
  * writes (the old primary is down and the replica not yet promoted) it probes with a growing interval
- * (100 ms, 200 ms, ... 2 s), so a promotion is found soon after it happens.
+ * (100 ms, 200 ms, 400 ms, then every 500 ms), so a promotion is found soon after it happens.
  */
 export class WriterTracker {
   readonly #candidates: ReadonlyArray<Endpoint>
