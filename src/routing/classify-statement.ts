@@ -4,6 +4,7 @@ const WRITE_NODE_KINDS = new Set(['InsertQueryNode', 'UpdateQueryNode', 'DeleteQ
 const LOCK_MODIFIERS = new Set(['ForUpdate', 'ForNoKeyUpdate', 'ForShare', 'ForKeyShare'])
 // Row locks written by hand with `.modifyEnd(sql`...`)`.
 const RAW_LOCK = /\bfor\s+(?:no\s+key\s+)?(?:update|share|key\s+share)\b|\block\s+in\s+share\s+mode\b/i
+const MAYBE_WRITE_OR_LOCK = /\b(?:insert|update|delete|merge|share|lock)\b/i
 // Node kinds that hold user values, never operation nodes worth walking.
 const VALUE_NODE_KINDS = new Set(['ValueNode', 'PrimitiveValueListNode', 'IdentifierNode', 'ColumnNode'])
 
@@ -15,10 +16,15 @@ const VALUE_NODE_KINDS = new Set(['ValueNode', 'PrimitiveValueListNode', 'Identi
  * Functions with side effects called inside a SELECT (`nextval`, `pg_advisory_lock`, ...) cannot be
  * seen from the query tree; run those through `db.writer`.
  */
-export function isReadOnlyStatement(node: RootOperationNode): boolean {
+export function isReadOnlyStatement(node: RootOperationNode, sql?: string): boolean {
+  if (node.kind !== 'SelectQueryNode') return false
+  // Every write and every lock shows up as a keyword in the SQL Kysely generated (values are bound
+  // parameters, never inlined). No such keyword: certainly a read, without walking the tree. A
+  // keyword (which may also be a quoted identifier such as "update"): walk the tree to be exact.
+  if (sql !== undefined && !MAYBE_WRITE_OR_LOCK.test(sql)) return true
   // No cache: Kysely builds a fresh tree for every execution, so a cache would never hit and only
   // cost a WeakMap write per statement (measured in bench/overhead).
-  return node.kind === 'SelectQueryNode' && !containsWriteOrLock(node)
+  return !containsWriteOrLock(node)
 }
 
 function containsWriteOrLock(root: OperationNode): boolean {

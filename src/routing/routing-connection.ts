@@ -189,11 +189,16 @@ export class RoutingConnection implements DatabaseConnection {
     if (this.#target === 'reader') return this.#cluster.reader()
     // A session's statements share server state (temp tables, SET, locks): keep them on the writer.
     if (this.#scope === 'session') return this.#cluster.writer()
-    return this.#isRead(compiledQuery) ? this.#cluster.reader() : this.#cluster.writer()
+    return isReadOnlyStatement(compiledQuery.query, compiledQuery.sql)
+      ? this.#cluster.reader()
+      : this.#cluster.writer()
   }
 
   #isRead(compiledQuery: CompiledQuery): boolean {
-    return this.#target === 'reader' || (this.#target === 'auto' && isReadOnlyStatement(compiledQuery.query))
+    return (
+      this.#target === 'reader' ||
+      (this.#target === 'auto' && isReadOnlyStatement(compiledQuery.query, compiledQuery.sql))
+    )
   }
 
   async #execute<R>(
@@ -221,47 +226,31 @@ export class RoutingConnection implements DatabaseConnection {
     compiledQuery: CompiledQuery,
     options?: AbortableOperationOptions,
   ): Promise<QueryResult<R>> {
+    // Classified once: the tree walk is the routing layer's main cost per statement.
     const read = this.#isRead(compiledQuery)
     for (let attempt = 1; ; attempt++) {
+      let endpoint: Endpoint | undefined
+      let lease: Lease
       try {
-        return await this.#attempt(compiledQuery, options, (lease) => {
-          lease.endpoint.countQuery()
-          return this.#withDeadline(lease, lease.connection.executeQuery<R>(compiledQuery, options))
-        })
-      } catch (failure) {
-        if (!(failure instanceof AttemptError)) throw failure
-        await this.#beforeRetry(failure, attempt, read, options)
+        endpoint = read ? this.#cluster.reader() : this.#cluster.writer()
+        lease = await this.#lease(endpoint, options)
+      } catch (error) {
+        await this.#beforeRetry(new AttemptError(error, endpoint, 'connect'), attempt, read, options)
+        continue
       }
-    }
-  }
-
-  /**
-   * Runs `work` on a connection of the endpoint the statement routes to now. Errors come out as
-   * {@link AttemptError}s that say which endpoint failed and whether anything had been sent.
-   */
-  async #attempt<T>(
-    compiledQuery: CompiledQuery,
-    options: AbortableOperationOptions | undefined,
-    work: (lease: Lease) => Promise<T>,
-  ): Promise<T> {
-    let endpoint: Endpoint | undefined
-    let lease: Lease | undefined
-    try {
-      endpoint = this.#endpointFor(compiledQuery)
-      lease = await this.#lease(endpoint, options)
-    } catch (error) {
-      throw new AttemptError(error, endpoint, 'connect')
-    }
-    this.#active = lease
-    try {
-      return await work(lease)
-    } catch (error) {
-      const failure = new AttemptError(error, endpoint, 'query')
-      if (failure.classification.connectionLost) lease.discard = true
-      throw failure
-    } finally {
-      this.#active = undefined
-      await lease.endpoint.release(lease.connection, lease.discard)
+      let failure: AttemptError
+      this.#active = lease
+      try {
+        lease.endpoint.countQuery()
+        return await this.#withDeadline(lease, lease.connection.executeQuery<R>(compiledQuery, options))
+      } catch (error) {
+        failure = new AttemptError(error, endpoint, 'query')
+        if (failure.classification.connectionLost) lease.discard = true
+      } finally {
+        this.#active = undefined
+        await lease.endpoint.release(lease.connection, lease.discard)
+      }
+      await this.#beforeRetry(failure, attempt, read, options)
     }
   }
 
@@ -346,7 +335,7 @@ export class RoutingConnection implements DatabaseConnection {
     for (let attempt = 1; lease === undefined; attempt++) {
       let endpoint: Endpoint | undefined
       try {
-        endpoint = this.#endpointFor(compiledQuery)
+        endpoint = read ? this.#cluster.reader() : this.#cluster.writer()
         lease = await this.#lease(endpoint, options)
       } catch (error) {
         await this.#beforeRetry(new AttemptError(error, endpoint, 'connect'), attempt, read, options)

@@ -35,9 +35,18 @@ export class RoutingDriver implements Driver {
     return this.acquire('session', options)
   }
 
-  async acquire(scope: RoutingScope, options?: AbortableOperationOptions): Promise<RoutingConnection> {
+  acquire(scope: RoutingScope, options?: AbortableOperationOptions): Promise<RoutingConnection> {
+    // Not async: once the cluster is open this is on every statement's path, and an async function
+    // costs a promise and a tick more than handing back a resolved one.
+    if (this.#cluster.isOpen && !this.#cluster.destroyed && !options?.signal?.aborted) {
+      return Promise.resolve(new RoutingConnection(this.#cluster, this.#target, scope, this.#log))
+    }
+    return this.#acquireSlow(scope, options)
+  }
+
+  async #acquireSlow(scope: RoutingScope, options?: AbortableOperationOptions): Promise<RoutingConnection> {
     if (this.#cluster.destroyed) throw new DatabaseDestroyedError()
-    if (!this.#cluster.isOpen) await this.#cluster.open()
+    await this.#cluster.open()
     options?.signal?.throwIfAborted()
     return new RoutingConnection(this.#cluster, this.#target, scope, this.#log)
   }

@@ -40,7 +40,11 @@ const pg = new Kysely<Database>({ dialect: postgresDialect })
 const mysql = new Kysely<Database>({ dialect: mysqlDialect })
 
 function readOnly(query: Compilable): boolean {
-  return isReadOnlyStatement(query.compile().query)
+  const compiled = query.compile()
+  const fromTree = isReadOnlyStatement(compiled.query)
+  // The router also passes the SQL text as a shortcut; both paths must always agree.
+  expect(isReadOnlyStatement(compiled.query, compiled.sql)).toBe(fromTree)
+  return fromTree
 }
 
 describe('statements a reader can serve', () => {
