@@ -28,6 +28,9 @@ export type {
   ResilientEventMap,
   RetryEvent,
 } from './events/resilient-events.js'
+export { LAMBDA_ENV_VARIABLES } from './lambda/config-from-env.js'
+export { getConnection, resetConnection } from './lambda/get-connection.js'
+export { LAMBDA_POOL_DEFAULTS } from './lambda/lambda-defaults.js'
 export { classifyError } from './retry/classify-error.js'
 export type {
   ClassifyErrorContext,

@@ -106,6 +106,30 @@ export interface PoolConfig {
    * Default: `10_000` (10 s). Example: `30_000`.
    */
   readonly keepAliveInitialDelayMs?: number
+  /**
+   * A connection that sat idle in the pool longer than this is checked with a cheap round trip
+   * (PostgreSQL `select 1`, MySQL `COM_PING`) before it is handed out, bounded by
+   * `connectTimeoutMs`. If the check fails the connection is destroyed and the next idle one is tried
+   * (or a new one opened), so a socket the server closed while nobody was looking (a frozen AWS Lambda
+   * container, a NAT or proxy idle timeout) never fails the caller's query. Unset: no check, and no
+   * extra round trip on any acquire. Connections idle for less than this are handed out unchecked.
+   *
+   * Default: unset (`getConnection` uses `5_000`). Example: `5_000`.
+   */
+  readonly validateAfterIdleMs?: number
+  /**
+   * Asks the server to close a session that stays idle longer than this: PostgreSQL
+   * `idle_session_timeout` (sent as a startup parameter; PostgreSQL 14 or later), MySQL/MariaDB
+   * `wait_timeout` (`SET SESSION` after connecting, rounded up to whole seconds). A guard against
+   * zombie sessions left by clients that vanished without closing them (a Lambda container that was
+   * frozen and never thawed). Behind RDS Proxy, a `SET` pins the MySQL session to one database
+   * connection and PostgreSQL startup parameters may do the same, which defeats the proxy's
+   * multiplexing: leave it unset there and rely on the proxy's own idle client timeout. Pair it with
+   * `validateAfterIdleMs`, so a session the server closed is replaced before it is used.
+   *
+   * Default: unset (the server's own setting). Example: `900_000` (15 minutes).
+   */
+  readonly sessionIdleTimeoutMs?: number
 }
 
 /**

@@ -12,6 +12,8 @@ export interface ResolvedPoolOptions {
   readonly queryTimeoutMs: number | undefined
   readonly keepAlive: boolean
   readonly keepAliveInitialDelayMs: number
+  readonly validateAfterIdleMs: number | undefined
+  readonly sessionIdleTimeoutMs: number | undefined
 }
 
 /** The defaults, documented field by field on {@link PoolConfig}. */
@@ -26,6 +28,8 @@ export const POOL_DEFAULTS: ResolvedPoolOptions = Object.freeze({
   queryTimeoutMs: undefined,
   keepAlive: true,
   keepAliveInitialDelayMs: 10_000,
+  validateAfterIdleMs: undefined,
+  sessionIdleTimeoutMs: undefined,
 })
 
 export const POOL_KEYS: ReadonlyArray<keyof PoolConfig> = Object.freeze([
@@ -39,4 +43,6 @@ export const POOL_KEYS: ReadonlyArray<keyof PoolConfig> = Object.freeze([
   'queryTimeoutMs',
   'keepAlive',
   'keepAliveInitialDelayMs',
+  'validateAfterIdleMs',
+  'sessionIdleTimeoutMs',
 ])

@@ -371,6 +371,8 @@ function resolvePool(
     queryTimeoutMs: integer('queryTimeoutMs', 1) ?? base.queryTimeoutMs,
     keepAlive,
     keepAliveInitialDelayMs: integer('keepAliveInitialDelayMs', 0) ?? base.keepAliveInitialDelayMs,
+    validateAfterIdleMs: integer('validateAfterIdleMs', 0) ?? base.validateAfterIdleMs,
+    sessionIdleTimeoutMs: integer('sessionIdleTimeoutMs', 1_000) ?? base.sessionIdleTimeoutMs,
   })
 }
 

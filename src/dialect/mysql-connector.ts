@@ -10,6 +10,7 @@ export class MysqlConnector implements PoolConnector<Connection> {
   /** Set by the pool: told when a connection breaks, so an idle one leaves the pool at once. */
   onBroken: ((connection: Connection) => void) | undefined
   readonly #statementTimeoutMs: number | undefined
+  readonly #sessionIdleTimeoutMs: number | undefined
   /** The connection options, also used by Kysely to open a control connection for cancellation. */
   readonly connectionOptions: ConnectionOptions
 
@@ -28,6 +29,7 @@ export class MysqlConnector implements PoolConnector<Connection> {
     Object.defineProperty(options, 'password', { value: endpoint.password(), enumerable: false })
     this.connectionOptions = options
     this.#statementTimeoutMs = pool.statementTimeoutMs
+    this.#sessionIdleTimeoutMs = pool.sessionIdleTimeoutMs
   }
 
   /** mysql2 reads `password` from the options it is given; hand it a copy that has it. */
@@ -45,6 +47,12 @@ export class MysqlConnector implements PoolConnector<Connection> {
       })
       if (this.#statementTimeoutMs !== undefined) {
         await this.#setStatementTimeout(connection, this.#statementTimeoutMs)
+      }
+      if (this.#sessionIdleTimeoutMs !== undefined) {
+        // wait_timeout is whole seconds; round up so the server never closes a session early.
+        await this.#query(connection, 'SET SESSION wait_timeout = ?', [
+          Math.ceil(this.#sessionIdleTimeoutMs / 1000),
+        ])
       }
     } catch (error) {
       this.#broken.add(connection)
@@ -71,6 +79,19 @@ export class MysqlConnector implements PoolConnector<Connection> {
         connection.destroy()
         resolve()
       })
+    })
+  }
+
+  /** `COM_PING`: a protocol-level round trip, cheaper than any statement. */
+  validate(connection: Connection): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      connection.ping((error) => (error ? reject(error) : resolve()))
+    })
+  }
+
+  #query(connection: Connection, sql: string, values: unknown[]): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      connection.query(sql, values, (error) => (error ? reject(error) : resolve()))
     })
   }
 

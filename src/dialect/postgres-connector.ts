@@ -26,6 +26,10 @@ export class PostgresConnector implements PoolConnector<Client> {
       application_name: 'kysely-resilient',
     }
     if (pool.statementTimeoutMs !== undefined) config.statement_timeout = pool.statementTimeoutMs
+    if (pool.sessionIdleTimeoutMs !== undefined) {
+      // A startup parameter, not a SET: no extra round trip per connection.
+      config.options = `-c idle_session_timeout=${pool.sessionIdleTimeoutMs}`
+    }
     // Not enumerable, so spreading or printing the config never shows it (pg does the same).
     Object.defineProperty(config, 'password', { value: endpoint.password(), enumerable: false })
     this.clientConfig = config
@@ -55,6 +59,11 @@ export class PostgresConnector implements PoolConnector<Client> {
   async close(client: Client): Promise<void> {
     this.#broken.add(client)
     await client.end().catch(() => undefined)
+  }
+
+  /** `select 1` on the raw client: the cheapest statement that proves the server still serves it. */
+  async validate(client: Client): Promise<void> {
+    await client.query('select 1')
   }
 
   isBroken(client: Client): boolean {

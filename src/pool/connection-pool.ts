@@ -13,6 +13,12 @@ export interface PoolConnector<C> {
   isBroken(connection: C): boolean
   /** Marks a connection unusable (it failed with a connection-level error) and destroys its socket now. */
   destroy(connection: C): void
+  /**
+   * Checks with a cheap round trip that the server still serves the connection; rejects if not. The
+   * pool calls it (bounded by `connectTimeoutMs`) only on a connection idle longer than
+   * `validateAfterIdleMs`.
+   */
+  validate?(connection: C): Promise<void>
   /** Set by the pool; the connector calls it as soon as a connection's socket errors or ends. */
   onBroken?: ((connection: C) => void) | undefined
 }
@@ -32,12 +38,21 @@ export interface PoolCounts {
 }
 
 /** Why a connection left the pool. */
-export type RemovalReason = 'broken' | 'discarded' | 'evicted' | 'expired' | 'idle' | 'pool-ended'
+export type RemovalReason =
+  | 'broken'
+  | 'discarded'
+  | 'evicted'
+  | 'expired'
+  | 'idle'
+  | 'pool-ended'
+  | 'failed-validation'
 
 interface Entry<C> {
   readonly connection: C
   readonly expiresAt: number
   idleTimer: NodeJS.Timeout | undefined
+  /** When it was last put back in the pool; only tracked when `validateAfterIdleMs` is set. */
+  idleSince: number
 }
 
 interface Waiter<C> {
@@ -89,6 +104,11 @@ export class ConnectionPool<C> extends EventEmitter<{
       const reason = this.#unusableReason(entry)
       if (reason === undefined) {
         this.#inUse.set(entry.connection, entry)
+        const validateAfter = this.options.validateAfterIdleMs
+        // Checked inline so a fresh connection (or an unset option) costs no extra await.
+        if (validateAfter !== undefined && Date.now() - entry.idleSince > validateAfter) {
+          return this.#validated(entry)
+        }
         return entry.connection
       }
       this.#close(entry, reason)
@@ -214,7 +234,12 @@ export class ConnectionPool<C> extends EventEmitter<{
     }
     // A little jitter so connections opened together are not all recycled together.
     const lifetime = this.options.maxLifetimeMs * (1 - Math.random() * 0.1)
-    const entry: Entry<C> = { connection, expiresAt: Date.now() + lifetime, idleTimer: undefined }
+    const entry: Entry<C> = {
+      connection,
+      expiresAt: Date.now() + lifetime,
+      idleTimer: undefined,
+      idleSince: 0,
+    }
     if (this.#ended) {
       this.#close(entry, 'pool-ended')
       throw new DatabaseDestroyedError()
@@ -258,7 +283,48 @@ export class ConnectionPool<C> extends EventEmitter<{
     })
   }
 
+  /**
+   * The connection sat idle long enough that the server (or a NAT, or a proxy) may have closed it
+   * without this process noticing, e.g. while a Lambda container was frozen. Ping it; if that fails,
+   * destroy it and acquire again, so the caller only ever sees a connection that just answered.
+   */
+  async #validated(entry: Entry<C>): Promise<C> {
+    try {
+      await this.#validateWithDeadline(entry.connection)
+      return entry.connection
+    } catch {
+      // The caller does not care why: it gets another connection, or the error of opening one.
+      if (this.#inUse.delete(entry.connection)) {
+        this.#connector.destroy(entry.connection)
+        this.#close(entry, 'failed-validation')
+      }
+      return this.acquire()
+    }
+  }
+
+  /** A dead peer may never answer the ping: bound it like opening a connection, by connectTimeoutMs. */
+  #validateWithDeadline(connection: C): Promise<void> {
+    const connector = this.#connector
+    const validate = connector.validate
+    if (validate === undefined) return Promise.resolve()
+    const timeoutMs = this.options.connectTimeoutMs
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new ConnectTimeoutError(this.name, timeoutMs)), timeoutMs)
+      validate.call(connector, connection).then(
+        () => {
+          clearTimeout(timer)
+          resolve()
+        },
+        (error: unknown) => {
+          clearTimeout(timer)
+          reject(error)
+        },
+      )
+    })
+  }
+
   #pushIdle(entry: Entry<C>): void {
+    if (this.options.validateAfterIdleMs !== undefined) entry.idleSince = Date.now()
     if (this.options.idleTimeoutMs > 0) {
       entry.idleTimer = setTimeout(() => this.#reapIdle(entry), this.options.idleTimeoutMs)
       entry.idleTimer.unref()

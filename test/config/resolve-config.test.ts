@@ -171,6 +171,16 @@ describe('invalid configs name the setting', () => {
       'pool.keepAliveInitialDelayMs',
     ],
     [
+      'pool.validateAfterIdleMs negative',
+      { dialect: 'postgres', writer: pgUrl, pool: { validateAfterIdleMs: -1 } },
+      'pool.validateAfterIdleMs',
+    ],
+    [
+      'pool.sessionIdleTimeoutMs under a second',
+      { dialect: 'mysql', writer: 'mysql://h/db', pool: { sessionIdleTimeoutMs: 500 } },
+      'pool.sessionIdleTimeoutMs',
+    ],
+    [
       'pool.keepAlive not a boolean',
       { dialect: 'postgres', writer: pgUrl, pool: { keepAlive: 'yes' } },
       'pool.keepAlive',
@@ -556,6 +566,8 @@ describe('defaults', () => {
         statementTimeoutMs: 1,
         keepAlive: false,
         keepAliveInitialDelayMs: 0,
+        validateAfterIdleMs: 0,
+        sessionIdleTimeoutMs: 1_000,
       },
       routing: { readerStrategy: 'least-busy' },
       log: ['error'],

@@ -19,7 +19,16 @@ import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 const root = fileURLToPath(new URL('../..', import.meta.url))
-const builtFiles = ['dist/index.js', 'dist/index.cjs', 'dist/index.d.ts', 'dist/index.d.cts']
+const builtFiles = [
+  'dist/index.js',
+  'dist/index.cjs',
+  'dist/index.d.ts',
+  'dist/index.d.cts',
+  'dist/lambda/index.js',
+  'dist/lambda/index.cjs',
+  'dist/lambda/index.d.ts',
+  'dist/lambda/index.d.cts',
+]
 
 type Driver = 'pg' | 'mysql2'
 type ModuleKind = 'esm' | 'cjs'
@@ -42,22 +51,27 @@ import { createRequire } from 'node:module'
 import { sep } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Kysely, sql } from 'kysely'
-import { ConfigError, MissingDriverError, createDb } from 'kysely-resilient'
+import { ConfigError, MissingDriverError, createDb, getConnection as rootGetConnection } from 'kysely-resilient'
+import * as lambda from 'kysely-resilient/lambda'
 
 const entry = fileURLToPath(import.meta.resolve('kysely-resilient'))
+const lambdaEntry = fileURLToPath(import.meta.resolve('kysely-resilient/lambda'))
 const localRequire = createRequire(import.meta.url)
 `
       : `const assert = require('node:assert/strict')
 const { sep } = require('node:path')
 const { Kysely, sql } = require('kysely')
-const { ConfigError, MissingDriverError, createDb } = require('kysely-resilient')
+const { ConfigError, MissingDriverError, createDb, getConnection: rootGetConnection } = require('kysely-resilient')
+const lambda = require('kysely-resilient/lambda')
 
 const entry = require.resolve('kysely-resilient')
+const lambdaEntry = require.resolve('kysely-resilient/lambda')
 const localRequire = require
 `
   const body = `
 const installed = ${JSON.stringify(installed)}
 const expectedEntry = ${JSON.stringify(kind === 'esm' ? 'dist/index.js' : 'dist/index.cjs')}
+const expectedLambdaEntry = ${JSON.stringify(kind === 'esm' ? 'dist/lambda/index.js' : 'dist/lambda/index.cjs')}
 
 async function main() {
   assert.equal(entry.split(sep).slice(-2).join('/'), expectedEntry, 'kysely-resilient resolved to ' + entry)
@@ -96,6 +110,23 @@ async function main() {
   }
   await postgres.destroy()
   await mysql.destroy()
+
+  // The Lambda entry point: its own subpath, the same classes, and one instance per process.
+  assert.equal(
+    lambdaEntry.split(sep).slice(-3).join('/'),
+    expectedLambdaEntry,
+    'kysely-resilient/lambda resolved to ' + lambdaEntry,
+  )
+  assert.equal(lambda.ConfigError, ConfigError, 'the lambda entry has its own copy of ConfigError')
+  assert.equal(lambda.LAMBDA_POOL_DEFAULTS.max, 2)
+  const envError = await lambda.getConnection().then(() => undefined, (e) => e)
+  assert.ok(envError instanceof ConfigError, 'expected a ConfigError without DB_* variables, got ' + envError)
+  assert.equal(envError.setting, 'DB_DIALECT')
+  const options = { dialect: 'postgres', writer: 'postgres://u:p@127.0.0.1:1/db' }
+  const [first, second] = await Promise.all([lambda.getConnection(options), rootGetConnection(options)])
+  assert.ok(first instanceof Kysely, "getConnection's db is not an instance of the consumer's Kysely")
+  assert.equal(first, second, 'the root and kysely-resilient/lambda created two instances')
+  await lambda.resetConnection()
 }
 `
   const run =

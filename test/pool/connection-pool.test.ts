@@ -24,6 +24,9 @@ class FakeConnector implements PoolConnector<FakeConnection> {
   readonly opened: FakeConnection[] = []
   readonly closed: FakeConnection[] = []
   readonly hanging: HangingConnect[] = []
+  /** How each `validate` call ends, in order (then `'ok'`); `validated` records the calls. */
+  readonly validatePlan: ConnectPlan[] = []
+  readonly validated: FakeConnection[] = []
   connectCalls = 0
   /** Connections being opened or open and not yet closed. */
   live = 0
@@ -70,6 +73,14 @@ class FakeConnector implements PoolConnector<FakeConnection> {
 
   destroy(connection: FakeConnection): void {
     connection.broken = true
+  }
+
+  validate(connection: FakeConnection): Promise<void> {
+    this.validated.push(connection)
+    const step = this.validatePlan.shift() ?? 'ok'
+    if (step === 'fail') return Promise.reject(new Error('server closed the connection'))
+    if (step === 'hang') return new Promise(() => {})
+    return Promise.resolve()
   }
 }
 
@@ -621,5 +632,91 @@ describe('end()', () => {
     await pool.end()
     await pool.end()
     expect(connector.closed).toEqual([a])
+  })
+})
+
+describe('validateAfterIdleMs', () => {
+  test('unset: an idle connection is handed out without a check, however long it sat', async () => {
+    useFakeClock()
+    const { pool, connector } = makePool({ max: 1, idleTimeoutMs: 0, maxLifetimeMs: 0 })
+    const a = await pool.acquire()
+    pool.release(a)
+    await vi.advanceTimersByTimeAsync(3_600_000)
+    expect(await pool.acquire()).toBe(a)
+    expect(connector.validated).toEqual([])
+  })
+
+  test('a connection idle for less than the threshold is not checked; one idle longer is', async () => {
+    useFakeClock()
+    const { pool, connector } = makePool({ max: 1, idleTimeoutMs: 0, validateAfterIdleMs: 5_000 })
+    const a = await pool.acquire()
+    pool.release(a)
+    await vi.advanceTimersByTimeAsync(4_000)
+    expect(await pool.acquire()).toBe(a)
+    expect(connector.validated).toEqual([])
+
+    pool.release(a)
+    await vi.advanceTimersByTimeAsync(6_000)
+    expect(await pool.acquire()).toBe(a)
+    expect(connector.validated).toEqual([a])
+  })
+
+  test('a connection that fails the check is destroyed and the caller gets the next one', async () => {
+    useFakeClock()
+    const { pool, connector, removals } = makePool({ max: 3, idleTimeoutMs: 0, validateAfterIdleMs: 1 })
+    const a = await pool.acquire()
+    const b = await pool.acquire()
+    pool.release(a)
+    pool.release(b)
+    await vi.advanceTimersByTimeAsync(10)
+    // Both idle connections died (e.g. the server restarted while the container was frozen).
+    connector.validatePlan.push('fail', 'fail')
+
+    const c = await pool.acquire()
+    await flush()
+
+    expect(c).not.toBe(a)
+    expect(c).not.toBe(b)
+    expect(connector.validated).toEqual([b, a])
+    expect(removals).toEqual([
+      { id: b.id, reason: 'failed-validation' },
+      { id: a.id, reason: 'failed-validation' },
+    ])
+    expect(a.broken && b.broken).toBe(true)
+    expect(pool.counts()).toEqual({ total: 1, idle: 0, inUse: 1, waiting: 0, connecting: 0 })
+  })
+
+  test('a check that never answers gives up after connectTimeoutMs and opens a new connection', async () => {
+    useFakeClock()
+    const { pool, connector, removals } = makePool({
+      max: 1,
+      idleTimeoutMs: 0,
+      connectTimeoutMs: 2_000,
+      validateAfterIdleMs: 1,
+    })
+    const a = await pool.acquire()
+    pool.release(a)
+    await vi.advanceTimersByTimeAsync(10)
+    connector.validatePlan.push('hang')
+
+    const next = track(pool.acquire())
+    await vi.advanceTimersByTimeAsync(1_999)
+    expect(next.settled).toBe(false)
+    await vi.advanceTimersByTimeAsync(1)
+    await flush()
+
+    expect(next.value).toBeDefined()
+    expect(next.value).not.toBe(a)
+    expect(removals).toEqual([{ id: a.id, reason: 'failed-validation' }])
+    expect(pool.counts()).toEqual({ total: 1, idle: 0, inUse: 1, waiting: 0, connecting: 0 })
+  })
+
+  test('a connection handed straight from a release to a waiter is not checked', async () => {
+    const { pool, connector } = makePool({ max: 1, validateAfterIdleMs: 0 })
+    const a = await pool.acquire()
+    const waiting = pool.acquire()
+    pool.release(a)
+    expect(await waiting).toBe(a)
+    expect(connector.validated).toEqual([])
   })
 })

@@ -1,0 +1,6 @@
+export type { CreateDbConfig, PoolConfig } from '../config/create-db-config.js'
+export type { ResilientDb } from '../create-db.js'
+export { ConfigError } from '../errors.js'
+export { LAMBDA_ENV_VARIABLES } from './config-from-env.js'
+export { getConnection, resetConnection } from './get-connection.js'
+export { LAMBDA_POOL_DEFAULTS } from './lambda-defaults.js'
