@@ -163,16 +163,7 @@ export class Endpoint {
    * counted in `queries`.
    */
   async probeReachable(): Promise<void> {
-    const connection = await this.acquire()
-    let failed = false
-    try {
-      await connection.executeQuery(CompiledQuery.raw('select 1'))
-    } catch (error) {
-      failed = true
-      throw error
-    } finally {
-      await this.release(connection, failed)
-    }
+    await this.#withConnection((connection) => connection.executeQuery(CompiledQuery.raw('select 1')))
   }
 
   /**
@@ -181,9 +172,7 @@ export class Endpoint {
    * never seen by Kysely's logger: it is the library's own statement.
    */
   async probeLag(): Promise<number> {
-    const connection = await this.acquire()
-    let failed = false
-    try {
+    return this.#withConnection(async (connection) => {
       if (this.settings.dialect === 'postgres') {
         const { rows } = await connection.executeQuery<{ lag_ms: number | string | null }>(
           CompiledQuery.raw(
@@ -198,18 +187,16 @@ export class Endpoint {
       const { rows } = await connection.executeQuery<MysqlReplicaStatus>(
         CompiledQuery.raw('show slave status'),
       )
-      const status = rows[0]
-      if (status === undefined) return 0
-      const seconds = status.Seconds_Behind_Master
-      if (seconds !== null && seconds !== undefined) return seconds * 1000
-      // NULL: the SQL thread is stopped, or the IO thread is not connected (the primary is down or
-      // restarting). An SQL thread that has applied everything received has nothing pending, like
-      // PostgreSQL's receive = replay: not lagging, only cut off.
-      const caughtUp =
-        status.Slave_SQL_Running === 'Yes' &&
-        status.Relay_Master_Log_File === status.Master_Log_File &&
-        String(status.Exec_Master_Log_Pos) === String(status.Read_Master_Log_Pos)
-      return caughtUp ? 0 : Number.POSITIVE_INFINITY
+      return mysqlLagMs(rows[0])
+    })
+  }
+
+  /** Runs the library's own statement on a pooled connection; a failure discards the connection. */
+  async #withConnection<T>(work: (connection: DatabaseConnection) => Promise<T>): Promise<T> {
+    const connection = await this.acquire()
+    let failed = false
+    try {
+      return await work(connection)
     } catch (error) {
       failed = true
       throw error
@@ -328,4 +315,19 @@ function missingCursor(): PgCursorConstructor {
       throw new MissingDriverError('pg-cursor', 'postgres (for .stream())', undefined)
     }
   } as unknown as PgCursorConstructor
+}
+
+/** Replay lag from one row of `SHOW SLAVE STATUS` (no row: not a replica). */
+function mysqlLagMs(status: MysqlReplicaStatus | undefined): number {
+  if (status === undefined) return 0
+  const seconds = status.Seconds_Behind_Master
+  if (seconds !== null && seconds !== undefined) return seconds * 1000
+  // NULL: the SQL thread is stopped, or the IO thread is not connected (the primary is down or
+  // restarting). An SQL thread that has applied everything received has nothing pending, like
+  // PostgreSQL's receive = replay: not lagging, only cut off.
+  const caughtUp =
+    status.Slave_SQL_Running === 'Yes' &&
+    status.Relay_Master_Log_File === status.Master_Log_File &&
+    String(status.Exec_Master_Log_Pos) === String(status.Read_Master_Log_Pos)
+  return caughtUp ? 0 : Number.POSITIVE_INFINITY
 }

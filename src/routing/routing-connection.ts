@@ -86,7 +86,7 @@ export class RoutingConnection implements DatabaseConnection {
     this.#readOnlyTransaction = accessMode === 'read only'
     if (this.#bound === undefined) {
       const toReader = this.#target === 'reader' || (this.#target === 'auto' && accessMode === 'read only')
-      this.#bound = await this.#bindSession(
+      this.#bound = await this.#leaseWithRetry(
         () => (toReader ? this.#cluster.reader() : this.#cluster.writer()),
         options,
       )
@@ -206,7 +206,7 @@ export class RoutingConnection implements DatabaseConnection {
     options?: AbortableOperationOptions,
   ): Promise<QueryResult<R>> {
     if (this.#bound === undefined && this.#scope === 'session') {
-      this.#bound = await this.#bindSession(() => this.#endpointFor(compiledQuery), options)
+      this.#bound = await this.#leaseWithRetry(() => this.#endpointFor(compiledQuery), options)
     }
     const bound = this.#bound
     if (bound === undefined) return this.#executeStatement<R>(compiledQuery, options)
@@ -294,17 +294,21 @@ export class RoutingConnection implements DatabaseConnection {
   }
 
   /**
-   * Binds a session to the endpoint `pick` chooses. Opening the connection is retried like a
-   * statement's: nothing has been sent yet, so even a transaction can safely try again.
+   * Takes a connection of the endpoint `pick` chooses, for a session or a stream. Opening it is
+   * retried like a statement: nothing has been sent yet, so even a transaction can safely try again.
    */
-  async #bindSession(pick: () => Endpoint, options: AbortableOperationOptions | undefined): Promise<Lease> {
+  async #leaseWithRetry(
+    pick: () => Endpoint,
+    options: AbortableOperationOptions | undefined,
+    read = false,
+  ): Promise<Lease> {
     for (let attempt = 1; ; attempt++) {
       let endpoint: Endpoint | undefined
       try {
         endpoint = pick()
         return await this.#lease(endpoint, options)
       } catch (error) {
-        await this.#beforeRetry(new AttemptError(error, endpoint, 'connect'), attempt, false, options)
+        await this.#beforeRetry(new AttemptError(error, endpoint, 'connect'), attempt, read, options)
       }
     }
   }
@@ -315,7 +319,7 @@ export class RoutingConnection implements DatabaseConnection {
     options?: AbortableOperationOptions,
   ): AsyncIterableIterator<QueryResult<R>> {
     if (this.#bound === undefined && this.#scope === 'session') {
-      this.#bound = await this.#bindSession(() => this.#endpointFor(compiledQuery), options)
+      this.#bound = await this.#leaseWithRetry(() => this.#endpointFor(compiledQuery), options)
     }
     const bound = this.#bound
     if (bound !== undefined) {
@@ -331,16 +335,11 @@ export class RoutingConnection implements DatabaseConnection {
 
     // Only opening the connection is retried: once rows have been yielded, a retry would repeat them.
     const read = this.#isRead(compiledQuery)
-    let lease: Lease | undefined
-    for (let attempt = 1; lease === undefined; attempt++) {
-      let endpoint: Endpoint | undefined
-      try {
-        endpoint = read ? this.#cluster.reader() : this.#cluster.writer()
-        lease = await this.#lease(endpoint, options)
-      } catch (error) {
-        await this.#beforeRetry(new AttemptError(error, endpoint, 'connect'), attempt, read, options)
-      }
-    }
+    const lease = await this.#leaseWithRetry(
+      () => (read ? this.#cluster.reader() : this.#cluster.writer()),
+      options,
+      read,
+    )
     this.#active = lease
     try {
       lease.endpoint.countQuery()
