@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { setTimeout as delay } from 'node:timers/promises'
-import { type RawBuilder, sql } from 'kysely'
+import { sql } from 'kysely'
 import mysql from 'mysql2/promise'
 import pg from 'pg'
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest'
@@ -14,6 +14,7 @@ import {
   type RetryEvent,
 } from '../../src/index.js'
 import { describeEngines, type Engine } from '../support/database.js'
+import { EVENT_NAMES, failureOf, marker, sessionId, sleepExpr } from '../support/fault-helpers.js'
 import { type FaultMode, FaultProxy, portOf } from '../support/fault-proxy.js'
 import { type MariaDbCluster, startMariaDbCluster } from '../support/mariadb-cluster.js'
 import { pollUntil } from '../support/poll.js'
@@ -29,41 +30,12 @@ interface Database {
   sh_chaos: { k: string }
 }
 
-const EVENT_NAMES: ReadonlyArray<keyof ResilientEventMap> = [
-  'retry',
-  'failover',
-  'reader-ejected',
-  'reader-restored',
-  'error',
-]
-
 const TOO_MANY_CONNECTIONS: Record<Engine, string> = { postgres: '53300', mysql: '1040' }
 
 interface Recorded {
   readonly db: ResilientDb<Database>
   readonly events: Array<{ readonly name: keyof ResilientEventMap; readonly payload: unknown }>
   readonly retries: RetryEvent[]
-}
-
-function sessionId(engine: Engine): RawBuilder<number> {
-  return engine === 'postgres' ? sql<number>`pg_backend_pid()` : sql<number>`connection_id()`
-}
-
-function sleepExpr(engine: Engine, seconds: number): RawBuilder<unknown> {
-  return engine === 'postgres' ? sql`pg_sleep(${sql.lit(seconds)})` : sql`sleep(${sql.lit(seconds)})`
-}
-
-function marker(): string {
-  return `sh_m_${randomUUID().replaceAll('-', '')}`
-}
-
-async function failureOf(promise: Promise<unknown>): Promise<unknown> {
-  return promise.then(
-    () => {
-      throw new Error('expected the statement to fail, but it succeeded')
-    },
-    (error: unknown) => error,
-  )
 }
 
 const TABLE_DDL = 'create table sh_rows (k varchar(64) not null, note varchar(64))'
@@ -158,7 +130,7 @@ describeEngines('self-healing pools', (engine, cluster) => {
     const first = await db.selectNoFrom(sessionId(engine).as('id')).executeTakeFirstOrThrow()
     expect(db.stats().writer).toMatchObject({ total: 1, idle: 1 })
 
-    const alias = marker()
+    const alias = marker('sh_m_')
     const pending = failureOf(db.selectNoFrom(sleepExpr(engine, 1).as(alias)).execute())
     await waitUntilRunning(alias)
     p.resetAll()

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { type RawBuilder, sql } from 'kysely'
+import { sql } from 'kysely'
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest'
 import {
   type CreateDbConfig,
@@ -11,6 +11,7 @@ import {
   type RetryEvent,
 } from '../../src/index.js'
 import { describeEngines, type Engine, hasReplica, waitForReplica } from '../support/database.js'
+import { EVENT_NAMES, failureOf, marker, sessionId, sleepExpr } from '../support/fault-helpers.js'
 import { FaultProxy, portOf } from '../support/fault-proxy.js'
 import { pollUntil } from '../support/poll.js'
 import { queryOnce, serverErrorCode } from '../support/sql.js'
@@ -24,14 +25,6 @@ interface Database {
   ar_rows: { k: string; note: string | null }
 }
 
-const EVENT_NAMES: ReadonlyArray<keyof ResilientEventMap> = [
-  'retry',
-  'failover',
-  'reader-ejected',
-  'reader-restored',
-  'error',
-]
-
 const READ_ONLY_CODE: Record<Engine, string> = { postgres: '25006', mysql: '1290' }
 
 interface Recorded {
@@ -39,29 +32,6 @@ interface Recorded {
   /** Every event of every kind, in order, as the listener received it. */
   readonly events: Array<{ readonly name: keyof ResilientEventMap; readonly payload: unknown }>
   readonly retries: RetryEvent[]
-}
-
-function sessionId(engine: Engine): RawBuilder<number> {
-  return engine === 'postgres' ? sql<number>`pg_backend_pid()` : sql<number>`connection_id()`
-}
-
-/** A server-side sleep usable in a SELECT list (so the statement stays a read). */
-function sleepExpr(engine: Engine, seconds: number): RawBuilder<unknown> {
-  return engine === 'postgres' ? sql`pg_sleep(${sql.lit(seconds)})` : sql`sleep(${sql.lit(seconds)})`
-}
-
-/** A unique column alias, so the statement can be found in pg_stat_activity / the processlist. */
-function marker(): string {
-  return `ar_m_${randomUUID().replaceAll('-', '')}`
-}
-
-async function failureOf(promise: Promise<unknown>): Promise<unknown> {
-  return promise.then(
-    () => {
-      throw new Error('expected the statement to fail, but it succeeded')
-    },
-    (error: unknown) => error,
-  )
 }
 
 describeEngines('automatic retries', (engine, cluster) => {
@@ -240,7 +210,7 @@ describeEngines('automatic retries', (engine, cluster) => {
   it("retries a SELECT whose connection is cut mid-query ('ambiguous', statement 'read')", async () => {
     const p = await proxy()
     const { db, retries } = open({ writer: p.url(cluster.writerUrl) })
-    const alias = marker()
+    const alias = marker('ar_m_')
     const started = performance.now()
     const pending = db.selectNoFrom(sleepExpr(engine, 1).as(alias)).execute()
     await waitUntilRunning(alias)
@@ -263,7 +233,7 @@ describeEngines('automatic retries', (engine, cluster) => {
     const p = await proxy()
     const { db, retries } = open({ writer: p.url(cluster.writerUrl) })
     const k = randomUUID()
-    const alias = marker()
+    const alias = marker('ar_m_')
     // The server keeps running (and commits) the INSERT after the client's connection is gone.
     const insert =
       engine === 'postgres'
@@ -285,7 +255,7 @@ describeEngines('automatic retries', (engine, cluster) => {
     const p = await proxy()
     const { db, retries } = open({ writer: p.url(cluster.writerUrl) })
     const k = randomUUID()
-    const alias = marker()
+    const alias = marker('ar_m_')
     let statementsRun = 0
     const pending = failureOf(
       db.transaction().execute(async (trx) => {
