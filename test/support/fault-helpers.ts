@@ -36,3 +36,22 @@ export async function failureOf(promise: Promise<unknown>): Promise<unknown> {
     (error: unknown) => error,
   )
 }
+
+/** Every event of one db, by name, in the order they were emitted. */
+export type EventLog = { [K in keyof ResilientEventMap]: ResilientEventMap[K][] }
+
+/** Something with `db.on` (any ResilientDb, whatever its schema). */
+interface EventSource {
+  on<K extends keyof ResilientEventMap>(event: K, listener: (event: ResilientEventMap[K]) => void): unknown
+}
+
+/** Listens to every event of `db` and keeps them, so a test can assert on them and search them for secrets. */
+export function collectEvents(db: EventSource): EventLog {
+  const events: EventLog = { retry: [], failover: [], 'reader-ejected': [], 'reader-restored': [], error: [] }
+  for (const name of EVENT_NAMES) {
+    db.on(name, (event) => {
+      ;(events[name] as unknown[]).push(event)
+    })
+  }
+  return events
+}

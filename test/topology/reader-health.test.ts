@@ -1,18 +1,12 @@
 import { type Generated, type RawBuilder, sql } from 'kysely'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import {
-  type CreateDbConfig,
-  createDb,
-  NoReaderAvailableError,
-  type ResilientDb,
-  type ResilientEventMap,
-} from '../../src/index.js'
-import { findMariaDbBinaries, findPostgresBinDir } from '../support/binaries.js'
+import { type CreateDbConfig, createDb, NoReaderAvailableError, type ResilientDb } from '../../src/index.js'
+import { collectEvents, type EventLog } from '../support/fault-helpers.js'
 import { FaultProxy } from '../support/fault-proxy.js'
-import type { DatabaseServer } from '../support/local-server.js'
-import { type MariaDbCluster, startMariaDbCluster } from '../support/mariadb-cluster.js'
+import { startMariaDbCluster } from '../support/mariadb-cluster.js'
+import { AVAILABLE, ENGINES, type OwnCluster, replicaOf } from '../support/own-clusters.js'
 import { pollUntil } from '../support/poll.js'
-import { type PostgresCluster, startPostgresCluster } from '../support/postgres-cluster.js'
+import { startPostgresCluster } from '../support/postgres-cluster.js'
 import { waitForReplica } from '../support/replication.js'
 import { type Engine, queryOnce } from '../support/sql.js'
 
@@ -24,13 +18,6 @@ interface Database {
   probe_rows: { id: Generated<number>; note: string }
 }
 
-type OwnCluster = PostgresCluster | MariaDbCluster
-
-const ENGINES: readonly Engine[] = ['postgres', 'mysql']
-const AVAILABLE: Record<Engine, boolean> = {
-  postgres: findPostgresBinDir() !== undefined,
-  mysql: findMariaDbBinaries() !== undefined,
-}
 /** 'main' is always restored to a healthy state; 'outage' loses its primary. */
 const SCENARIOS = ['main', 'outage'] as const
 type Scenario = (typeof SCENARIOS)[number]
@@ -55,11 +42,6 @@ function clusterFor(engine: Engine, scenario: Scenario): OwnCluster {
   return cluster
 }
 
-function replicaOf(cluster: OwnCluster): DatabaseServer {
-  if (cluster.replica === undefined) throw new Error('the cluster has no replica')
-  return cluster.replica
-}
-
 /** `url` logged in as the user that may read replication status (the app user on PostgreSQL). */
 function monitorUrl(engine: Engine, url: string): string {
   if (engine === 'postgres') return url
@@ -75,20 +57,11 @@ function served(engine: Engine): RawBuilder<string> {
     : sql<string>`case when @@global.read_only = 1 then 'reader' else 'writer' end`
 }
 
-type EventLog = { [K in keyof ResilientEventMap]: ResilientEventMap[K][] }
-
 /** Every db a test creates, with the password its events must never contain (checked after each test). */
 const recorded: Array<{ readonly events: EventLog; readonly password: string }> = []
 
-function listen<K extends keyof ResilientEventMap>(db: ResilientDb<Database>, name: K, events: EventLog) {
-  db.on(name, (event) => {
-    events[name].push(event)
-  })
-}
-
 function recordEvents(db: ResilientDb<Database>, password: string): EventLog {
-  const events: EventLog = { retry: [], failover: [], 'reader-ejected': [], 'reader-restored': [], error: [] }
-  for (const name of Object.keys(events) as Array<keyof ResilientEventMap>) listen(db, name, events)
+  const events = collectEvents(db)
   recorded.push({ events, password })
   return events
 }

@@ -1,19 +1,13 @@
 import { setTimeout as pause } from 'node:timers/promises'
 import { type Generated, type RawBuilder, sql } from 'kysely'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import {
-  ConnectTimeoutError,
-  classifyError,
-  createDb,
-  type ResilientDb,
-  type ResilientEventMap,
-} from '../../src/index.js'
-import { findMariaDbBinaries, findPostgresBinDir } from '../support/binaries.js'
+import { ConnectTimeoutError, classifyError, createDb, type ResilientDb } from '../../src/index.js'
+import { collectEvents, type EventLog, sessionId } from '../support/fault-helpers.js'
 import { FaultProxy } from '../support/fault-proxy.js'
-import type { DatabaseServer } from '../support/local-server.js'
-import { type MariaDbCluster, startMariaDbCluster } from '../support/mariadb-cluster.js'
+import { startMariaDbCluster } from '../support/mariadb-cluster.js'
+import { AVAILABLE, ENGINES, type OwnCluster, replicaOf } from '../support/own-clusters.js'
 import { pollUntil } from '../support/poll.js'
-import { type PostgresCluster, startPostgresCluster } from '../support/postgres-cluster.js'
+import { startPostgresCluster } from '../support/postgres-cluster.js'
 import { waitForReplica } from '../support/replication.js'
 import { type Engine, queryOnce, serverErrorCode } from '../support/sql.js'
 
@@ -25,13 +19,6 @@ interface Database {
   beat: { id: Generated<number>; note: string }
 }
 
-type OwnCluster = PostgresCluster | MariaDbCluster
-
-const ENGINES: readonly Engine[] = ['postgres', 'mysql']
-const AVAILABLE: Record<Engine, boolean> = {
-  postgres: findPostgresBinDir() !== undefined,
-  mysql: findMariaDbBinaries() !== undefined,
-}
 /** One cluster per scenario that breaks servers; 'steady' is only ever restored to how it was. */
 const SCENARIOS = ['steady', 'failover', 'dnsFlip', 'bounded'] as const
 type Scenario = (typeof SCENARIOS)[number]
@@ -46,19 +33,9 @@ function clusterFor(engine: Engine, scenario: Scenario): OwnCluster {
   return cluster
 }
 
-function replicaOf(cluster: OwnCluster): DatabaseServer {
-  if (cluster.replica === undefined) throw new Error('the cluster has no replica')
-  return cluster.replica
-}
-
 /** The port of the server that ran the statement: tells the primary from the (promoted) replica. */
 function serverPort(engine: Engine): RawBuilder<number> {
   return engine === 'postgres' ? sql<number>`inet_server_port()` : sql<number>`@@port`
-}
-
-/** The server-side id of the session that ran the statement. */
-function sessionId(engine: Engine): RawBuilder<number> {
-  return engine === 'postgres' ? sql<number>`pg_backend_pid()` : sql<number>`connection_id()`
 }
 
 const CREATE_TABLE: Record<Engine, string> = {
@@ -66,20 +43,11 @@ const CREATE_TABLE: Record<Engine, string> = {
   mysql: 'CREATE TABLE beat (id integer PRIMARY KEY AUTO_INCREMENT, note varchar(100) NOT NULL)',
 }
 
-type EventLog = { [K in keyof ResilientEventMap]: ResilientEventMap[K][] }
-
 /** Every db a test creates, with the password its events must never contain (checked after each test). */
 const recorded: Array<{ readonly events: EventLog; readonly password: string }> = []
 
-function listen<K extends keyof ResilientEventMap>(db: ResilientDb<Database>, name: K, events: EventLog) {
-  db.on(name, (event) => {
-    events[name].push(event)
-  })
-}
-
 function recordEvents(db: ResilientDb<Database>, password: string): EventLog {
-  const events: EventLog = { retry: [], failover: [], 'reader-ejected': [], 'reader-restored': [], error: [] }
-  for (const name of Object.keys(events) as Array<keyof ResilientEventMap>) listen(db, name, events)
+  const events = collectEvents(db)
   recorded.push({ events, password })
   return events
 }
