@@ -1,0 +1,234 @@
+// The Lambda example (examples/lambda): the handler invoked in-process against the shared clusters of
+// both engines, a simulated freeze, and the esbuild bundle (one driver per engine).
+import { spawnSync } from 'node:child_process'
+import { randomUUID } from 'node:crypto'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import type { APIGatewayProxyStructuredResultV2 } from 'aws-lambda'
+import { sql } from 'kysely'
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest'
+import { bundle } from '../../examples/lambda/bundle.js'
+import { closeConnection, connection } from '../../examples/lambda/db.js'
+import { apiGatewayEvent, localContext } from '../../examples/lambda/events.js'
+import { handler } from '../../examples/lambda/handler.js'
+import { describeEngines, type Engine, waitForReplica } from '../support/database.js'
+
+const root = fileURLToPath(new URL('../..', import.meta.url))
+
+interface Reply {
+  readonly status: number
+  readonly body: Record<string, unknown>
+}
+
+async function invoke(method: 'GET' | 'POST', path: string, body?: string): Promise<Reply> {
+  const result = await handler(apiGatewayEvent(method, path, body), localContext(), () => undefined)
+  if (typeof result !== 'object') throw new Error(`expected a structured result, got ${typeof result}`)
+  const structured: APIGatewayProxyStructuredResultV2 = result
+  return {
+    status: structured.statusCode ?? 0,
+    body: JSON.parse(structured.body ?? 'null') as Record<string, unknown>,
+  }
+}
+
+/**
+ * Kills the sessions from a child process while this process's event loop is blocked (spawnSync), as
+ * if the container were frozen: the pool has not seen the sockets close when the next invocation starts.
+ */
+function killWhileFrozen(engine: Engine, adminUrl: string, ids: readonly number[]): void {
+  const script =
+    engine === 'postgres'
+      ? `const pg = require('pg')
+const c = new pg.Client({ connectionString: process.env.URL })
+const ids = JSON.parse(process.env.IDS)
+;(async () => {
+  await c.connect()
+  await c.query('select pg_terminate_backend(pid) from pg_stat_activity where pid = any($1)', [ids])
+  for (let i = 0; i < 200; i++) {
+    const { rows } = await c.query('select count(*)::int as n from pg_stat_activity where pid = any($1)', [ids])
+    if (rows[0].n === 0) break
+    await new Promise((r) => setTimeout(r, 25))
+  }
+  await c.end()
+})().catch((e) => { console.error(e); process.exit(1) })`
+      : `const mysql = require('mysql2/promise')
+const ids = JSON.parse(process.env.IDS)
+;(async () => {
+  const c = await mysql.createConnection({ uri: process.env.URL })
+  for (const id of ids) await c.query('KILL ' + Number(id)).catch(() => {})
+  for (let i = 0; i < 200; i++) {
+    const [rows] = await c.query('select count(*) as n from information_schema.processlist where id in (?)', [ids])
+    if (Number(rows[0].n) === 0) break
+    await new Promise((r) => setTimeout(r, 25))
+  }
+  await c.end()
+})().catch((e) => { console.error(e); process.exit(1) })`
+  const result = spawnSync(process.execPath, ['-e', script], {
+    cwd: root,
+    encoding: 'utf8',
+    env: { PATH: process.env.PATH ?? '', URL: adminUrl, IDS: JSON.stringify(ids) },
+    timeout: 20_000,
+  })
+  if (result.status !== 0) throw new Error(`killing sessions failed: ${result.stderr}${result.stdout}`)
+}
+
+describeEngines('lambda example', (engine, info) => {
+  const email = `ada.${engine}.${randomUUID()}@example.com`
+  let createdId: number
+
+  beforeEach(async () => {
+    await closeConnection()
+    vi.stubEnv('DB_DIALECT', engine)
+    vi.stubEnv('DB_WRITER_URL', info.writerUrl)
+    vi.stubEnv('DB_READER_URLS', info.readerUrl)
+  })
+
+  afterEach(async () => {
+    await closeConnection()
+    vi.unstubAllEnvs()
+  })
+
+  it('POST /users creates a user (201), creating lambda_users on first use', async () => {
+    const reply = await invoke('POST', '/users', JSON.stringify({ name: 'Ada Lovelace', email }))
+    expect(reply.status).toBe(201)
+    expect(reply.body).toMatchObject({ name: 'Ada Lovelace', email })
+    expect(reply.body.id).toEqual(expect.any(Number))
+    createdId = Number(reply.body.id)
+  })
+
+  it('GET /users/{id} reads it back once the reader has it (200)', async () => {
+    await waitForReplica(engine)
+    const reply = await invoke('GET', `/users/${createdId}`)
+    expect(reply.status).toBe(200)
+    expect(reply.body).toMatchObject({ id: createdId, name: 'Ada Lovelace', email })
+  })
+
+  it('answers bad input with 400 and a message, an unknown id with 404', async () => {
+    const badJson = await invoke('POST', '/users', '{"name": "Ada",')
+    expect(badJson.status).toBe(400)
+    expect(badJson.body.error).toMatch(/not valid JSON/)
+
+    const missing = await invoke('POST', '/users', JSON.stringify({ name: 'Ada' }))
+    expect(missing.status).toBe(400)
+    expect(missing.body.error).toMatch(/'email'/)
+
+    const notObject = await invoke('POST', '/users', '[1, 2]')
+    expect(notObject.status).toBe(400)
+
+    const badId = await invoke('GET', '/users/abc')
+    expect(badId.status).toBe(400)
+    const hugeId = await invoke('GET', '/users/99999999999')
+    expect(hugeId.status).toBe(400)
+
+    const unknown = await invoke('GET', '/users/2147483000')
+    expect(unknown.status).toBe(404)
+    expect(unknown.body.error).toMatch(/no user with id 2147483000/)
+
+    const noRoute = await invoke('GET', '/nothing')
+    expect(noRoute.status).toBe(404)
+  })
+
+  it('serves the next invocation after the server killed its sessions while the container was frozen', async () => {
+    await waitForReplica(engine)
+    expect((await invoke('GET', `/users/${createdId}`)).status).toBe(200)
+
+    // The sessions this container's db holds: the reader's (routed read) and the writer's.
+    const { db } = await connection()
+    const idExpr = engine === 'postgres' ? sql<number>`pg_backend_pid()` : sql<number>`connection_id()`
+    const onReader = await db.selectNoFrom(idExpr.as('id')).executeTakeFirstOrThrow()
+    const onWriter = await db.writer.selectNoFrom(idExpr.as('id')).executeTakeFirstOrThrow()
+    killWhileFrozen(engine, info.adminReaderUrl, [Number(onReader.id)])
+    killWhileFrozen(engine, info.adminWriterUrl, [Number(onWriter.id)])
+
+    const read = await invoke('GET', `/users/${createdId}`)
+    expect(read).toMatchObject({ status: 200, body: { id: createdId, email } })
+    const write = await invoke(
+      'POST',
+      '/users',
+      JSON.stringify({ name: 'Grace Hopper', email: `g.${email}` }),
+    )
+    expect(write.status).toBe(201)
+
+    // The killed sessions really are gone: the db now talks through new ones.
+    const readerNow = await db.selectNoFrom(idExpr.as('id')).executeTakeFirstOrThrow()
+    const writerNow = await db.writer.selectNoFrom(idExpr.as('id')).executeTakeFirstOrThrow()
+    expect(Number(readerNow.id)).not.toBe(Number(onReader.id))
+    expect(Number(writerNow.id)).not.toBe(Number(onWriter.id))
+  })
+
+  it('invoke.ts posts a user then reads it back against DB_WRITER_URL', () => {
+    const result = spawnSync(join(root, 'node_modules/.bin/tsx'), ['examples/lambda/invoke.ts'], {
+      cwd: root,
+      encoding: 'utf8',
+      env: { PATH: process.env.PATH ?? '', DB_DIALECT: engine, DB_WRITER_URL: info.writerUrl },
+      timeout: 60_000,
+    })
+    expect(result.status, result.stderr).toBe(0)
+    expect(result.stdout).toMatch(/^POST \/users -> 201 /m)
+    expect(result.stdout).toMatch(/^GET \/users\/\d+ -> 200 /m)
+  })
+
+  it('the bundled handler (one driver) serves a request in a fresh process', async () => {
+    const outdir = mkdtempSync(join(tmpdir(), 'lambda-bundle-test-'))
+    try {
+      const { outfile } = await bundle(engine, outdir)
+      const script = `const { handler } = await import(${JSON.stringify(pathToFileURL(outfile).href)})
+const event = JSON.parse(process.env.EVENT)
+const result = await handler(event, {}, () => {})
+console.log(JSON.stringify(result))
+process.exit(0)`
+      const result = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+        cwd: outdir, // no node_modules here: only what is inside the bundle is available
+        encoding: 'utf8',
+        env: {
+          PATH: process.env.PATH ?? '',
+          DB_DIALECT: engine,
+          DB_WRITER_URL: info.writerUrl,
+          EVENT: JSON.stringify(apiGatewayEvent('GET', `/users/${createdId}`)),
+        },
+        timeout: 30_000,
+      })
+      expect(result.stderr).toBe('')
+      const reply = JSON.parse(result.stdout.trim().split('\n').at(-1) ?? 'null') as { statusCode: number }
+      expect(reply.statusCode).toBe(200)
+    } finally {
+      rmSync(outdir, { recursive: true, force: true })
+    }
+  })
+})
+
+describe('lambda example bundle script', () => {
+  let outdir: string
+  beforeAll(() => {
+    outdir = mkdtempSync(join(tmpdir(), 'lambda-bundle-script-'))
+  })
+  afterAll(() => {
+    rmSync(outdir, { recursive: true, force: true })
+  })
+
+  it('bundles each engine without the other engine’s driver and prints the sizes', () => {
+    const result = spawnSync(join(root, 'node_modules/.bin/tsx'), ['examples/lambda/bundle.ts', outdir], {
+      cwd: root,
+      encoding: 'utf8',
+      timeout: 60_000,
+    })
+    expect(result.status, result.stderr).toBe(0)
+    expect(result.stdout).toMatch(/^postgres: \d+\.\d KiB/m)
+    expect(result.stdout).toMatch(/^mysql: \d+\.\d KiB/m)
+    expect(result.stdout).toContain('ok: no mysql2 input in the postgres bundle')
+    expect(result.stdout).toContain('ok: no pg / pg-cursor input in the mysql bundle')
+  })
+
+  it('the metafiles confirm it: no node_modules/mysql2 in postgres, no node_modules/pg in mysql', async () => {
+    const postgres = await bundle('postgres', outdir)
+    const mysql = await bundle('mysql', outdir)
+    const names = (report: typeof postgres) => report.packages.map(({ name }) => name)
+    expect(names(postgres)).toContain('pg')
+    expect(names(postgres)).not.toContain('mysql2')
+    expect(names(mysql)).toContain('mysql2')
+    expect(names(mysql)).not.toContain('pg')
+    expect(names(mysql)).not.toContain('pg-cursor')
+    expect(postgres.bytes).toBeGreaterThan(0)
+  })
+})
