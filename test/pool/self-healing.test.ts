@@ -10,11 +10,18 @@ import {
   createDb,
   QueryTimeoutError,
   type ResilientDb,
-  type ResilientEventMap,
   type RetryEvent,
 } from '../../src/index.js'
 import { describeEngines, type Engine } from '../support/database.js'
-import { EVENT_NAMES, failureOf, marker, sessionId, sleepExpr } from '../support/fault-helpers.js'
+import {
+  collectEvents,
+  EVENT_NAMES,
+  type EventLog,
+  failureOf,
+  marker,
+  sessionId,
+  sleepExpr,
+} from '../support/fault-helpers.js'
 import { type FaultMode, FaultProxy, portOf } from '../support/fault-proxy.js'
 import { type MariaDbCluster, startMariaDbCluster } from '../support/mariadb-cluster.js'
 import { pollUntil } from '../support/poll.js'
@@ -34,7 +41,8 @@ const TOO_MANY_CONNECTIONS: Record<Engine, string> = { postgres: '53300', mysql:
 
 interface Recorded {
   readonly db: ResilientDb<Database>
-  readonly events: Array<{ readonly name: keyof ResilientEventMap; readonly payload: unknown }>
+  /** Every event of every kind, by name. */
+  readonly events: EventLog
   readonly retries: RetryEvent[]
 }
 
@@ -45,15 +53,8 @@ function recorder(engine: Engine) {
   const opened: Recorded[] = []
   const open = (config: Omit<CreateDbConfig, 'dialect'>): Recorded => {
     const db = createDb<Database>({ dialect: engine, ...config })
-    const events: Recorded['events'] = []
-    const retries: RetryEvent[] = []
-    for (const name of EVENT_NAMES) {
-      db.on(name, (payload) => {
-        events.push({ name, payload })
-        if (name === 'retry') retries.push(payload as RetryEvent)
-      })
-    }
-    const recorded = { db, events, retries }
+    const events = collectEvents(db)
+    const recorded = { db, events, retries: events.retry }
     opened.push(recorded)
     return recorded
   }
@@ -61,8 +62,10 @@ function recorder(engine: Engine) {
     try {
       expect(password.length).toBeGreaterThan(0)
       for (const { events } of opened) {
-        for (const { name, payload } of events) {
-          expect(JSON.stringify(payload), `'${name}' event`).not.toContain(password)
+        for (const name of EVENT_NAMES) {
+          for (const payload of events[name]) {
+            expect(JSON.stringify(payload), `'${name}' event`).not.toContain(password)
+          }
         }
       }
     } finally {
