@@ -183,15 +183,12 @@ export class RoutingConnection implements DatabaseConnection {
     if (lease !== undefined) await lease.endpoint.release(lease.connection, lease.discard)
   }
 
-  /** Where a statement goes when this connection is not bound yet. */
-  #endpointFor(compiledQuery: CompiledQuery): Endpoint {
-    if (this.#target === 'writer') return this.#cluster.writer()
-    if (this.#target === 'reader') return this.#cluster.reader()
-    // A session's statements share server state (temp tables, SET, locks): keep them on the writer.
-    if (this.#scope === 'session') return this.#cluster.writer()
-    return isReadOnlyStatement(compiledQuery.query, compiledQuery.sql)
-      ? this.#cluster.reader()
-      : this.#cluster.writer()
+  /**
+   * Where a session binds on its first statement. A session's statements share server state (temp
+   * tables, SET, locks), so under `db` it is the writer; single statements route in #isRead instead.
+   */
+  #sessionEndpoint(): Endpoint {
+    return this.#target === 'reader' ? this.#cluster.reader() : this.#cluster.writer()
   }
 
   #isRead(compiledQuery: CompiledQuery): boolean {
@@ -206,7 +203,7 @@ export class RoutingConnection implements DatabaseConnection {
     options?: AbortableOperationOptions,
   ): Promise<QueryResult<R>> {
     if (this.#bound === undefined && this.#scope === 'session') {
-      this.#bound = await this.#leaseWithRetry(() => this.#endpointFor(compiledQuery), options)
+      this.#bound = await this.#leaseWithRetry(() => this.#sessionEndpoint(), options)
     }
     const bound = this.#bound
     if (bound === undefined) return this.#executeStatement<R>(compiledQuery, options)
@@ -319,7 +316,7 @@ export class RoutingConnection implements DatabaseConnection {
     options?: AbortableOperationOptions,
   ): AsyncIterableIterator<QueryResult<R>> {
     if (this.#bound === undefined && this.#scope === 'session') {
-      this.#bound = await this.#leaseWithRetry(() => this.#endpointFor(compiledQuery), options)
+      this.#bound = await this.#leaseWithRetry(() => this.#sessionEndpoint(), options)
     }
     const bound = this.#bound
     if (bound !== undefined) {
