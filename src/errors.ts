@@ -51,7 +51,8 @@ export class ConfigError extends ResilientError {
 }
 
 /**
- * Thrown when a dialect's driver package is not installed. The message names the package to
+ * Thrown when a package needed by the configuration is not installed: a dialect's driver, or the AWS
+ * SDK package behind `auth: { type: 'iam' }` or `{ type: 'secret' }`. The message names the package to
  * install, for example `npm install pg`.
  *
  * @example
@@ -69,10 +70,13 @@ export class MissingDriverError extends ResilientError {
   /** The npm package that must be installed. */
   readonly packageName: string
 
-  constructor(packageName: string, dialect: string, cause: unknown) {
+  /**
+   * @param neededFor - What needs it, e.g. `"the 'postgres' dialect"` or `"auth type 'iam'"`.
+   */
+  constructor(packageName: string, neededFor: string, cause: unknown) {
     super(
       'DRIVER_MISSING',
-      `The '${dialect}' dialect needs the '${packageName}' package, which could not be loaded. ` +
+      `kysely-resilient needs the '${packageName}' package for ${neededFor}, and it could not be loaded. ` +
         `Install it with: npm install ${packageName}`,
       { cause },
     )
@@ -202,5 +206,84 @@ export class QueryTimeoutError extends ResilientError {
       `No answer from the ${endpoint} endpoint within ${timeoutMs} ms (pool.queryTimeoutMs); the connection was destroyed.`,
     )
     this.endpoint = endpoint
+  }
+}
+
+/**
+ * Thrown when a new connection needs credentials and the configured source (`auth`) could not
+ * supply them: the signer or Secrets Manager failed, or `getToken` threw or returned no string.
+ * Nothing was sent to the database. `code` is `'CREDENTIALS_UNAVAILABLE'` when the failure looks
+ * transient (throttling, a network error, a 5xx; `classifyError` says `'unavailable'`) and
+ * `'CREDENTIALS_FAILED'` otherwise (a missing secret, access denied; `'fatal'`). The source's own
+ * error is the `cause`; no secret value is ever part of the message.
+ *
+ * @example
+ * ```ts
+ * import { CredentialSourceError } from 'kysely-resilient'
+ *
+ * try {
+ *   await db.selectFrom('person').selectAll().execute()
+ * } catch (err) {
+ *   if (err instanceof CredentialSourceError) console.error(`${err.authType} failed for ${err.endpoint}`)
+ * }
+ * ```
+ */
+export class CredentialSourceError extends ResilientError {
+  /** Name of the endpoint that needed credentials. */
+  readonly endpoint: string
+  /** `'iam'`, `'secret'` or `'token'`. */
+  readonly authType: string
+
+  constructor(
+    endpoint: string,
+    authType: string,
+    problem: string,
+    transient: boolean,
+    options?: ErrorOptions,
+  ) {
+    super(
+      transient ? 'CREDENTIALS_UNAVAILABLE' : 'CREDENTIALS_FAILED',
+      `Could not get credentials for the ${endpoint} endpoint from auth type '${authType}': ${problem}`,
+      options,
+    )
+    this.endpoint = endpoint
+    this.authType = authType
+  }
+}
+
+/**
+ * Thrown when the database rejected the credentials from `auth` (`'iam'`, `'secret'` or
+ * `'token'`) twice: once with the cached ones and once with freshly fetched ones. `classifyError`
+ * says `'fatal'`: the source hands out credentials the database does not accept (wrong user, a
+ * missing `GRANT rds_iam`, a secret for another database). The database's error is the `cause`.
+ *
+ * @example
+ * ```ts
+ * import { AuthenticationFailedError } from 'kysely-resilient'
+ *
+ * try {
+ *   await db.selectFrom('person').selectAll().execute()
+ * } catch (err) {
+ *   if (err instanceof AuthenticationFailedError) alert(`database refuses ${err.authType} credentials`)
+ * }
+ * ```
+ */
+export class AuthenticationFailedError extends ResilientError {
+  /** Name of the endpoint that refused the credentials. */
+  readonly endpoint: string
+  /** `'iam'`, `'secret'` or `'token'`. */
+  readonly authType: string
+
+  constructor(endpoint: string, authType: string, user: string | undefined, options?: ErrorOptions) {
+    super(
+      'AUTH_REJECTED',
+      `The ${endpoint} endpoint rejected the credentials from auth type '${authType}'` +
+        `${user === undefined ? '' : ` for user '${user}'`}, also after fetching them again. ` +
+        'Check that the source hands out credentials for this database and user' +
+        `${authType === 'iam' ? " (PostgreSQL: GRANT rds_iam TO the user; MySQL: the user IDENTIFIED WITH AWSAuthenticationPlugin AS 'RDS')" : ''}.`,
+      options,
+    )
+    this.endpoint = endpoint
+    this.authType = authType
   }
 }

@@ -1,4 +1,13 @@
 export type {
+  AuthConfig,
+  AuthEndpoint,
+  AwsCredentials,
+  IamAuthConfig,
+  PasswordAuthConfig,
+  SecretAuthConfig,
+  TokenAuthConfig,
+} from './auth/auth-config.js'
+export type {
   AutoRetryConfig,
   CreateDbConfig,
   EndpointConfig,
@@ -10,8 +19,10 @@ export type {
 } from './config/create-db-config.js'
 export { createDb, type ResilientDb } from './create-db.js'
 export {
+  AuthenticationFailedError,
   ConfigError,
   ConnectTimeoutError,
+  CredentialSourceError,
   DatabaseDestroyedError,
   MissingDriverError,
   NoReaderAvailableError,
@@ -20,6 +31,7 @@ export {
   ResilientError,
 } from './errors.js'
 export type {
+  CredentialsRefreshedEvent,
   FailoverEvent,
   ReaderEjectedEvent,
   ReaderRestoredEvent,
@@ -47,3 +59,4 @@ export {
 } from './retry/with-retry.js'
 export type { DbStats } from './routing/cluster.js'
 export type { EndpointStats } from './routing/endpoint.js'
+export type { TlsConfig, TlsOptions } from './tls/tls-config.js'

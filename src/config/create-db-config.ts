@@ -1,4 +1,6 @@
 import type { KyselyPlugin, LogConfig } from 'kysely'
+import type { AuthConfig } from '../auth/auth-config.js'
+import type { TlsConfig } from '../tls/tls-config.js'
 
 /**
  * The database engine family. `'mysql'` covers MySQL, MariaDB and Aurora MySQL (driver: `mysql2`);
@@ -157,7 +159,8 @@ export interface EndpointOptions {
   /**
    * Host name or IP address.
    *
-   * Default: unset (required when `url` is not given). Example: `'db.internal'`.
+   * Default: unset (required when `url` is not given, unless `auth` is a `'secret'` whose secret
+   * holds the host). Example: `'db.internal'`.
    */
   readonly host?: string
   /**
@@ -196,6 +199,18 @@ export interface EndpointOptions {
    * Default: unset (use `config.pool`). Example: `{ max: 30 }`.
    */
   readonly pool?: PoolConfig
+  /**
+   * How this endpoint authenticates, overriding `config.auth`; see {@link AuthConfig}.
+   *
+   * Default: `config.auth`. Example: `{ type: 'iam' }`.
+   */
+  readonly auth?: AuthConfig
+  /**
+   * TLS for this endpoint, overriding `config.tls`; see {@link TlsConfig}.
+   *
+   * Default: `config.tls`. Example: `'verify-full'`.
+   */
+  readonly tls?: TlsConfig
 }
 
 /**
@@ -320,6 +335,21 @@ export interface CreateDbConfig {
    * Default: `[]`. Example: `['postgres://app:secret@replica-1.internal/orders']`.
    */
   readonly readers?: EndpointConfig | ReadonlyArray<EndpointConfig>
+  /**
+   * How every endpoint authenticates (an endpoint's own `auth` wins): the URL's password, an RDS
+   * IAM token, a Secrets Manager secret or your own token source; see {@link AuthConfig}.
+   *
+   * Default: `{ type: 'password' }`. Example: `{ type: 'iam', region: 'eu-west-1' }`.
+   */
+  readonly auth?: AuthConfig
+  /**
+   * TLS for every endpoint (an endpoint's own `tls` wins); see {@link TlsConfig}. IAM auth
+   * requires TLS.
+   *
+   * Default: `'rds'` for hosts ending in `.rds.amazonaws.com`, `false` (plain TCP) for others.
+   * Example: `'verify-full'`.
+   */
+  readonly tls?: TlsConfig
   /**
    * Pool settings for every endpoint; see {@link PoolConfig}.
    *

@@ -1,4 +1,6 @@
 import { inspect } from 'node:util'
+import type { ResolvedAuth } from '../auth/resolve-auth.js'
+import type { ResolvedTls } from '../tls/resolve-tls.js'
 import type { SqlDialect } from './create-db-config.js'
 import type { ResolvedPoolOptions } from './pool-options.js'
 
@@ -13,23 +15,29 @@ export class EndpointSettings {
   readonly name: string
   readonly role: EndpointRole
   readonly dialect: SqlDialect
-  readonly host: string
+  /** `undefined` only with `auth: { type: 'secret' }`, when the secret supplies the host. */
+  readonly host: string | undefined
   readonly port: number
   readonly user: string | undefined
   readonly database: string | undefined
   readonly pool: ResolvedPoolOptions
+  /** Where new connections get their credentials. May hold AWS credentials: never printed. */
+  readonly auth: ResolvedAuth
+  readonly tls: ResolvedTls
   readonly #password: string | undefined
 
   constructor(fields: {
     name: string
     role: EndpointRole
     dialect: SqlDialect
-    host: string
+    host: string | undefined
     port: number
     user: string | undefined
     password: string | undefined
     database: string | undefined
     pool: ResolvedPoolOptions
+    auth: ResolvedAuth
+    tls: ResolvedTls
   }) {
     this.name = fields.name
     this.role = fields.role
@@ -39,6 +47,8 @@ export class EndpointSettings {
     this.user = fields.user
     this.database = fields.database
     this.pool = fields.pool
+    this.auth = fields.auth
+    this.tls = fields.tls
     this.#password = fields.password
   }
 
@@ -49,6 +59,9 @@ export class EndpointSettings {
 
   /** `host:port/database`, safe to print. */
   get address(): string {
+    if (this.host === undefined) {
+      return `(host from secret)${this.database ? `/${this.database}` : ''}`
+    }
     const host = this.host.includes(':') ? `[${this.host}]` : this.host
     return `${host}:${this.port}${this.database ? `/${this.database}` : ''}`
   }
@@ -63,6 +76,9 @@ export class EndpointSettings {
       user: this.user,
       database: this.database,
       pool: this.pool,
+      // The type only: an IAM config may hold AWS keys, a token config a closure.
+      auth: this.auth.type,
+      tls: this.tls.mode === 'verify' ? `verify (${this.tls.trust} CA)` : this.tls.mode,
     }
   }
 

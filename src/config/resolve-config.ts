@@ -1,5 +1,10 @@
 import type { KyselyPlugin, LogConfig } from 'kysely'
+import type { AuthConfig } from '../auth/auth-config.js'
+import { regionFromRdsHost } from '../auth/credential-source.js'
+import { PASSWORD_AUTH, type ResolvedAuth, resolveAuth } from '../auth/resolve-auth.js'
 import { ConfigError } from '../errors.js'
+import { resolveTls } from '../tls/resolve-tls.js'
+import type { TlsConfig } from '../tls/tls-config.js'
 import type {
   CreateDbConfig,
   EndpointConfig,
@@ -34,9 +39,31 @@ export interface ResolvedRetry {
 }
 
 const RETRY_DEFAULTS: ResolvedRetry = Object.freeze({ retries: 4, minDelayMs: 50, maxDelayMs: 1_000 })
-const TOP_LEVEL_KEYS = ['dialect', 'writer', 'readers', 'pool', 'routing', 'retry', 'log', 'plugins'] as const
+const TOP_LEVEL_KEYS = [
+  'dialect',
+  'writer',
+  'readers',
+  'auth',
+  'tls',
+  'pool',
+  'routing',
+  'retry',
+  'log',
+  'plugins',
+] as const
 const RETRY_KEYS = ['retries', 'minDelayMs', 'maxDelayMs'] as const
-const ENDPOINT_KEYS = ['url', 'host', 'port', 'user', 'password', 'database', 'name', 'pool'] as const
+const ENDPOINT_KEYS = [
+  'url',
+  'host',
+  'port',
+  'user',
+  'password',
+  'database',
+  'name',
+  'pool',
+  'auth',
+  'tls',
+] as const
 const ROUTING_KEYS = [
   'readerStrategy',
   'fallback',
@@ -71,6 +98,11 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
   }
 
   const basePool = resolvePool(config.pool, POOL_DEFAULTS, 'pool')
+  const base: EndpointDefaults = {
+    pool: basePool,
+    auth: resolveAuth(config.auth, 'auth'),
+    tls: config.tls,
+  }
 
   if (config.writer === undefined) {
     throw new ConfigError('writer', 'is required: a connection URL or an endpoint object')
@@ -83,14 +115,14 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
   }
   const writers = writerList.map((writer, index) =>
     writerList.length === 1
-      ? resolveEndpoint(writer, dialect, 'writer', 'writer', 'writer', basePool)
-      : resolveEndpoint(writer, dialect, 'writer', `writer-${index}`, `writer[${index}]`, basePool),
+      ? resolveEndpoint(writer, dialect, 'writer', 'writer', 'writer', base)
+      : resolveEndpoint(writer, dialect, 'writer', `writer-${index}`, `writer[${index}]`, base),
   )
 
   const readerList =
     config.readers === undefined ? [] : Array.isArray(config.readers) ? config.readers : [config.readers]
   const readers = (readerList as ReadonlyArray<EndpointConfig>).map((reader, index) =>
-    resolveEndpoint(reader, dialect, 'reader', `reader-${index}`, `readers[${index}]`, basePool),
+    resolveEndpoint(reader, dialect, 'reader', `reader-${index}`, `readers[${index}]`, base),
   )
   const names = new Set<string>()
   writers.forEach((writer, index) => {
@@ -175,6 +207,18 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
     throw new ConfigError('log', `expected an array of log levels or a function, got ${describe(config.log)}`)
   }
 
+  const unverified = [...writers, ...readers].filter((endpoint) => endpoint.tls.mode === 'unverified')
+  if (unverified.length > 0) {
+    process.emitWarning(
+      `kysely-resilient: tls 'require' encrypts without verifying the server's certificate for ${unverified
+        .map((endpoint) => endpoint.name)
+        .join(
+          ', ',
+        )}; an attacker on the network path can impersonate the database. Use 'verify-full', 'rds' or { ca }.`,
+      { code: 'KYSELY_RESILIENT_TLS_UNVERIFIED' },
+    )
+  }
+
   return Object.freeze({
     dialect,
     writers: Object.freeze(writers),
@@ -190,13 +234,20 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
   })
 }
 
+/** What every endpoint inherits from the top level of the config. */
+interface EndpointDefaults {
+  readonly pool: ResolvedPoolOptions
+  readonly auth: ResolvedAuth
+  readonly tls: TlsConfig | undefined
+}
+
 function resolveEndpoint(
   input: EndpointConfig,
   dialect: SqlDialect,
   role: EndpointRole,
   defaultName: string,
   setting: string,
-  basePool: ResolvedPoolOptions,
+  base: EndpointDefaults,
 ): EndpointSettings {
   const fields: {
     host?: string
@@ -206,12 +257,24 @@ function resolveEndpoint(
     database?: string
   } = {}
   let name = defaultName
-  let pool = basePool
+  let pool = base.pool
+  let auth = base.auth
+  let authSetting = 'auth'
+  let tls = base.tls
+  let tlsSetting = 'tls'
 
   if (typeof input === 'string') {
     Object.assign(fields, parseUrl(input, dialect, setting))
   } else if (isPlainObject(input)) {
     rejectUnknownKeys(input, ENDPOINT_KEYS, `${setting}.`)
+    if (input.auth !== undefined) {
+      authSetting = `${setting}.auth`
+      auth = resolveAuth(input.auth as AuthConfig, authSetting)
+    }
+    if (input.tls !== undefined) {
+      tls = input.tls as TlsConfig
+      tlsSetting = `${setting}.tls`
+    }
     if (input.url !== undefined && input.host !== undefined) {
       throw new ConfigError(setting, "give either 'url' or 'host', not both")
     }
@@ -223,6 +286,8 @@ function resolveEndpoint(
         )
       }
       Object.assign(fields, parseUrl(input.url, dialect, `${setting}.url`))
+    } else if (input.host === undefined && auth.type === 'secret') {
+      // The secret supplies the host (RDS secrets carry host, port and dbname).
     } else {
       if (typeof input.host !== 'string' || input.host.length === 0) {
         throw new ConfigError(
@@ -256,7 +321,7 @@ function resolveEndpoint(
       }
       name = input.name
     }
-    if (input.pool !== undefined) pool = resolvePool(input.pool as PoolConfig, basePool, `${setting}.pool`)
+    if (input.pool !== undefined) pool = resolvePool(input.pool as PoolConfig, base.pool, `${setting}.pool`)
   } else {
     throw new ConfigError(
       setting,
@@ -264,17 +329,63 @@ function resolveEndpoint(
     )
   }
 
+  const resolvedTls = resolveTls(tls, fields.host, tlsSetting)
+  checkAuth(auth, authSetting, setting, fields, resolvedTls.mode !== 'off')
+
   return new EndpointSettings({
     name,
     role,
     dialect,
-    host: fields.host as string,
+    host: fields.host,
     port: fields.port ?? DEFAULT_PORTS[dialect],
     user: fields.user,
     password: fields.password,
     database: fields.database,
     pool,
+    auth,
+    tls: resolvedTls,
   })
+}
+
+/** What an auth type needs from its endpoint, checked at createDb time rather than on first connect. */
+function checkAuth(
+  auth: ResolvedAuth,
+  authSetting: string,
+  setting: string,
+  fields: { host?: string; user?: string; password?: string },
+  encrypted: boolean,
+): void {
+  if (auth === PASSWORD_AUTH || auth.type === 'password') return
+  if (fields.password !== undefined) {
+    // Two sources for one password: which one wins would be a guess. Never echo the password.
+    throw new ConfigError(
+      setting,
+      `has a password, but ${authSetting} is '${auth.type}', which supplies it; remove the password`,
+    )
+  }
+  if (auth.type !== 'iam') return
+  if (fields.user === undefined) {
+    throw new ConfigError(
+      setting,
+      "auth type 'iam' needs the database user name the token is for (in the URL or 'user')",
+    )
+  }
+  if (!encrypted) {
+    throw new ConfigError(
+      setting,
+      "auth type 'iam' needs TLS (RDS refuses IAM tokens over plain TCP, and a token is a password for 15 minutes): set tls to 'rds' or 'verify-full'",
+    )
+  }
+  if (
+    auth.region === undefined &&
+    process.env.AWS_REGION === undefined &&
+    regionFromRdsHost(fields.host) === undefined
+  ) {
+    throw new ConfigError(
+      `${authSetting}.region`,
+      'is required: no AWS_REGION in the environment and the host is not an *.<region>.rds.amazonaws.com name',
+    )
+  }
 }
 
 function parseUrl(

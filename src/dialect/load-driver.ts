@@ -24,7 +24,7 @@ export async function loadPg(): Promise<PgModule> {
   try {
     return interop(await import('pg')) as PgModule
   } catch (error) {
-    throw new MissingDriverError('pg', 'postgres', error)
+    throw new MissingDriverError('pg', "the 'postgres' dialect", error)
   }
 }
 
@@ -42,6 +42,6 @@ export async function loadMysql2(): Promise<Mysql2Module> {
   try {
     return interop(await import('mysql2')) as Mysql2Module
   } catch (error) {
-    throw new MissingDriverError('mysql2', 'mysql', error)
+    throw new MissingDriverError('mysql2', "the 'mysql' dialect", error)
   }
 }

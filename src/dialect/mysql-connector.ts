@@ -1,11 +1,17 @@
 import type { Connection, ConnectionOptions } from 'mysql2'
+import { connectWithCredentials } from '../auth/connect-with-credentials.js'
+import type { CredentialCache } from '../auth/credential-cache.js'
+import type { Credentials } from '../auth/credentials.js'
 import type { EndpointSettings } from '../config/endpoint-settings.js'
 import type { PoolConnector } from '../pool/connection-pool.js'
+import { type CaBundle, mysqlSslOptions } from '../tls/driver-tls-options.js'
 import type { Mysql2Module } from './load-driver.js'
 
 /** Opens `mysql2` connections (callback API, as Kysely's MySQL driver expects) to one endpoint. */
 export class MysqlConnector implements PoolConnector<Connection> {
   readonly #mysql: Mysql2Module
+  readonly #endpoint: EndpointSettings
+  readonly #credentials: CredentialCache | undefined
   readonly #broken = new WeakSet<Connection>()
   /** Set by the pool: told when a connection breaks, so an idle one leaves the pool at once. */
   onBroken: ((connection: Connection) => void) | undefined
@@ -14,8 +20,15 @@ export class MysqlConnector implements PoolConnector<Connection> {
   /** The connection options, also used by Kysely to open a control connection for cancellation. */
   readonly connectionOptions: ConnectionOptions
 
-  constructor(mysql: Mysql2Module, endpoint: EndpointSettings) {
+  constructor(
+    mysql: Mysql2Module,
+    endpoint: EndpointSettings,
+    credentials: CredentialCache | undefined,
+    rdsCa: CaBundle | undefined,
+  ) {
     this.#mysql = mysql
+    this.#endpoint = endpoint
+    this.#credentials = credentials
     const { pool } = endpoint
     const options: ConnectionOptions = {
       host: endpoint.host,
@@ -26,19 +39,66 @@ export class MysqlConnector implements PoolConnector<Connection> {
       enableKeepAlive: pool.keepAlive,
       keepAliveInitialDelay: pool.keepAliveInitialDelayMs,
     }
+    const ssl = mysqlSslOptions(endpoint.tls, rdsCa)
+    if (ssl !== undefined) {
+      options.ssl = ssl
+      // RDS IAM (and other token schemes) ask for mysql_clear_password: the token is sent as is.
+      // mysql2 refuses that unless enabled; it is only enabled when the connection is encrypted.
+      if (credentials !== undefined) options.enableCleartextPlugin = true
+    }
     Object.defineProperty(options, 'password', { value: endpoint.password(), enumerable: false })
     this.connectionOptions = options
     this.#statementTimeoutMs = pool.statementTimeoutMs
     this.#sessionIdleTimeoutMs = pool.sessionIdleTimeoutMs
   }
 
-  /** mysql2 reads `password` from the options it is given; hand it a copy that has it. */
-  #optionsWithPassword(): ConnectionOptions {
-    return { ...this.connectionOptions, password: this.connectionOptions.password }
+  /**
+   * The options for one connection: mysql2 reads `password` from the options it is given, so hand
+   * it a copy that has it, with the current credentials when there is an `auth` source.
+   */
+  #optionsFor(credentials: Credentials | undefined): ConnectionOptions {
+    if (credentials === undefined) {
+      return { ...this.connectionOptions, password: this.connectionOptions.password }
+    }
+    const endpoint = this.#endpoint
+    return {
+      ...this.connectionOptions,
+      // Without a configured host (secret auth), the secret's host, port and database are used.
+      ...(endpoint.host === undefined
+        ? {
+            host: credentials.host,
+            port: credentials.port ?? endpoint.port,
+            database: credentials.database ?? endpoint.database,
+          }
+        : {}),
+      user: credentials.user ?? endpoint.user,
+      password: credentials.password(),
+    }
   }
 
-  async connect(): Promise<Connection> {
-    const connection = this.#mysql.createConnection(this.#optionsWithPassword())
+  /**
+   * Options for Kysely's cancellation control connection, made from a pooled connection's own
+   * config: with an `auth` source the password that connection was opened with may have expired
+   * (IAM tokens live 15 minutes), so the current one replaces it.
+   */
+  controlOptions(config: ConnectionOptions): ConnectionOptions {
+    const current = this.#credentials?.peek()
+    return current === undefined ? config : { ...config, password: current.password() }
+  }
+
+  connect(): Promise<Connection> {
+    const credentials = this.#credentials
+    if (credentials === undefined) return this.#open(this.#optionsFor(undefined))
+    return connectWithCredentials(
+      this.#endpoint,
+      credentials,
+      (current) => this.#open(this.#optionsFor(current)),
+      (error) => (error as { errno?: unknown } | null)?.errno === 1045,
+    )
+  }
+
+  async #open(options: ConnectionOptions): Promise<Connection> {
+    const connection = this.#mysql.createConnection(options)
     connection.on('error', () => this.#markBroken(connection))
     connection.on('end', () => this.#markBroken(connection))
     try {

@@ -91,11 +91,34 @@ export interface ResilientErrorEvent {
 }
 
 /**
+ * New credentials were fetched from an endpoint's `auth` source (never for password auth). The
+ * payload says when and why, never what: no token, password or secret value.
+ *
+ * @example
+ * ```ts
+ * db.on('credentials-refreshed', (e) => log.info(`${e.authType} credentials for ${e.endpoint}: ${e.reason}`))
+ * ```
+ */
+export interface CredentialsRefreshedEvent {
+  readonly endpoint: string
+  /** `'iam'`, `'secret'` or `'token'`. */
+  readonly authType: string
+  /**
+   * `'initial'`: first use; `'refresh'`: ahead of expiry, in the background; `'expired'`: the old
+   * ones had expired (nothing had asked for them in time); `'rejected'`: the database refused the
+   * cached ones (a rotated password).
+   */
+  readonly reason: 'initial' | 'refresh' | 'expired' | 'rejected'
+  /** How long the source took. */
+  readonly durationMs: number
+}
+
+/**
  * Every event `db.on(...)` can listen to, with its payload.
  *
  * @example
  * ```ts
- * const events: Array<keyof ResilientEventMap> = ['retry', 'failover', 'reader-ejected', 'reader-restored', 'error']
+ * const events: Array<keyof ResilientEventMap> = ['retry', 'failover', 'reader-ejected', 'credentials-refreshed', 'error']
  * ```
  */
 export interface ResilientEventMap {
@@ -103,6 +126,7 @@ export interface ResilientEventMap {
   failover: FailoverEvent
   'reader-ejected': ReaderEjectedEvent
   'reader-restored': ReaderRestoredEvent
+  'credentials-refreshed': CredentialsRefreshedEvent
   error: ResilientErrorEvent
 }
 

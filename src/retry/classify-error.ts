@@ -252,6 +252,24 @@ const LIBRARY_RULES: ReadonlyMap<string, { readonly name: string; readonly rule:
   ],
   ['CONFIG_INVALID', { name: 'ConfigError', rule: rule('fatal', 'invalid kysely-resilient configuration') }],
   [
+    'CREDENTIALS_UNAVAILABLE',
+    {
+      name: 'CredentialSourceError',
+      rule: rule('unavailable', 'the credential source failed transiently; nothing was sent to the database'),
+    },
+  ],
+  [
+    'CREDENTIALS_FAILED',
+    { name: 'CredentialSourceError', rule: rule('fatal', 'the credential source cannot supply credentials') },
+  ],
+  [
+    'AUTH_REJECTED',
+    {
+      name: 'AuthenticationFailedError',
+      rule: rule('fatal', 'the database rejected freshly fetched credentials'),
+    },
+  ],
+  [
     'DRIVER_MISSING',
     { name: 'MissingDriverError', rule: rule('fatal', 'the database driver package is not installed') },
   ],

@@ -168,7 +168,9 @@ export class Cluster {
   async #openTopology(): Promise<Topology> {
     const drivers = await loadDrivers(this.config.dialect)
     const all = await Promise.all(
-      [...this.config.writers, ...this.config.readers].map((settings) => Endpoint.open(settings, drivers)),
+      [...this.config.writers, ...this.config.readers].map((settings) =>
+        Endpoint.open(settings, drivers, this.events),
+      ),
     )
     const writers = new WriterTracker(all.slice(0, this.config.writers.length), this.events)
     const readers = all.slice(this.config.writers.length)

@@ -8,6 +8,8 @@ import {
 } from 'kysely'
 import type { Connection as MysqlRawConnection } from 'mysql2'
 import type { Client as PgClient } from 'pg'
+import type { CredentialCache } from '../auth/credential-cache.js'
+import { createCredentialCache } from '../auth/credential-source.js'
 import type { EndpointSettings } from '../config/endpoint-settings.js'
 import {
   loadMysql2,
@@ -19,7 +21,10 @@ import {
 import { MysqlConnector } from '../dialect/mysql-connector.js'
 import { PostgresConnector } from '../dialect/postgres-connector.js'
 import { ConnectTimeoutError, MissingDriverError } from '../errors.js'
+import type { ResilientEvents } from '../events/resilient-events.js'
 import { ConnectionPool, type PoolConnector, type PoolCounts } from '../pool/connection-pool.js'
+import { classifyError } from '../retry/classify-error.js'
+import { loadRdsCaBundle } from '../tls/rds-ca-bundle.js'
 
 /**
  * Counters of one endpoint, as returned in `db.stats()`.
@@ -230,9 +235,16 @@ export class Endpoint {
     await this.driver.destroy()
   }
 
-  static async open(settings: EndpointSettings, drivers: LoadedDrivers): Promise<Endpoint> {
+  static async open(
+    settings: EndpointSettings,
+    drivers: LoadedDrivers,
+    events: ResilientEvents,
+  ): Promise<Endpoint> {
+    const credentials = credentialCacheFor(settings, events)
+    const rdsCa =
+      settings.tls.mode === 'verify' && settings.tls.trust === 'rds' ? await loadRdsCaBundle() : undefined
     if (drivers.dialect === 'postgres') {
-      const connector = new PostgresConnector(drivers.pg, settings)
+      const connector = new PostgresConnector(drivers.pg, settings, credentials, rdsCa)
       const pool = new ConnectionPool<PgClient>(settings.name, connector, settings.pool)
       const endpoint = new Endpoint(
         settings,
@@ -260,7 +272,7 @@ export class Endpoint {
       return endpoint
     }
 
-    const connector = new MysqlConnector(drivers.mysql2, settings)
+    const connector = new MysqlConnector(drivers.mysql2, settings, credentials, rdsCa)
     const pool = new ConnectionPool<MysqlRawConnection>(settings.name, connector, settings.pool)
     const endpoint = new Endpoint(
       settings,
@@ -268,7 +280,9 @@ export class Endpoint {
       connector as EndpointConnector<unknown>,
       (connect) =>
         new MysqlDriver({
-          controlConnection: drivers.mysql2.createConnection as never,
+          // Cancels with the current credentials, not the ones the connection was opened with.
+          controlConnection: ((config: Parameters<typeof connector.controlOptions>[0]) =>
+            drivers.mysql2.createConnection(connector.controlOptions(config))) as never,
           pool: {
             getConnection: (callback) => {
               connect().then(
@@ -289,6 +303,31 @@ export class Endpoint {
     await endpoint.driver.init()
     return endpoint
   }
+}
+
+/** The endpoint's credential cache (none for password auth), reporting through the db's events. */
+function credentialCacheFor(
+  settings: EndpointSettings,
+  events: ResilientEvents,
+): CredentialCache | undefined {
+  return createCredentialCache(settings, {
+    onFetched: (reason, durationMs) =>
+      events.emit('credentials-refreshed', {
+        endpoint: settings.name,
+        authType: settings.auth.type,
+        reason,
+        durationMs,
+      }),
+    onBackgroundFailure: (error) => {
+      const verdict = classifyError(error)
+      events.emit('error', {
+        endpoint: settings.name,
+        category: verdict.category,
+        code: verdict.code,
+        reason: `background ${settings.auth.type} credential refresh failed; the current credentials are used until they expire`,
+      })
+    },
+  })
 }
 
 /** The driver modules for one dialect, loaded once per `createDb`. */
@@ -312,7 +351,7 @@ export async function loadDrivers(dialect: 'postgres' | 'mysql'): Promise<Loaded
 function missingCursor(): PgCursorConstructor {
   return class MissingCursor {
     constructor() {
-      throw new MissingDriverError('pg-cursor', 'postgres (for .stream())', undefined)
+      throw new MissingDriverError('pg-cursor', "the 'postgres' dialect's .stream()", undefined)
     }
   } as unknown as PgCursorConstructor
 }

@@ -9,6 +9,7 @@ export const EVENT_NAMES: ReadonlyArray<keyof ResilientEventMap> = [
   'failover',
   'reader-ejected',
   'reader-restored',
+  'credentials-refreshed',
   'error',
 ]
 
@@ -47,7 +48,14 @@ interface EventSource {
 
 /** Listens to every event of `db` and keeps them, so a test can assert on them and search them for secrets. */
 export function collectEvents(db: EventSource): EventLog {
-  const events: EventLog = { retry: [], failover: [], 'reader-ejected': [], 'reader-restored': [], error: [] }
+  const events: EventLog = {
+    retry: [],
+    failover: [],
+    'reader-ejected': [],
+    'reader-restored': [],
+    'credentials-refreshed': [],
+    error: [],
+  }
   for (const name of EVENT_NAMES) {
     db.on(name, (event) => {
       ;(events[name] as unknown[]).push(event)
