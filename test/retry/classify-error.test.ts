@@ -777,7 +777,11 @@ describe('classifyError on real Node.js errors and this library', () => {
     })()
     expect(config).toBeInstanceOf(ConfigError)
     expectVerdict(config, { category: 'fatal', code: 'CONFIG_INVALID', connectionLost: false })
-    const missing = new MissingDriverError('pg', "the 'postgres' dialect", new Error("Cannot find package 'pg'"))
+    const missing = new MissingDriverError(
+      'pg',
+      "the 'postgres' dialect",
+      new Error("Cannot find package 'pg'"),
+    )
     expectVerdict(missing, { category: 'fatal', code: 'DRIVER_MISSING', connectionLost: false })
     // Thrown before any connection is chosen (routing.fallback: 'error'); constructed here.
     expectVerdict(new NoReaderAvailableError(), {
