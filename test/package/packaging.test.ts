@@ -111,6 +111,18 @@ async function main() {
   await postgres.destroy()
   await mysql.destroy()
 
+  // The AWS SDK packages behind auth are optional peers too: absent here, named when needed.
+  const iam = createDb({
+    dialect: 'postgres',
+    writer: 'postgres://app_iam@orders.cluster-abc.eu-west-1.rds.amazonaws.com:1/db',
+    auth: { type: 'iam' },
+    pool,
+  })
+  const iamError = await iam.selectNoFrom(sql.lit(1).as('one')).execute().then(() => undefined, (e) => e)
+  assert.ok(iamError instanceof MissingDriverError, 'expected a MissingDriverError for IAM, got ' + iamError)
+  assert.equal(iamError.packageName, installed.includes('pg') ? '@aws-sdk/rds-signer' : 'pg')
+  await iam.destroy()
+
   // The Lambda entry point: its own subpath, the same classes, and one instance per process.
   assert.equal(
     lambdaEntry.split(sep).slice(-3).join('/'),
