@@ -7,6 +7,13 @@ import type { PoolConnector } from '../pool/connection-pool.js'
 import { type CaBundle, mysqlSslOptions } from '../tls/driver-tls-options.js'
 import type { Mysql2Module } from './load-driver.js'
 
+/** The part of a mysql2 connection Kysely's MySQL driver uses to kill a query. */
+export interface MysqlControlConnection {
+  connect(callback: (error: unknown) => void): void
+  query(sql: string, values: unknown[], callback: (error: unknown) => void): void
+  destroy(): void
+}
+
 /** Opens `mysql2` connections (callback API, as Kysely's MySQL driver expects) to one endpoint. */
 export class MysqlConnector implements PoolConnector<Connection> {
   readonly #mysql: Mysql2Module
@@ -77,13 +84,33 @@ export class MysqlConnector implements PoolConnector<Connection> {
   }
 
   /**
-   * Options for Kysely's cancellation control connection, made from a pooled connection's own
-   * config: with an `auth` source the password that connection was opened with may have expired
-   * (IAM tokens live 15 minutes), so the current one replaces it.
+   * A stand-in for Kysely's `controlConnection`, the connection that kills a running query. It
+   * connects through `connect()`, so it gets the same TLS, the current credentials and the refetch
+   * after a rejection (the pooled connection's own password may have been rotated since it was opened).
    */
-  controlOptions(config: ConnectionOptions): ConnectionOptions {
-    const current = this.#credentials?.peek()
-    return current === undefined ? config : { ...config, password: current.password() }
+  controlConnection(): MysqlControlConnection {
+    let connection: Connection | undefined
+    return {
+      connect: (callback) => {
+        this.connect().then(
+          (opened) => {
+            connection = opened
+            callback(null)
+          },
+          (error: unknown) => callback(error),
+        )
+      },
+      query: (sql, values, callback) => {
+        if (connection === undefined) {
+          callback(new Error('control connection not connected'))
+          return
+        }
+        connection.query(sql, values, (error) => callback(error))
+      },
+      destroy: () => {
+        if (connection !== undefined) this.destroy(connection)
+      },
+    }
   }
 
   connect(): Promise<Connection> {

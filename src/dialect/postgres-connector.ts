@@ -15,12 +15,6 @@ export class PostgresConnector implements PoolConnector<Client> {
   readonly #broken = new WeakSet<Client>()
   /** Set by the pool: told when a connection breaks, so an idle one leaves the pool at once. */
   onBroken: ((client: Client) => void) | undefined
-  /**
-   * The client config Kysely uses to open a control connection for query cancellation. With an
-   * `auth` source, its user, host and password are read at the moment Kysely opens that connection,
-   * so a cancel after a token refresh presents the current token.
-   */
-  readonly clientConfig: ClientConfig
   readonly #base: ClientConfig
 
   constructor(
@@ -50,27 +44,6 @@ export class PostgresConnector implements PoolConnector<Client> {
       base.options = `-c idle_session_timeout=${pool.sessionIdleTimeoutMs}`
     }
     this.#base = base
-    if (credentials === undefined) {
-      const config = { ...base }
-      // Not enumerable, so spreading or printing the config never shows it (pg does the same).
-      Object.defineProperty(config, 'password', { value: endpoint.password(), enumerable: false })
-      this.clientConfig = config
-    } else {
-      const latest = (): Credentials | undefined => credentials.peek()
-      const config = { ...base }
-      Object.defineProperties(config, {
-        user: { get: () => latest()?.user ?? endpoint.user, enumerable: true },
-        host: { get: () => this.#addressOf(latest()).host, enumerable: true },
-        port: { get: () => this.#addressOf(latest()).port, enumerable: true },
-        database: { get: () => this.#addressOf(latest()).database, enumerable: true },
-        // pg's password function: called when the server asks for a password.
-        password: {
-          value: async () => (await credentials.get()).password(),
-          enumerable: false,
-        },
-      })
-      this.clientConfig = config
-    }
   }
 
   /**
@@ -91,7 +64,12 @@ export class PostgresConnector implements PoolConnector<Client> {
 
   connect(): Promise<Client> {
     const credentials = this.#credentials
-    if (credentials === undefined) return this.#open(this.clientConfig)
+    if (credentials === undefined) {
+      const config = { ...this.#base }
+      // Not enumerable, so printing the config (or an error that holds it) never shows it.
+      Object.defineProperty(config, 'password', { value: this.#endpoint.password(), enumerable: false })
+      return this.#open(config)
+    }
     return connectWithCredentials(
       this.#endpoint,
       credentials,
@@ -106,6 +84,35 @@ export class PostgresConnector implements PoolConnector<Client> {
       },
       (error) => (error as { code?: unknown } | null)?.code === '28P01',
     )
+  }
+
+  /**
+   * A class for Kysely's `controlClient`, the connection that cancels a running query. It connects
+   * through `connect()`, so it gets the same TLS, the current credentials and the refetch after a
+   * rejection (the pooled connection's own password may have been rotated since it was opened).
+   */
+  controlClient(): new () => {
+    connect(): Promise<void>
+    query(sql: string, parameters: unknown[]): Promise<unknown>
+    end(): Promise<void>
+  } {
+    const connector = this
+    return class ControlClient {
+      #client: Client | undefined
+
+      async connect(): Promise<void> {
+        this.#client = await connector.connect()
+      }
+
+      query(sql: string, parameters: unknown[]): Promise<unknown> {
+        if (this.#client === undefined) return Promise.reject(new Error('control client not connected'))
+        return this.#client.query(sql, parameters)
+      }
+
+      async end(): Promise<void> {
+        if (this.#client !== undefined) await connector.close(this.#client)
+      }
+    }
   }
 
   async #open(config: ClientConfig): Promise<Client> {

@@ -253,9 +253,8 @@ export class Endpoint {
         (connect) =>
           new PostgresDriver({
             pool: {
-              // Kysely opens a control connection with these to cancel a query on this same server.
-              Client: drivers.pg.Client,
-              options: connector.clientConfig,
+              // Kysely opens a control connection with `controlClient` (below) instead.
+              options: {},
               connect: () =>
                 connect().then((raw) => {
                   const pooled = raw as PgClient & { release?(destroy?: boolean): void }
@@ -265,6 +264,8 @@ export class Endpoint {
                 }),
               end: () => pool.end(),
             },
+            // Cancels with a connection opened like the pool's: TLS, current credentials.
+            controlClient: connector.controlClient() as never,
             cursor: drivers.cursor ?? missingCursor(),
           }),
       )
@@ -280,9 +281,8 @@ export class Endpoint {
       connector as EndpointConnector<unknown>,
       (connect) =>
         new MysqlDriver({
-          // Cancels with the current credentials, not the ones the connection was opened with.
-          controlConnection: ((config: Parameters<typeof connector.controlOptions>[0]) =>
-            drivers.mysql2.createConnection(connector.controlOptions(config))) as never,
+          // Kills with a connection opened like the pool's: TLS, current credentials.
+          controlConnection: (() => connector.controlConnection()) as never,
           pool: {
             getConnection: (callback) => {
               connect().then(

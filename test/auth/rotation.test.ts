@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager'
 import { mockClient } from 'aws-sdk-client-mock'
 import { type Kysely, sql } from 'kysely'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import {
   type AuthConfig,
   AuthenticationFailedError,
@@ -190,6 +190,48 @@ for (const engine of ENGINES) {
         expect(events.error).toEqual([])
       }, 120_000)
     }
+
+    it("cancelling a query after a rotation authenticates Kysely's control connection with the new password", async () => {
+      const cluster = clusters.get(engine) as OwnCluster
+      const original = newPassword()
+      await rotate(engine, cluster, original)
+      const source = sourceFor('token', original)
+      const db = createDb<Record<string, never>>({
+        dialect: engine,
+        writer: urlWithoutPassword(cluster),
+        auth: source.auth,
+      })
+      dbs.push(db)
+      const marker = `cancel_${randomBytes(6).toString('hex')}`
+      const sleep = engine === 'postgres' ? sql<number>`pg_sleep(30)` : sql<number>`sleep(30)`
+      const controller = new AbortController()
+      const pending = db
+        .selectNoFrom([sleep.as('slept'), sql.lit(marker).as('marker')])
+        .execute({ signal: controller.signal, inflightQueryAbortStrategy: 'cancel query' })
+      const running = async () => {
+        const rows =
+          engine === 'postgres'
+            ? await queryOnce(
+                engine,
+                cluster.adminWriterUrl,
+                `select count(*)::int as n from pg_stat_activity where state = 'active' and query like '%${marker}%' and pid <> pg_backend_pid()`,
+              )
+            : await queryOnce(
+                engine,
+                cluster.adminWriterUrl,
+                `select count(*) as n from information_schema.processlist where info like '%${marker}%' and id <> connection_id()`,
+              )
+        return Number(rows[0]?.n)
+      }
+      await vi.waitFor(async () => expect(await running()).toBe(1), { timeout: 10_000 })
+      // The connection running the query was opened with `original`, which the server no longer takes.
+      const rotated = newPassword()
+      await rotate(engine, cluster, rotated)
+      source.set(rotated)
+      controller.abort(new Error('caller gave up'))
+      await expect(pending).rejects.toThrow('caller gave up')
+      await vi.waitFor(async () => expect(await running()).toBe(0), { timeout: 10_000, interval: 50 })
+    }, 60_000)
 
     it('token: a source that keeps returning a rejected password fails clearly after one refetch', async () => {
       const cluster = clusters.get(engine) as OwnCluster
