@@ -1,3 +1,4 @@
+import { isIP } from 'node:net'
 import type { KyselyPlugin, LogConfig } from 'kysely'
 import type { AuthConfig } from '../auth/auth-config.js'
 import { regionFromRdsHost } from '../auth/credential-source.js'
@@ -330,6 +331,19 @@ function resolveEndpoint(
   }
 
   const resolvedTls = resolveTls(tls, fields.host, tlsSetting)
+  if (
+    dialect === 'mysql' &&
+    resolvedTls.mode === 'verify' &&
+    fields.host !== undefined &&
+    isIP(fields.host) !== 0
+  ) {
+    // mysql2 gives Node no server name for an IP address, so Node would check the certificate against
+    // 'localhost' instead: a host-name check that passes for the wrong reason is worse than none.
+    throw new ConfigError(
+      tlsSetting,
+      `cannot verify the certificate of ${fields.host} with mysql2 (it checks IP addresses against 'localhost'); connect by the host name the certificate names, or use tls: 'require' to encrypt without verifying`,
+    )
+  }
   checkAuth(auth, authSetting, setting, fields, resolvedTls.mode !== 'off')
 
   return new EndpointSettings({

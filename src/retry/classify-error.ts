@@ -537,6 +537,26 @@ const CODE_RULES: ReadonlyMap<string, Rule> = new Map([
     rule('ambiguous', 'packets out of order: the connection is out of step', true),
   ],
   ['HANDSHAKE_NO_SSL_SUPPORT', rule('fatal', 'the server does not support TLS', true)],
+  // Node's certificate verification (pg passes them through; mysql2 reports HANDSHAKE_SSL_ERROR):
+  // a setting or a certificate is wrong, or someone is impersonating the server. Never retried.
+  ...[
+    'SELF_SIGNED_CERT_IN_CHAIN',
+    'DEPTH_ZERO_SELF_SIGNED_CERT',
+    'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+    'UNABLE_TO_GET_ISSUER_CERT',
+    'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+    'CERT_UNTRUSTED',
+    'CERT_SIGNATURE_FAILURE',
+  ].map(
+    (code) => [code, rule('fatal', "the server's certificate does not chain to a trusted CA", true)] as const,
+  ),
+  ...['CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID'].map(
+    (code) => [code, rule('fatal', "the server's certificate is outside its validity period", true)] as const,
+  ),
+  [
+    'ERR_TLS_CERT_ALTNAME_INVALID',
+    rule('fatal', "the server's certificate does not name the host connected to", true),
+  ],
   ['HANDSHAKE_SSL_ERROR', rule('fatal', 'TLS handshake failed', true)],
   ['HANDSHAKE_UNKNOWN_ERROR', rule('fatal', 'unexpected packet during the handshake', true)],
   ['AUTH_SWITCH_PLUGIN_ERROR', rule('fatal', 'authentication plugin error', true)],
@@ -593,6 +613,8 @@ const DRIVER_MESSAGES: ReadonlyMap<string, Rule> = new Map([
     'Client was closed and is not queryable',
     rule('unavailable', 'the client was closed; the statement was not sent', true),
   ],
+  // pg, asked for TLS by a server that only speaks plain TCP: never a silent fallback.
+  ['The server does not support SSL connections', rule('fatal', 'the server does not support TLS', true)],
   // mysql2's equivalent, raised by addCommand on a connection that already failed.
   [
     "Can't add new command when connection is in closed state",

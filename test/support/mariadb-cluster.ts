@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { findMariaDbBinaries, type MariaDbBinaries } from './binaries.js'
+import { type InstalledServerTls, installServerTls, type ServerTlsOptions } from './certificates.js'
 import { type DatabaseServer, LocalServer } from './local-server.js'
 import { pollUntil } from './poll.js'
 import { getFreePort } from './ports.js'
@@ -16,6 +17,12 @@ export interface MariaDbClusterOptions {
    * are rejected here. `app` holds CONNECTION ADMIN and may open one connection beyond this.
    */
   readonly maxConnections?: number
+  /**
+   * Serve TLS with this certificate (see certificates.ts). With `require`, the servers run with
+   * require_secure_transport, so every plain TCP connection is refused; the admin URLs (and the harness's
+   * own connections, replication included) then use TLS without verification. Default: no TLS.
+   */
+  readonly tls?: ServerTlsOptions
 }
 
 export interface MariaDbCluster {
@@ -24,7 +31,10 @@ export interface MariaDbCluster {
   readonly writerUrl: string
   /** Same on the replica; equals writerUrl without a replica. */
   readonly readerUrl: string
-  /** mysql://admin:<admin password>@127.0.0.1:<port>/app, ALL PRIVILEGES WITH GRANT OPTION. */
+  /**
+   * mysql://admin:<admin password>@127.0.0.1:<port>/app, ALL PRIVILEGES WITH GRANT OPTION. With
+   * `tls.require` it carries mysql2's `?ssl=...` option, so queryOnce() can use it as is.
+   */
   readonly adminWriterUrl: string
   readonly adminReaderUrl: string
   /** The app user's password, so tests can check it never shows up in logs or errors. */
@@ -73,7 +83,9 @@ SET sql_log_bin = 1;
     await chownTo(initFile, user)
     const wantReplica = options.replica ?? true
     const [primaryPort, replicaPort] = await Promise.all([getFreePort(), getFreePort()])
-    const common = { binaries, user, baseDir: dir.path, initFile, adminPassword, options }
+    const tls = options.tls === undefined ? undefined : await installServerTls(options.tls, dir.path, user)
+    const harness = harnessUrls(options.tls?.require === true)
+    const common = { binaries, user, baseDir: dir.path, initFile, adminPassword, options, tls, harness }
     const primary = mariaDbServer({ ...common, role: 'primary', port: primaryPort, serverId: 1 })
     const replica = wantReplica
       ? mariaDbServer({ ...common, role: 'replica', port: replicaPort, serverId: 2 })
@@ -91,7 +103,7 @@ SET sql_log_bin = 1;
     )
 
     // Everything below runs on the primary and reaches the replica through replication.
-    const primaryAdmin = adminUrl(primaryPort, adminPassword, '')
+    const primaryAdmin = harness.admin(primaryPort, adminPassword, '')
     for (const sql of [
       `CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY '${replicationPassword}'`,
       "GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1'",
@@ -102,11 +114,13 @@ SET sql_log_bin = 1;
     }
 
     if (replica !== undefined) {
-      const replicaAdmin = adminUrl(replicaPort, adminPassword, '')
+      const replicaAdmin = harness.admin(replicaPort, adminPassword, '')
+      // The replica logs in to the primary over TCP like any client, so it must use TLS as well.
+      const masterSsl = tls === undefined ? '' : ', MASTER_SSL=1'
       await mysqlQuery(
         replicaAdmin,
         `CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=${primaryPort}, MASTER_USER='repl',
-           MASTER_PASSWORD='${replicationPassword}', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1`,
+           MASTER_PASSWORD='${replicationPassword}', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1${masterSsl}`,
       )
       await mysqlQuery(replicaAdmin, 'START SLAVE')
       await waitForReplicationThreads(replicaAdmin)
@@ -116,7 +130,7 @@ SET sql_log_bin = 1;
         position?.pos,
       ])
       if (Number(waited?.result) !== 0) throw new Error('MariaDB replica did not catch up with the primary')
-      await mysqlQuery(appUrl(replicaPort, password), 'SELECT 1')
+      await mysqlQuery(harness.app(replicaPort, password), 'SELECT 1')
     }
 
     const readerPort = replica === undefined ? primaryPort : replicaPort
@@ -124,8 +138,8 @@ SET sql_log_bin = 1;
       engine: 'mysql',
       writerUrl: appUrl(primaryPort, password),
       readerUrl: appUrl(readerPort, password),
-      adminWriterUrl: adminUrl(primaryPort, adminPassword, 'app'),
-      adminReaderUrl: adminUrl(readerPort, adminPassword, 'app'),
+      adminWriterUrl: harness.admin(primaryPort, adminPassword, 'app'),
+      adminReaderUrl: harness.admin(readerPort, adminPassword, 'app'),
       password,
       primary,
       replica,
@@ -163,6 +177,27 @@ function adminUrl(port: number, password: string, database: string): string {
   return `mysql://admin:${encodeURIComponent(password)}@127.0.0.1:${port}/${database}`
 }
 
+interface HarnessUrls {
+  readonly admin: (port: number, password: string, database: string) => string
+  readonly app: (port: number, password: string) => string
+}
+
+/**
+ * URLs for the harness's own connections. Under require_secure_transport even they must use TLS (only
+ * the unix socket counts as secure, and `admin` exists for 127.0.0.1 only). Verification is pointless
+ * there: the harness talks to a server it has just started on loopback. mysql2 reads JSON options from
+ * the query string.
+ */
+function harnessUrls(tlsRequired: boolean): HarnessUrls {
+  const suffix = tlsRequired
+    ? `?ssl=${encodeURIComponent(JSON.stringify({ rejectUnauthorized: false }))}`
+    : ''
+  return {
+    admin: (port, password, database) => `${adminUrl(port, password, database)}${suffix}`,
+    app: (port, password) => `${appUrl(port, password)}${suffix}`,
+  }
+}
+
 async function installDataDir(
   binaries: MariaDbBinaries,
   user: OsUser | undefined,
@@ -196,6 +231,8 @@ interface MariaDbServerSpec {
   readonly initFile: string
   readonly adminPassword: string
   readonly options: MariaDbClusterOptions
+  readonly tls: InstalledServerTls | undefined
+  readonly harness: HarnessUrls
   readonly role: 'primary' | 'replica'
   readonly port: number
   readonly serverId: number
@@ -204,7 +241,7 @@ interface MariaDbServerSpec {
 function mariaDbServer(spec: MariaDbServerSpec): LocalServer {
   const { baseDir, role, port } = spec
   const dataDir = join(baseDir, role)
-  const admin = adminUrl(port, spec.adminPassword, '')
+  const admin = spec.harness.admin(port, spec.adminPassword, '')
   const logFile = join(baseDir, `${role}.err`)
   let started = false
   return new LocalServer({
@@ -240,6 +277,7 @@ function mariaDbServer(spec: MariaDbServerSpec): LocalServer {
         '--sync-binlog=0',
         // Native AIO needs io_setup() slots, which run out with many servers on one machine.
         '--innodb-use-native-aio=0',
+        ...tlsArgs(spec.tls, spec.options.tls?.require === true),
       ]
       // Only the first boot creates the admin user; restarts keep the grant tables as tests left them.
       if (!started) args.push(`--init-file=${spec.initFile}`)
@@ -259,6 +297,15 @@ function mariaDbServer(spec: MariaDbServerSpec): LocalServer {
       }
     },
   })
+}
+
+function tlsArgs(tls: InstalledServerTls | undefined, required: boolean): string[] {
+  if (tls === undefined) return []
+  const args = [`--ssl-cert=${tls.certFile}`, `--ssl-key=${tls.keyFile}`, `--ssl-ca=${tls.caFile}`]
+  // MariaDB 10.5.2+: every plain TCP login is refused, for every user. MariaDB 10.11 answers 1045
+  // ("Access denied", as for a wrong password), not MySQL 8's dedicated 3159.
+  if (required) args.push('--require-secure-transport=ON')
+  return args
 }
 
 async function waitForReplicationThreads(replicaAdmin: string): Promise<void> {

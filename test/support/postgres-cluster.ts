@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { appendFile, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { findPostgresBinDir } from './binaries.js'
+import { type InstalledServerTls, installServerTls, type ServerTlsOptions } from './certificates.js'
 import { type DatabaseServer, LocalServer } from './local-server.js'
 import { pollUntil } from './poll.js'
 import { getFreePort } from './ports.js'
@@ -16,6 +17,12 @@ export interface PostgresClusterOptions {
    * `app` gets maxConnections - 3 before failing with 53300.
    */
   readonly maxConnections?: number
+  /**
+   * Serve TLS with this certificate (see certificates.ts). With `require`, the app user is refused
+   * unless its connection is encrypted; the postgres superuser (the harness's admin connections,
+   * replication) may still connect in plain text. Default: no TLS.
+   */
+  readonly tls?: ServerTlsOptions
 }
 
 export interface PostgresCluster {
@@ -55,8 +62,14 @@ export async function startPostgresCluster(options: PostgresClusterOptions = {})
     const primaryPort = await getFreePort()
     const primaryDir = join(dir.path, 'primary')
     await run(join(binDir, 'initdb'), ['-D', primaryDir, ...INITDB_OPTIONS], { user, cwd: dir.path })
-    await appendFile(join(primaryDir, 'postgresql.conf'), serverConfig(primaryPort, dir.path, options))
-    await writeFile(join(primaryDir, 'pg_hba.conf'), HBA)
+    // Installed outside the data directory: pg_basebackup copies postgresql.conf, so the replica serves
+    // the same files.
+    const tls = options.tls === undefined ? undefined : await installServerTls(options.tls, dir.path, user)
+    await appendFile(
+      join(primaryDir, 'postgresql.conf'),
+      serverConfig(primaryPort, dir.path, options) + tlsConfig(tls),
+    )
+    await writeFile(join(primaryDir, 'pg_hba.conf'), options.tls?.require === true ? HBA_TLS_REQUIRED : HBA)
     const primary = postgresServer('PostgreSQL primary', binDir, user, dir.path, primaryDir, primaryPort)
     servers.push(primary)
     await primary.start()
@@ -140,6 +153,26 @@ host all postgres 127.0.0.1/32 trust
 host replication postgres 127.0.0.1/32 trust
 host all app 127.0.0.1/32 scram-sha-256
 `
+
+// As HBA, but `app` must use TLS: a plain connection gets 28000 ("pg_hba.conf rejects connection ...
+// no encryption"), the SQLSTATE a server that forces TLS (RDS's rds.force_ssl = 1) answers.
+const HBA_TLS_REQUIRED = `local all all trust
+local replication all trust
+host all postgres 127.0.0.1/32 trust
+host replication postgres 127.0.0.1/32 trust
+hostnossl all app 127.0.0.1/32 reject
+hostssl all app 127.0.0.1/32 scram-sha-256
+`
+
+function tlsConfig(tls: InstalledServerTls | undefined): string {
+  if (tls === undefined) return ''
+  const quoted = (path: string) => `'${path.replaceAll("'", "''")}'`
+  return `ssl = on
+ssl_cert_file = ${quoted(tls.certFile)}
+ssl_key_file = ${quoted(tls.keyFile)}
+ssl_ca_file = ${quoted(tls.caFile)}
+`
+}
 
 function serverConfig(port: number, socketDir: string, options: PostgresClusterOptions): string {
   return `
