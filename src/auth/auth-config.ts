@@ -92,7 +92,8 @@ export interface IamAuthConfig {
   readonly profile?: string
   /**
    * Age at which a token is re-signed (in the background; connections keep using the current one
-   * meanwhile). Tokens are valid for 15 minutes, so this must stay below `900_000`.
+   * meanwhile). Tokens are valid for 15 minutes and handed out for at most 14, so this is at most
+   * `780_000` (13 minutes).
    *
    * Default: `600_000` (10 minutes). Example: `300_000`.
    */

@@ -84,10 +84,12 @@ export class CredentialCache {
     const pending = this.#fetch().then(
       (value) => {
         const fetchedAt = Date.now()
+        // Ages count from the start of the fetch: a token's validity starts when it is signed,
+        // which may be well before a slow credential provider (STS, SSO) lets the fetch finish.
         this.#cached = {
           value,
-          refreshAt: fetchedAt + this.#timing.refreshAfterMs,
-          expiresAt: fetchedAt + this.#timing.ttlMs,
+          refreshAt: startedAt + this.#timing.refreshAfterMs,
+          expiresAt: startedAt + this.#timing.ttlMs,
         }
         this.#invalidated = false
         this.#inFlight = undefined

@@ -4,7 +4,7 @@ import { classifyError } from '../retry/classify-error.js'
 import type { AuthEndpoint } from './auth-config.js'
 import { CredentialCache, type CredentialCacheHooks, type CredentialTiming } from './credential-cache.js'
 import { Credentials } from './credentials.js'
-import { IAM_TOKEN_LIFETIME_MS } from './resolve-auth.js'
+import { IAM_TOKEN_USABLE_MS } from './resolve-auth.js'
 
 /**
  * The credential cache for one endpoint with `auth` other than `'password'`, or `undefined` for
@@ -19,7 +19,7 @@ export function createCredentialCache(
     case 'password':
       return undefined
     case 'iam': {
-      const timing: CredentialTiming = { refreshAfterMs: auth.refreshAfterMs, ttlMs: IAM_TOKEN_LIFETIME_MS }
+      const timing: CredentialTiming = { refreshAfterMs: auth.refreshAfterMs, ttlMs: IAM_TOKEN_USABLE_MS }
       return new CredentialCache(() => guard(endpoint, signIamToken(endpoint)), timing, hooks)
     }
     case 'secret': {

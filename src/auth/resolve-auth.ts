@@ -1,8 +1,11 @@
 import { ConfigError } from '../errors.js'
 import type { AuthConfig, AuthEndpoint, AwsCredentials } from './auth-config.js'
 
-/** IAM tokens are valid for 15 minutes (fixed by RDS). */
-export const IAM_TOKEN_LIFETIME_MS = 900_000
+/**
+ * How long a cached IAM token is handed out: 14 of its 15 minutes (fixed by RDS), so a token given
+ * to a new connection always outlives the TLS handshake and authentication.
+ */
+export const IAM_TOKEN_USABLE_MS = 840_000
 
 /** A validated `auth` setting with its defaults applied. */
 export type ResolvedAuth =
@@ -110,8 +113,9 @@ export function resolveAuth(input: AuthConfig | undefined, setting: string): Res
         region: optionalString('region'),
         credentials: credentials as AwsCredentials | undefined,
         profile,
-        // At least a minute of refresh-ahead margin, and not so often that IAM throttles.
-        refreshAfterMs: duration('refreshAfterMs', 10_000, IAM_TOKEN_LIFETIME_MS - 60_000) ?? 600_000,
+        // At least a minute of refresh-ahead margin, and not so often that the signer's credential
+        // provider is hammered.
+        refreshAfterMs: duration('refreshAfterMs', 10_000, IAM_TOKEN_USABLE_MS - 60_000) ?? 600_000,
       })
     }
     case 'secret': {

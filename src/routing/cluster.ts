@@ -110,6 +110,18 @@ export class Cluster {
     const topology = this.#topology
     if (topology === undefined) return
     const { category, code } = classification
+    if (code === 'CREDENTIALS_UNAVAILABLE' || code === 'CREDENTIALS_FAILED') {
+      // The credential source failed, not the endpoint: suspecting the writer would start discovery,
+      // whose probes would fetch credentials again every few hundred ms (a throttled Secrets Manager
+      // made worse), and a reader would leave rotation for a problem it does not have.
+      this.events.emit('error', {
+        endpoint: endpoint.name,
+        category,
+        code,
+        reason: 'credential source failed',
+      })
+      return
+    }
     if (classification.connectionLost || category === 'unavailable') {
       this.events.emit('error', {
         endpoint: endpoint.name,

@@ -68,7 +68,7 @@ export function resolveTls(
     if (input[key] !== undefined && !isPem(input[key])) {
       throw new ConfigError(
         `${setting}.${key}`,
-        `expected a PEM string or Buffer, got a ${typeof input[key]}`,
+        `expected a PEM string or Buffer, got ${typeof input[key] === 'object' ? 'an object' : `a ${typeof input[key]}`}`,
       )
     }
   }
