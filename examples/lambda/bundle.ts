@@ -1,11 +1,18 @@
 // Bundles handler.ts for AWS Lambda once per engine and shows that the unused driver is not inside.
-//   npm run example:lambda:bundle            (writes to a temporary directory)
-//   npm run example:lambda:bundle -- out/    (writes to out/postgres/index.mjs and out/mysql/index.mjs)
+//   npm run example:lambda:bundle                            (writes to a temporary directory)
+//   npm run example:lambda:bundle -- out/                    (out/postgres/index.mjs, out/mysql/index.mjs)
+//   npm run example:lambda:bundle -- out/ --bundle-aws-sdk   (the AWS SDK inside the bundle too)
 //
 // The library loads its driver with a dynamic `import('pg')` / `import('mysql2')`, chosen at run time
 // by DB_DIALECT. A bundler cannot know which one runs, so by default esbuild bundles BOTH. Mark the
 // driver you do not use as external: the import of it stays in the code but never executes, and the
 // driver is neither bundled nor needed in the deployment package.
+//
+// The same goes for the AWS SDK: DB_AUTH=iam loads `@aws-sdk/rds-signer` and DB_AUTH=secret
+// `@aws-sdk/client-secrets-manager`, both with a dynamic import. Bundled, they and their credential
+// providers add about 490 KiB. The Lambda Node.js runtimes ship the AWS SDK for JavaScript v3, so
+// `@aws-sdk/*` is external by default here; --bundle-aws-sdk (or `awsSdk: 'bundled'`) puts it inside,
+// for a runtime whose SDK lacks a package or is older than you need.
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -20,6 +27,22 @@ const DRIVERS: Readonly<Record<Engine, readonly string[]>> = {
   mysql: ['mysql2'],
 }
 
+export interface BundleOptions {
+  /**
+   * `'external'`: no `@aws-sdk/*` package in the bundle; `DB_AUTH=iam` or `secret` loads it from the
+   * Lambda runtime's own AWS SDK (with `password` auth it is never loaded). `'bundled'`: the SDK
+   * packages the library imports are inside, with everything they need.
+   *
+   * Default: `'external'`.
+   */
+  readonly awsSdk?: 'external' | 'bundled'
+}
+
+/** The packages of the AWS SDK for JavaScript v3 and its Smithy runtime. */
+export function isAwsSdkPackage(name: string): boolean {
+  return name.startsWith('@aws-sdk/') || name.startsWith('@smithy/') || name.startsWith('@aws/')
+}
+
 export interface BundleReport {
   readonly engine: Engine
   readonly outfile: string
@@ -31,8 +54,13 @@ export interface BundleReport {
 
 const here = fileURLToPath(new URL('.', import.meta.url))
 
-export async function bundle(engine: Engine, outdir: string): Promise<BundleReport> {
+export async function bundle(
+  engine: Engine,
+  outdir: string,
+  options: BundleOptions = {},
+): Promise<BundleReport> {
   const other: Engine = engine === 'postgres' ? 'mysql' : 'postgres'
+  const awsSdk = options.awsSdk ?? 'external'
   const outfile = join(outdir, engine, 'index.mjs')
   const result = await build({
     entryPoints: [join(here, 'handler.ts')],
@@ -42,10 +70,14 @@ export async function bundle(engine: Engine, outdir: string): Promise<BundleRepo
     target: 'node22',
     format: 'esm',
     minify: true,
+    // Minifying renames classes, and the library's errors take their `name` from their class: without
+    // this a MissingDriverError reaches Lambda's log as e.g. "errorType": "Le".
+    keepNames: true,
     metafile: true,
     logLevel: 'warning',
-    // pg's optional native binding: only loaded when you ask for it (`pg.native`).
-    external: [...DRIVERS[other], 'pg-native'],
+    // pg's optional native binding: only loaded when you ask for it (`pg.native`). The AWS SDK: the
+    // Lambda runtime provides it (see BundleOptions).
+    external: [...DRIVERS[other], 'pg-native', ...(awsSdk === 'external' ? ['@aws-sdk/*'] : [])],
     // The drivers are CommonJS and call require('net') etc.; give the ESM bundle a real `require`.
     banner: {
       js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);",
@@ -81,13 +113,16 @@ function packageOf(path: string): string | undefined {
 const kib = (bytes: number): string => `${(bytes / 1024).toFixed(1)} KiB`
 
 async function main(): Promise<void> {
-  const outdir =
-    process.argv[2] === undefined ? mkdtempSync(join(tmpdir(), 'lambda-bundle-')) : resolve(process.argv[2])
+  const args = process.argv.slice(2)
+  const awsSdk = args.includes('--bundle-aws-sdk') ? 'bundled' : 'external'
+  const dir = args.find((arg) => !arg.startsWith('--'))
+  const outdir = dir === undefined ? mkdtempSync(join(tmpdir(), 'lambda-bundle-')) : resolve(dir)
   let failed = false
   for (const engine of ['postgres', 'mysql'] as const) {
-    const result = await bundle(engine, outdir)
+    const result = await bundle(engine, outdir, { awsSdk })
     const other: Engine = engine === 'postgres' ? 'mysql' : 'postgres'
     const leaked = result.packages.filter(({ name }) => DRIVERS[other].includes(name))
+    const sdk = result.packages.filter(({ name }) => isAwsSdkPackage(name))
     console.log(`${engine}: ${kib(result.bytes)} -> ${result.outfile}`)
     console.log(`  packages: ${result.packages.map(({ name, bytes }) => `${name} ${kib(bytes)}`).join(', ')}`)
     console.log('  top inputs:')
@@ -99,6 +134,17 @@ async function main(): Promise<void> {
       )
     } else {
       console.log(`  ok: no ${DRIVERS[other].join(' / ')} input in the ${engine} bundle`)
+    }
+    if (awsSdk === 'bundled') {
+      const bytes = sdk.reduce((sum, { bytes }) => sum + bytes, 0)
+      console.log(
+        `  aws sdk: bundled, ${sdk.length} packages, ${kib(bytes)} (not counting other dependencies)`,
+      )
+    } else if (sdk.length > 0) {
+      failed = true
+      console.log(`  ERROR: AWS SDK packages in the bundle: ${sdk.map((p) => p.name).join(', ')}`)
+    } else {
+      console.log('  ok: no @aws-sdk input (external: the Lambda runtime provides the AWS SDK)')
     }
   }
   if (failed) process.exitCode = 1

@@ -23,10 +23,11 @@ export interface Connection {
 }
 
 /**
- * The container's database, configured from the environment by `getConnection()`:
- * `DB_DIALECT` (`postgres` or `mysql`), `DB_WRITER_URL` and, optionally, `DB_READER_URLS`
- * (comma-separated). `DB_AUTH=iam` (IAM authentication) arrives with the credentials work; until
- * then `getConnection()` rejects it with a `ConfigError` naming `DB_AUTH`, never silently.
+ * The container's database, configured from the environment by `getConnection()`: `DB_DIALECT`
+ * (`postgres` or `mysql`), `DB_WRITER_URL`, optionally `DB_READER_URLS` (comma-separated), and how
+ * to authenticate. Deployed: `DB_AUTH=iam` with the IAM user in the URLs and no password (tokens are
+ * signed with the execution role for `AWS_REGION`, which Lambda sets). Locally: no `DB_AUTH`, and the
+ * password in the URLs. A missing or wrong variable is a `ConfigError` naming it.
  */
 export async function connection(): Promise<Connection> {
   const db = await getConnection<Database>()

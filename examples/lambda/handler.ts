@@ -12,7 +12,9 @@ const MAX_BODY_BYTES = 10_240
 /**
  * API Gateway (HTTP API, payload format 2.0) handler for `GET /users/{id}` and `POST /users`.
  * Reads go through `db` (a reader when `DB_READER_URLS` is set), writes to the writer. Bad input is
- * a 400 with a message, an unknown id or route a 404; only a real server problem is a 500.
+ * a 400 with a message, an unknown id or route a 404; only a real server problem is a 500. How it
+ * authenticates is configuration, not code: deployed with `DB_AUTH=iam`, locally with a password
+ * (see `connection()` in db.ts and the README).
  */
 export const handler: APIGatewayProxyHandlerV2 = async (event) => {
   const method = event.requestContext.http.method.toUpperCase()

@@ -28,11 +28,14 @@ function state(): LambdaState {
  * The database for an AWS Lambda function: created on the first call, then the same instance for
  * every later invocation the container serves (warm starts reuse its connections). Concurrent first
  * calls share one creation; a creation that failed is not kept, so the next call tries again. Opens
- * no connection itself: the first query does.
+ * no connection itself: the first query does. With `iam`, `secret` or `token` auth, credentials that
+ * expired while the container was frozen are fetched again before the next new connection opens
+ * (by wall-clock time, which keeps running during a freeze); connections already open stay open.
  *
- * Without `options` it reads `DB_DIALECT`, `DB_WRITER_URL`, `DB_READER_URLS` and `DB_AUTH` from the
- * environment (see `LAMBDA_ENV_VARIABLES`); a missing or wrong variable is a `ConfigError` whose
- * `setting` is the variable's name. With `options`, they are `createDb`'s config. Either way
+ * Without `options` it reads `DB_DIALECT`, `DB_WRITER_URL`, `DB_READER_URLS`, `DB_AUTH` (`password`,
+ * `iam` or `secret`), `DB_SECRET_ID`, `DB_TLS` and `AWS_REGION` from the environment (see
+ * `LAMBDA_ENV_VARIABLES`); a missing or wrong variable is a `ConfigError` whose `setting` is the
+ * variable's name. With `options`, they are `createDb`'s config. Either way
  * `LAMBDA_POOL_DEFAULTS` apply under your own `pool` settings. Only the first call's options count;
  * later calls get the existing instance whatever they pass.
  *
@@ -49,7 +52,8 @@ function state(): LambdaState {
  *   person: { id: number; name: string }
  * }
  *
- * // DB_DIALECT=postgres, DB_WRITER_URL=postgres://app:secret@writer/orders
+ * // DB_DIALECT=postgres, DB_AUTH=iam,
+ * // DB_WRITER_URL=postgres://app_iam@mydb.cluster-abc.eu-west-1.rds.amazonaws.com/orders
  * export async function handler() {
  *   const db = await getConnection<Database>()
  *   return db.selectFrom('person').selectAll().execute()

@@ -1,20 +1,21 @@
 // The Lambda example (examples/lambda): the handler invoked in-process against the shared clusters of
 // both engines, a simulated freeze, and the esbuild bundle (one driver per engine).
 import { spawnSync } from 'node:child_process'
-import { randomUUID } from 'node:crypto'
+import { randomBytes, randomUUID } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import type { APIGatewayProxyStructuredResultV2 } from 'aws-lambda'
 import { sql } from 'kysely'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest'
-import { bundle } from '../../examples/lambda/bundle.js'
+import { type BundleOptions, bundle, isAwsSdkPackage } from '../../examples/lambda/bundle.js'
 import { closeConnection, connection } from '../../examples/lambda/db.js'
 import { apiGatewayEvent, localContext } from '../../examples/lambda/events.js'
 import { handler } from '../../examples/lambda/handler.js'
 import { describeEngines, waitForReplica } from '../support/database.js'
 import { killWhileFrozen } from '../support/freeze.js'
+import { registerSecret } from '../support/secrets.js'
 
 const root = fileURLToPath(new URL('../..', import.meta.url))
 
@@ -31,6 +32,32 @@ async function invoke(method: 'GET' | 'POST', path: string, body?: string): Prom
     status: structured.statusCode ?? 0,
     body: JSON.parse(structured.body ?? 'null') as Record<string, unknown>,
   }
+}
+
+/**
+ * Runs the bundled handler once in a fresh process, in a directory with no node_modules (only what is
+ * inside the bundle is available), and returns what it answered or the error it threw.
+ */
+function runBundle(
+  outfile: string,
+  env: Record<string, string>,
+  event: unknown,
+): { stderr: string; reply?: { statusCode: number }; error?: { name: string; message: string } } {
+  const script = `const { handler } = await import(${JSON.stringify(pathToFileURL(outfile).href)})
+try {
+  console.log(JSON.stringify({ reply: await handler(JSON.parse(process.env.EVENT), {}, () => {}) }))
+} catch (error) {
+  console.log(JSON.stringify({ error: { name: error.name, message: error.message } }))
+}
+process.exit(0)`
+  const result = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+    cwd: dirname(outfile),
+    encoding: 'utf8',
+    env: { PATH: process.env.PATH ?? '', ...env, EVENT: JSON.stringify(event) },
+    timeout: 30_000,
+  })
+  const last = result.stdout.trim().split('\n').at(-1) ?? '{}'
+  return { stderr: result.stderr, ...(JSON.parse(last) as object) }
 }
 
 describeEngines('lambda example', (engine, info) => {
@@ -133,28 +160,70 @@ describeEngines('lambda example', (engine, info) => {
     const outdir = mkdtempSync(join(tmpdir(), 'lambda-bundle-test-'))
     try {
       const { outfile } = await bundle(engine, outdir)
-      const script = `const { handler } = await import(${JSON.stringify(pathToFileURL(outfile).href)})
-const event = JSON.parse(process.env.EVENT)
-const result = await handler(event, {}, () => {})
-console.log(JSON.stringify(result))
-process.exit(0)`
-      const result = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
-        cwd: outdir, // no node_modules here: only what is inside the bundle is available
-        encoding: 'utf8',
-        env: {
-          PATH: process.env.PATH ?? '',
-          DB_DIALECT: engine,
-          DB_WRITER_URL: info.writerUrl,
-          EVENT: JSON.stringify(apiGatewayEvent('GET', `/users/${createdId}`)),
-        },
-        timeout: 30_000,
-      })
+      const result = runBundle(
+        outfile,
+        { DB_DIALECT: engine, DB_WRITER_URL: info.writerUrl },
+        apiGatewayEvent('GET', `/users/${createdId}`),
+      )
       expect(result.stderr).toBe('')
-      const reply = JSON.parse(result.stdout.trim().split('\n').at(-1) ?? 'null') as { statusCode: number }
-      expect(reply.statusCode).toBe(200)
+      expect(result.reply?.statusCode).toBe(200)
     } finally {
       rmSync(outdir, { recursive: true, force: true })
     }
+  })
+
+  describe('configured for IAM from the environment (DB_AUTH=iam)', () => {
+    // What Lambda gives the function: its region and the execution role's credentials. Local servers
+    // cannot check an IAM token, so these tests stop at what happens before the server's answer.
+    const secretAccessKey = `fake${randomBytes(18).toString('hex')}`
+    const iamEnv = (): Record<string, string> => {
+      const url = new URL(info.writerUrl)
+      url.password = ''
+      // mysql2 checks a certificate for an IP address against 'localhost', so createDb refuses
+      // verify-full for one; by name, the request gets as far as the server.
+      if (engine === 'mysql') url.hostname = 'localhost'
+      return {
+        DB_DIALECT: engine,
+        DB_AUTH: 'iam',
+        DB_WRITER_URL: url.toString(),
+        // The local server is not an *.rds.amazonaws.com host: TLS must be asked for.
+        DB_TLS: 'verify-full',
+        AWS_REGION: 'eu-west-1',
+        AWS_ACCESS_KEY_ID: 'AKIAIOSFODNN7EXAMPLE',
+        AWS_SECRET_ACCESS_KEY: secretAccessKey,
+      }
+    }
+    let outdir: string
+    beforeAll(() => {
+      registerSecret(secretAccessKey)
+      outdir = mkdtempSync(join(tmpdir(), 'lambda-bundle-iam-'))
+    })
+    afterAll(() => {
+      rmSync(outdir, { recursive: true, force: true })
+    })
+
+    async function invokeBundled(options: BundleOptions) {
+      const { outfile } = await bundle(engine, join(outdir, options.awsSdk ?? 'external'), options)
+      return runBundle(outfile, iamEnv(), apiGatewayEvent('GET', '/users/1'))
+    }
+
+    it('with the AWS SDK external and no runtime to provide it, fails clearly, naming @aws-sdk/rds-signer', async () => {
+      const result = await invokeBundled({})
+      expect(result.stderr).toBe('')
+      expect(result.error?.name).toBe('MissingDriverError')
+      expect(result.error?.message).toContain("needs the '@aws-sdk/rds-signer' package for auth type 'iam'")
+    })
+
+    it('with the AWS SDK bundled, signs the token from inside the bundle before connecting', async () => {
+      const result = await invokeBundled({ awsSdk: 'bundled' })
+      expect(result.stderr).toBe('')
+      // The token is signed before the connection opens, so reaching the server proves signing worked
+      // (a missing or failing signer would be a MissingDriverError or CredentialSourceError). The
+      // local server, having no TLS to offer, is what stops the request.
+      expect(result.error?.message).toMatch(
+        engine === 'postgres' ? /does not support SSL connections/ : /does not support secure connection/,
+      )
+    })
   })
 })
 
@@ -178,6 +247,7 @@ describe('lambda example bundle script', () => {
     expect(result.stdout).toMatch(/^mysql: \d+\.\d KiB/m)
     expect(result.stdout).toContain('ok: no mysql2 input in the postgres bundle')
     expect(result.stdout).toContain('ok: no pg / pg-cursor input in the mysql bundle')
+    expect(result.stdout.match(/^ {2}ok: no @aws-sdk input/gm)).toHaveLength(2)
   })
 
   it('the metafiles confirm it: no node_modules/mysql2 in postgres, no node_modules/pg in mysql', async () => {
@@ -190,5 +260,17 @@ describe('lambda example bundle script', () => {
     expect(names(mysql)).not.toContain('pg')
     expect(names(mysql)).not.toContain('pg-cursor')
     expect(postgres.bytes).toBeGreaterThan(0)
+    // The AWS SDK is left to the Lambda runtime by default.
+    expect([...names(postgres), ...names(mysql)].filter(isAwsSdkPackage)).toEqual([])
+  })
+
+  it('with awsSdk: bundled, the SDK packages the library imports are inside', async () => {
+    const external = await bundle('postgres', join(outdir, 'external'))
+    const bundled = await bundle('postgres', join(outdir, 'bundled'), { awsSdk: 'bundled' })
+    const names = bundled.packages.map(({ name }) => name)
+    expect(names).toContain('@aws-sdk/rds-signer')
+    expect(names).toContain('@aws-sdk/client-secrets-manager')
+    expect(names).not.toContain('mysql2')
+    expect(bundled.bytes).toBeGreaterThan(external.bytes)
   })
 })

@@ -1,14 +1,20 @@
 import { spawnSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager'
+import { Signer } from '@aws-sdk/rds-signer'
+import { mockClient } from 'aws-sdk-client-mock'
 import { type RawBuilder, sql } from 'kysely'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import {
   ConfigError,
   type CreateDbConfig,
+  CredentialSourceError,
   getConnection,
   LAMBDA_POOL_DEFAULTS,
+  MissingDriverError,
   resetConnection,
 } from '../../src/index.js'
 import { configFromEnv } from '../../src/lambda/config-from-env.js'
@@ -19,6 +25,7 @@ import { killWhileFrozen } from '../support/freeze.js'
 import { type MariaDbCluster, startMariaDbCluster } from '../support/mariadb-cluster.js'
 import { pollUntil } from '../support/poll.js'
 import { type PostgresCluster, startPostgresCluster } from '../support/postgres-cluster.js'
+import { registerSecret } from '../support/secrets.js'
 import { queryOnce } from '../support/sql.js'
 
 // getConnection() as an AWS Lambda handler uses it: one db per container, reused by warm
@@ -57,9 +64,16 @@ async function waitUntilGone(engine: Engine, adminUrl: string, ids: readonly num
   })
 }
 
+// One mock for the file: a second mockClient of the same class would replace the first one's stub.
+const secretsManager = mockClient(SecretsManagerClient)
+
 afterEach(async () => {
   await resetConnection()
   vi.unstubAllEnvs()
+})
+
+afterAll(() => {
+  secretsManager.restore()
 })
 
 describeEngines('getConnection across warm invocations', (engine, info) => {
@@ -296,17 +310,186 @@ describe('getConnection from the environment', () => {
     expect(messages[3]).toContain('URL #2')
   })
 
-  it('says IAM and Secrets Manager are not supported yet instead of pretending', () => {
-    for (const auth of ['iam', 'secret']) {
-      const fn = env({ DB_DIALECT: 'postgres', DB_WRITER_URL: 'postgres://app:pw@h/db', DB_AUTH: auth })
-      expect(settingOf(fn)).toBe('DB_AUTH')
-      expect(messageOf(fn)).toMatch(/not supported yet.*credentials support/)
+  const RDS_WRITER = 'postgres://app_iam@mydb.cluster-abc.eu-west-1.rds.amazonaws.com/orders'
+  const RDS_READER = 'postgres://app_iam@mydb.cluster-ro-abc.eu-west-1.rds.amazonaws.com/orders'
+
+  it('maps DB_AUTH=iam to IAM auth for AWS_REGION; RDS host names get TLS by default, others from DB_TLS', () => {
+    expect(
+      configFromEnv({
+        DB_DIALECT: 'postgres',
+        DB_AUTH: 'iam',
+        DB_WRITER_URL: RDS_WRITER,
+        DB_READER_URLS: RDS_READER,
+        AWS_REGION: 'eu-west-1',
+      }),
+    ).toEqual({
+      dialect: 'postgres',
+      writer: RDS_WRITER,
+      readers: [RDS_READER],
+      auth: { type: 'iam', region: 'eu-west-1' },
+    })
+    // An RDS database behind another DNS name (a Route 53 alias): DB_TLS turns TLS on.
+    const alias = 'mysql://app_iam@orders-db.example.internal:3306/orders'
+    expect(
+      configFromEnv({
+        DB_DIALECT: 'mysql',
+        DB_AUTH: ' iam ',
+        DB_WRITER_URL: alias,
+        DB_TLS: 'rds',
+        AWS_REGION: 'us-east-1',
+      }),
+    ).toEqual({
+      dialect: 'mysql',
+      writer: alias,
+      readers: [],
+      auth: { type: 'iam', region: 'us-east-1' },
+      tls: 'rds',
+    })
+    // Without AWS_REGION, createDb takes the region from the RDS host name.
+    expect(configFromEnv({ DB_DIALECT: 'postgres', DB_AUTH: 'iam', DB_WRITER_URL: RDS_WRITER }).auth).toEqual(
+      {
+        type: 'iam',
+      },
+    )
+  })
+
+  it('maps DB_AUTH=secret to DB_SECRET_ID in AWS_REGION; DB_WRITER_URL may be left to the secret', () => {
+    const writer = 'mysql://mydb.cluster-abc.eu-west-1.rds.amazonaws.com/orders'
+    expect(
+      configFromEnv({
+        DB_DIALECT: 'mysql',
+        DB_AUTH: 'secret',
+        DB_SECRET_ID: 'prod/orders/app',
+        DB_WRITER_URL: writer,
+        AWS_REGION: 'eu-west-1',
+      }),
+    ).toEqual({
+      dialect: 'mysql',
+      writer,
+      readers: [],
+      auth: { type: 'secret', secretId: 'prod/orders/app', region: 'eu-west-1' },
+    })
+    // The secret holds host, port and dbname: an endpoint without a host, and TLS as DB_TLS says.
+    const arn = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/orders/app-AbCdEf'
+    expect(
+      configFromEnv({ DB_DIALECT: 'postgres', DB_AUTH: 'secret', DB_SECRET_ID: arn, DB_TLS: 'rds' }),
+    ).toEqual({
+      dialect: 'postgres',
+      writer: {},
+      readers: [],
+      auth: { type: 'secret', secretId: arn },
+      tls: 'rds',
+    })
+  })
+
+  it('maps DB_TLS for every DB_AUTH', () => {
+    const base = { DB_DIALECT: 'postgres', DB_WRITER_URL: 'postgres://app:pw@db.internal/orders' }
+    expect(configFromEnv(base).tls).toBeUndefined()
+    expect(configFromEnv({ ...base, DB_TLS: 'verify-full' }).tls).toBe('verify-full')
+    expect(configFromEnv({ ...base, DB_TLS: 'rds' }).tls).toBe('rds')
+    expect(configFromEnv({ ...base, DB_TLS: 'false' }).tls).toBe(false)
+    expect(configFromEnv({ ...base, DB_TLS: ' ' }).tls).toBeUndefined()
+  })
+
+  it('names the variable for each missing or wrong auth or TLS setting', () => {
+    vi.stubEnv('AWS_REGION', undefined)
+    const iam = { DB_DIALECT: 'postgres', DB_AUTH: 'iam', AWS_REGION: 'eu-west-1' }
+    const secret = { DB_DIALECT: 'postgres', DB_AUTH: 'secret', DB_SECRET_ID: 'prod/orders/app' }
+    const cases: Array<[Record<string, string>, string, RegExp]> = [
+      [{ ...iam, DB_AUTH: 'IAM', DB_WRITER_URL: RDS_WRITER }, 'DB_AUTH', /'password'.*'iam' or 'secret'/],
+      [{ ...iam }, 'DB_WRITER_URL', /is not set.*IAM user/],
+      [
+        { ...iam, DB_WRITER_URL: 'postgres://mydb.cluster-abc.eu-west-1.rds.amazonaws.com/orders' },
+        'DB_WRITER_URL',
+        /user name/,
+      ],
+      [
+        {
+          ...iam,
+          DB_WRITER_URL: 'postgres://app_iam:pw@mydb.cluster-abc.eu-west-1.rds.amazonaws.com/orders',
+        },
+        'DB_WRITER_URL',
+        /has a password/,
+      ],
+      [
+        { ...iam, DB_WRITER_URL: 'postgres://app_iam@db.internal/orders' },
+        'DB_TLS',
+        /host in DB_WRITER_URL is not an \*\.rds\.amazonaws\.com name/,
+      ],
+      [
+        {
+          ...iam,
+          DB_WRITER_URL: RDS_WRITER,
+          DB_READER_URLS: `${RDS_READER},postgres://app_iam@10.0.0.7/orders`,
+        },
+        'DB_TLS',
+        /DB_READER_URLS URL #2/,
+      ],
+      [{ ...iam, DB_WRITER_URL: RDS_WRITER, DB_TLS: 'false' }, 'DB_TLS', /needs TLS/],
+      [
+        { ...iam, DB_WRITER_URL: RDS_WRITER, DB_TLS: 'yes' },
+        'DB_TLS',
+        /expected 'verify-full', 'rds', 'require' or 'false'/,
+      ],
+      [
+        { ...iam, AWS_REGION: '', DB_WRITER_URL: 'postgres://app_iam@db.internal/orders', DB_TLS: 'rds' },
+        'AWS_REGION',
+        /region/,
+      ],
+      [
+        { ...iam, DB_WRITER_URL: RDS_WRITER, DB_SECRET_ID: 'prod/orders/app' },
+        'DB_SECRET_ID',
+        /DB_AUTH is 'iam'/,
+      ],
+      [
+        { DB_DIALECT: 'postgres', DB_WRITER_URL: 'postgres://app:pw@h/db', DB_SECRET_ID: 'x' },
+        'DB_SECRET_ID',
+        /DB_AUTH=secret/,
+      ],
+      [{ ...secret, DB_SECRET_ID: ' ', DB_WRITER_URL: RDS_WRITER }, 'DB_SECRET_ID', /is not set/],
+      [{ ...secret }, 'DB_TLS', /host comes from the secret/],
+      [{ ...secret, DB_WRITER_URL: 'postgres://app:pw@h/db' }, 'DB_WRITER_URL', /has a password/],
+      [
+        { ...secret, DB_WRITER_URL: 'postgres://h/db', DB_READER_URLS: 'postgres://app:pw@r/db' },
+        'DB_READER_URLS',
+        /URL #1: has a password/,
+      ],
+    ]
+    for (const [vars, variable, message] of cases) {
+      const fn = env(vars)
+      expect(settingOf(fn), JSON.stringify(vars)).toBe(variable)
+      expect(messageOf(fn)).toMatch(message)
+    }
+  })
+
+  it('never echoes a password given next to DB_AUTH=iam or secret', () => {
+    const secret = 'Sup3rS3cretPw'
+    const messages = [
+      messageOf(
+        env({
+          DB_DIALECT: 'postgres',
+          DB_AUTH: 'iam',
+          DB_WRITER_URL: RDS_WRITER.replace('app_iam', `app_iam:${secret}`),
+        }),
+      ),
+      messageOf(
+        env({
+          DB_DIALECT: 'mysql',
+          DB_AUTH: 'secret',
+          DB_SECRET_ID: 'prod/orders/app',
+          DB_WRITER_URL: `mysql://app:${secret}@h/db`,
+        }),
+      ),
+    ]
+    for (const message of messages) {
+      expect(message).toMatch(/DB_WRITER_URL: has a password/)
+      expect(message).not.toContain(secret)
     }
   })
 
   it('getConnection() without options reads process.env and rejects with the ConfigError', async () => {
     vi.stubEnv('DB_DIALECT', 'postgres')
-    vi.stubEnv('DB_AUTH', 'iam')
+    vi.stubEnv('DB_AUTH', 'kerberos')
     vi.stubEnv('DB_WRITER_URL', 'postgres://app:pw@127.0.0.1:1/db')
     await expect(getConnection()).rejects.toMatchObject({ setting: 'DB_AUTH' })
 
@@ -314,6 +497,85 @@ describe('getConnection from the environment', () => {
     vi.stubEnv('DB_READER_URLS', '')
     const db = await getConnection()
     expect(db.stats().writer.address).toBe('127.0.0.1:1/db')
+  })
+
+  it('getConnection() with DB_AUTH=iam signs a token with the credentials of the environment before connecting', async () => {
+    // What Lambda gives the function: its region and the execution role's credentials.
+    const secretAccessKey = `fake${randomBytes(18).toString('hex')}`
+    registerSecret(secretAccessKey)
+    vi.stubEnv('AWS_REGION', 'eu-west-1')
+    vi.stubEnv('AWS_ACCESS_KEY_ID', 'AKIAIOSFODNN7EXAMPLE')
+    vi.stubEnv('AWS_SECRET_ACCESS_KEY', secretAccessKey)
+    vi.stubEnv('AWS_SESSION_TOKEN', undefined)
+    vi.stubEnv('AWS_PROFILE', undefined)
+    vi.stubEnv('DB_DIALECT', 'postgres')
+    vi.stubEnv('DB_AUTH', 'iam')
+    vi.stubEnv('DB_TLS', 'verify-full')
+    // Nothing listens there: the token is signed (locally), then connecting fails.
+    vi.stubEnv('DB_WRITER_URL', 'postgres://app_iam@127.0.0.1:1/orders')
+    vi.stubEnv('DB_READER_URLS', undefined)
+    const signer = vi.spyOn(Signer.prototype, 'getAuthToken')
+    try {
+      const db = await getConnection()
+      const refreshed: unknown[] = []
+      db.on('credentials-refreshed', (event) => refreshed.push(event))
+
+      const error = await db
+        .selectNoFrom(sql<number>`1`.as('one'))
+        .execute()
+        .then(
+          () => undefined,
+          (caught: unknown) => caught,
+        )
+      expect(error).toBeInstanceOf(Error)
+      expect(error).not.toBeInstanceOf(MissingDriverError)
+      expect(error).not.toBeInstanceOf(CredentialSourceError)
+      expect(signer).toHaveBeenCalledTimes(1)
+      expect(refreshed).toEqual([
+        { endpoint: 'writer', authType: 'iam', reason: 'initial', durationMs: expect.any(Number) },
+      ])
+    } finally {
+      signer.mockRestore()
+    }
+  })
+})
+
+describeEngines('getConnection from the environment with DB_AUTH=secret', (engine, info) => {
+  afterEach(() => {
+    secretsManager.reset()
+  })
+
+  it('connects to the host, port and database the secret names when DB_WRITER_URL is not set', async () => {
+    // An RDS-shaped secret pointing at the shared test server (the mock replaces the AWS call only).
+    const url = new URL(info.writerUrl)
+    const secretString = JSON.stringify({
+      engine: engine === 'postgres' ? 'postgres' : 'mysql',
+      username: decodeURIComponent(url.username),
+      password: decodeURIComponent(url.password),
+      host: url.hostname,
+      port: Number(url.port),
+      dbname: url.pathname.slice(1),
+    })
+    secretsManager.on(GetSecretValueCommand).resolves({ SecretString: secretString })
+    vi.stubEnv('DB_DIALECT', engine)
+    vi.stubEnv('DB_AUTH', 'secret')
+    vi.stubEnv('DB_SECRET_ID', 'prod/orders/app')
+    vi.stubEnv('DB_TLS', 'false')
+    vi.stubEnv('AWS_REGION', 'eu-west-1')
+    vi.stubEnv('DB_WRITER_URL', undefined)
+    vi.stubEnv('DB_READER_URLS', undefined)
+
+    const db = await getConnection()
+    const refreshed: unknown[] = []
+    db.on('credentials-refreshed', (event) => refreshed.push(event))
+    const rows = await db.selectNoFrom(sql<number>`1`.as('one')).execute()
+
+    expect(rows.map((row) => Number(row.one))).toEqual([1])
+    expect(secretsManager.commandCalls(GetSecretValueCommand)).toHaveLength(1)
+    expect(secretsManager.commandCalls(GetSecretValueCommand)[0]?.args[0].input).toEqual({
+      SecretId: 'prod/orders/app',
+    })
+    expect(refreshed).toMatchObject([{ endpoint: 'writer', authType: 'secret', reason: 'initial' }])
   })
 })
 
