@@ -14,12 +14,14 @@
  * ```
  */
 export class ResilientError extends Error {
+  // A literal, not the class's own name: minifiers (a Lambda bundle) rename classes.
+  override name = 'ResilientError'
+
   /** A stable, machine-readable code such as `'CONFIG_INVALID'`. */
   readonly code: string
 
   constructor(code: string, message: string, options?: ErrorOptions) {
     super(message, options)
-    this.name = new.target.name
     this.code = code
   }
 }
@@ -41,6 +43,8 @@ export class ResilientError extends Error {
  * ```
  */
 export class ConfigError extends ResilientError {
+  override name = 'ConfigError'
+
   /** Path of the setting that is wrong, e.g. `'pool.max'`. */
   readonly setting: string
 
@@ -67,6 +71,8 @@ export class ConfigError extends ResilientError {
  * ```
  */
 export class MissingDriverError extends ResilientError {
+  override name = 'MissingDriverError'
+
   /** The npm package that must be installed. */
   readonly packageName: string
 
@@ -96,6 +102,8 @@ export class MissingDriverError extends ResilientError {
  * ```
  */
 export class DatabaseDestroyedError extends ResilientError {
+  override name = 'DatabaseDestroyedError'
+
   constructor() {
     super(
       'DB_DESTROYED',
@@ -120,6 +128,8 @@ export class DatabaseDestroyedError extends ResilientError {
  * ```
  */
 export class PoolTimeoutError extends ResilientError {
+  override name = 'PoolTimeoutError'
+
   /** Name of the endpoint whose pool was exhausted, e.g. `'writer'`. */
   readonly endpoint: string
 
@@ -148,6 +158,8 @@ export class PoolTimeoutError extends ResilientError {
  * ```
  */
 export class ConnectTimeoutError extends ResilientError {
+  override name = 'ConnectTimeoutError'
+
   /** Name of the endpoint that could not be reached, e.g. `'reader-0'`. */
   readonly endpoint: string
 
@@ -173,6 +185,8 @@ export class ConnectTimeoutError extends ResilientError {
  * ```
  */
 export class NoReaderAvailableError extends ResilientError {
+  override name = 'NoReaderAvailableError'
+
   constructor() {
     super(
       'NO_READER_AVAILABLE',
@@ -197,6 +211,8 @@ export class NoReaderAvailableError extends ResilientError {
  * ```
  */
 export class QueryTimeoutError extends ResilientError {
+  override name = 'QueryTimeoutError'
+
   /** Name of the endpoint that did not answer. */
   readonly endpoint: string
 
@@ -229,6 +245,8 @@ export class QueryTimeoutError extends ResilientError {
  * ```
  */
 export class CredentialSourceError extends ResilientError {
+  override name = 'CredentialSourceError'
+
   /** Name of the endpoint that needed credentials. */
   readonly endpoint: string
   /** `'iam'`, `'secret'` or `'token'`. */
@@ -269,6 +287,8 @@ export class CredentialSourceError extends ResilientError {
  * ```
  */
 export class AuthenticationFailedError extends ResilientError {
+  override name = 'AuthenticationFailedError'
+
   /** Name of the endpoint that refused the credentials. */
   readonly endpoint: string
   /** `'iam'`, `'secret'` or `'token'`. */

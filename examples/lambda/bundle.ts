@@ -70,9 +70,6 @@ export async function bundle(
     target: 'node22',
     format: 'esm',
     minify: true,
-    // Minifying renames classes, and the library's errors take their `name` from their class: without
-    // this a MissingDriverError reaches Lambda's log as e.g. "errorType": "Le".
-    keepNames: true,
     metafile: true,
     logLevel: 'warning',
     // pg's optional native binding: only loaded when you ask for it (`pg.native`). The AWS SDK: the
