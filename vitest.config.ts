@@ -4,8 +4,11 @@ export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
     // One PostgreSQL primary+replica and one MariaDB primary+replica for the whole run; tests that
-    // break servers start their own clusters.
+    // break servers start their own clusters. It also runs the leak watch's final check.
     globalSetup: ['test/support/global-setup.ts'],
+    // Records every event, logged error and warning of the run so global setup can search them all for
+    // secrets (see test/support/leak-watch.ts).
+    setupFiles: ['test/support/leak-watch.ts'],
     testTimeout: 30_000,
     hookTimeout: 120_000,
     pool: 'forks',
