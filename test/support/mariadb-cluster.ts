@@ -269,6 +269,9 @@ function mariaDbServer(spec: MariaDbServerSpec): LocalServer {
         // The replica logs what it applies, so a promoted replica has the same GTID history.
         ...(role === 'replica' ? ['--read-only=1', '--log-slave-updates'] : []),
         `--max-connections=${spec.options.maxConnections ?? 100}`,
+        // The listen backlog defaults to 80 + max_connections / 5: a burst of hundreds of simultaneous
+        // connects (the credential rotation test) overflows it and the kernel resets some of them.
+        `--back-log=${Math.max(80, (spec.options.maxConnections ?? 100) * 2)}`,
         '--character-set-server=utf8mb4',
         // Test data is disposable: trade durability for speed.
         '--innodb-buffer-pool-size=32M',
