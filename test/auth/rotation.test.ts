@@ -10,6 +10,7 @@ import {
   createDb,
   type ResilientDb,
 } from '../../src/index.js'
+import { newAppPassword, setAppPassword } from '../support/app-password.js'
 import { collectEvents } from '../support/fault-helpers.js'
 import { startMariaDbCluster } from '../support/mariadb-cluster.js'
 import { AVAILABLE, ENGINES, type OwnCluster } from '../support/own-clusters.js'
@@ -40,23 +41,6 @@ afterEach(async () => {
 afterAll(() => {
   secretsManager.restore()
 })
-
-function newPassword(): string {
-  const password = `rot${randomBytes(16).toString('hex')}`
-  registerSecret(password)
-  return password
-}
-
-/** Changes the app user's password on the server, as a rotation Lambda would. */
-async function rotate(engine: Engine, cluster: OwnCluster, password: string): Promise<void> {
-  if (engine === 'postgres') {
-    await queryOnce(engine, cluster.adminWriterUrl, `ALTER ROLE app PASSWORD '${password}'`)
-    return
-  }
-  for (const host of ['127.0.0.1', 'localhost']) {
-    await queryOnce(engine, cluster.adminWriterUrl, `ALTER USER 'app'@'${host}' IDENTIFIED BY '${password}'`)
-  }
-}
 
 /** The writer URL without its password: the auth source supplies it. */
 function urlWithoutPassword(cluster: OwnCluster): string {
@@ -149,8 +133,8 @@ for (const engine of ENGINES) {
     for (const kind of ['token', 'secret'] as const) {
       it(`${kind}: after a rotation, open connections keep working and a ${BURST}-connection burst costs one fetch`, async () => {
         const cluster = clusters.get(engine) as OwnCluster
-        const original = newPassword()
-        await rotate(engine, cluster, original)
+        const original = newAppPassword()
+        await setAppPassword(engine, cluster, original)
         const source = sourceFor(kind, original)
         const db = createDb<Record<string, never>>({
           dialect: engine,
@@ -165,8 +149,8 @@ for (const engine of ENGINES) {
           await sql`select 1`.execute(held)
           expect(source.calls()).toBe(1)
 
-          const rotated = newPassword()
-          await rotate(engine, cluster, rotated)
+          const rotated = newAppPassword()
+          await setAppPassword(engine, cluster, rotated)
           source.set(rotated)
 
           // Every new connection first presents the cached (old) password, is rejected, and waits for
@@ -193,8 +177,8 @@ for (const engine of ENGINES) {
 
     it("cancelling a query after a rotation authenticates Kysely's control connection with the new password", async () => {
       const cluster = clusters.get(engine) as OwnCluster
-      const original = newPassword()
-      await rotate(engine, cluster, original)
+      const original = newAppPassword()
+      await setAppPassword(engine, cluster, original)
       const source = sourceFor('token', original)
       const db = createDb<Record<string, never>>({
         dialect: engine,
@@ -225,8 +209,8 @@ for (const engine of ENGINES) {
       }
       await vi.waitFor(async () => expect(await running()).toBe(1), { timeout: 10_000 })
       // The connection running the query was opened with `original`, which the server no longer takes.
-      const rotated = newPassword()
-      await rotate(engine, cluster, rotated)
+      const rotated = newAppPassword()
+      await setAppPassword(engine, cluster, rotated)
       source.set(rotated)
       controller.abort(new Error('caller gave up'))
       await expect(pending).rejects.toThrow('caller gave up')
@@ -235,7 +219,7 @@ for (const engine of ENGINES) {
 
     it('token: a source that keeps returning a rejected password fails clearly after one refetch', async () => {
       const cluster = clusters.get(engine) as OwnCluster
-      const wrong = newPassword()
+      const wrong = newAppPassword()
       const source = sourceFor('token', wrong)
       const db = createDb<Record<string, never>>({
         dialect: engine,

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto'
 import { type RawBuilder, sql } from 'kysely'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import type {
@@ -9,12 +8,13 @@ import type {
   ResilientDb,
 } from '../../src/index.js'
 import { getConnection, resetConnection } from '../../src/lambda/index.js'
+import { newAppPassword, setAppPassword } from '../support/app-password.js'
 import { killWhileFrozen } from '../support/freeze.js'
 import { startMariaDbCluster } from '../support/mariadb-cluster.js'
 import { AVAILABLE, ENGINES, type OwnCluster } from '../support/own-clusters.js'
 import { startPostgresCluster } from '../support/postgres-cluster.js'
 import { registerSecret } from '../support/secrets.js'
-import { type Engine, queryOnce } from '../support/sql.js'
+import type { Engine } from '../support/sql.js'
 
 // A Lambda container with IAM auth, frozen for longer than an IAM token lives (15 minutes). Local
 // servers cannot check IAM tokens, so a `token` source stands in for the signer: same lifetime, and
@@ -40,23 +40,6 @@ afterEach(async () => {
   await resetConnection()
   vi.useRealTimers()
 })
-
-function newPassword(): string {
-  const password = `thaw${randomBytes(16).toString('hex')}`
-  registerSecret(password)
-  return password
-}
-
-/** Changes the app user's password on the server: from now on only `password` is accepted. */
-async function rotate(engine: Engine, cluster: OwnCluster, password: string): Promise<void> {
-  if (engine === 'postgres') {
-    await queryOnce(engine, cluster.adminWriterUrl, `ALTER ROLE app PASSWORD '${password}'`)
-    return
-  }
-  for (const host of ['127.0.0.1', 'localhost']) {
-    await queryOnce(engine, cluster.adminWriterUrl, `ALTER USER 'app'@'${host}' IDENTIFIED BY '${password}'`)
-  }
-}
 
 interface TokenSource {
   readonly auth: CreateDbConfig['auth']
@@ -131,8 +114,8 @@ for (const engine of ENGINES) {
       // Only Date: real sockets, timers and servers keep working; shouldAdvanceTime keeps the faked
       // clock moving with real time between the jumps.
       vi.useFakeTimers({ toFake: ['Date'], shouldAdvanceTime: true })
-      const original = newPassword()
-      await rotate(engine, cluster, original)
+      const original = newAppPassword('thaw')
+      await setAppPassword(engine, cluster, original)
       const source = tokenSource(original)
       // retry: false, so nothing but the pool's own checks can heal a dead or refused connection.
       const options: CreateDbConfig = {
@@ -156,8 +139,8 @@ for (const engine of ENGINES) {
 
       /** The freeze: the token stops being accepted and the clock moves on by FREEZE_MS. */
       const freeze = async (): Promise<void> => {
-        const rotated = newPassword()
-        await rotate(engine, cluster, rotated)
+        const rotated = newAppPassword('thaw')
+        await setAppPassword(engine, cluster, rotated)
         source.set(rotated)
         vi.setSystemTime(Date.now() + FREEZE_MS)
       }
