@@ -39,3 +39,36 @@ export class Credentials {
     return `Credentials ${inspect(this.toJSON())}`
   }
 }
+
+/** Where and as whom a new connection logs in. */
+export interface LoginTarget {
+  readonly host: string | undefined
+  readonly port: number
+  readonly database: string | undefined
+  readonly user: string | undefined
+}
+
+/**
+ * The endpoint's address with the credentials' user. An endpoint without a host (secret auth) takes
+ * the secret's host, port and database instead; one with a host keeps its own address (a reader may
+ * share the writer's secret). The user always comes with the password: they rotate together.
+ */
+export function loginTarget(
+  endpoint: {
+    host: string | undefined
+    port: number
+    database: string | undefined
+    user: string | undefined
+  },
+  credentials: Credentials,
+): LoginTarget {
+  const user = credentials.user ?? endpoint.user
+  if (endpoint.host !== undefined)
+    return { host: endpoint.host, port: endpoint.port, database: endpoint.database, user }
+  return {
+    host: credentials.host,
+    port: credentials.port ?? endpoint.port,
+    database: credentials.database ?? endpoint.database,
+    user,
+  }
+}

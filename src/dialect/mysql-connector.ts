@@ -1,7 +1,7 @@
 import type { Connection, ConnectionOptions } from 'mysql2'
 import { connectWithCredentials } from '../auth/connect-with-credentials.js'
 import type { CredentialCache } from '../auth/credential-cache.js'
-import type { Credentials } from '../auth/credentials.js'
+import { type Credentials, loginTarget } from '../auth/credentials.js'
 import type { EndpointSettings } from '../config/endpoint-settings.js'
 import type { PoolConnector } from '../pool/connection-pool.js'
 import { type CaBundle, mysqlSslOptions } from '../tls/driver-tls-options.js'
@@ -67,18 +67,9 @@ export class MysqlConnector implements PoolConnector<Connection> {
     if (credentials === undefined) {
       return { ...this.connectionOptions, password: this.connectionOptions.password }
     }
-    const endpoint = this.#endpoint
     return {
       ...this.connectionOptions,
-      // Without a configured host (secret auth), the secret's host, port and database are used.
-      ...(endpoint.host === undefined
-        ? {
-            host: credentials.host,
-            port: credentials.port ?? endpoint.port,
-            database: credentials.database ?? endpoint.database,
-          }
-        : {}),
-      user: credentials.user ?? endpoint.user,
+      ...loginTarget(this.#endpoint, credentials),
       password: credentials.password(),
     }
   }

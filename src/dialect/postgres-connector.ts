@@ -1,7 +1,7 @@
 import type { Client, ClientConfig } from 'pg'
 import { connectWithCredentials } from '../auth/connect-with-credentials.js'
 import type { CredentialCache } from '../auth/credential-cache.js'
-import type { Credentials } from '../auth/credentials.js'
+import { loginTarget } from '../auth/credentials.js'
 import type { EndpointSettings } from '../config/endpoint-settings.js'
 import type { PoolConnector } from '../pool/connection-pool.js'
 import { type CaBundle, pgSslOptions } from '../tls/driver-tls-options.js'
@@ -46,22 +46,6 @@ export class PostgresConnector implements PoolConnector<Client> {
     this.#base = base
   }
 
-  /**
-   * Where to connect: the endpoint's own address, or, when it has no host (secret auth), the
-   * secret's host, port and database.
-   */
-  #addressOf(credentials: Credentials | undefined): { host?: string; port?: number; database?: string } {
-    const endpoint = this.#endpoint
-    if (endpoint.host !== undefined || credentials === undefined) {
-      return { host: endpoint.host, port: endpoint.port, database: endpoint.database }
-    }
-    return {
-      host: credentials.host,
-      port: credentials.port ?? endpoint.port,
-      database: credentials.database ?? endpoint.database,
-    }
-  }
-
   connect(): Promise<Client> {
     const credentials = this.#credentials
     if (credentials === undefined) {
@@ -74,11 +58,7 @@ export class PostgresConnector implements PoolConnector<Client> {
       this.#endpoint,
       credentials,
       (current) => {
-        const config: ClientConfig = {
-          ...this.#base,
-          ...this.#addressOf(current),
-          user: current.user ?? this.#endpoint.user,
-        }
+        const config: ClientConfig = { ...this.#base, ...loginTarget(this.#endpoint, current) }
         Object.defineProperty(config, 'password', { value: current.password(), enumerable: false })
         return this.#open(config)
       },
