@@ -13,6 +13,7 @@ import type {
   ReaderStrategy,
   SqlDialect,
 } from './create-db-config.js'
+import { describeValue } from './describe-value.js'
 import { type EndpointRole, EndpointSettings } from './endpoint-settings.js'
 import { POOL_DEFAULTS, POOL_KEYS, type ResolvedPoolOptions } from './pool-options.js'
 
@@ -89,13 +90,13 @@ const DEFAULT_PORTS: Record<SqlDialect, number> = { postgres: 5432, mysql: 3306 
  */
 export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
   if (!isPlainObject(config)) {
-    throw new ConfigError('config', `expected an object, got ${describe(config)}`)
+    throw new ConfigError('config', `expected an object, got ${describeValue(config)}`)
   }
   rejectUnknownKeys(config, TOP_LEVEL_KEYS, '')
 
   const dialect = config.dialect
   if (!DIALECTS.includes(dialect)) {
-    throw new ConfigError('dialect', `expected 'postgres' or 'mysql', got ${describe(dialect)}`)
+    throw new ConfigError('dialect', `expected 'postgres' or 'mysql', got ${describeValue(dialect)}`)
   }
 
   const basePool = resolvePool(config.pool, POOL_DEFAULTS, 'pool')
@@ -147,14 +148,14 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
   if (config.routing !== undefined) {
     const routing = config.routing as Record<string, unknown>
     if (!isPlainObject(routing)) {
-      throw new ConfigError('routing', `expected an object, got ${describe(routing)}`)
+      throw new ConfigError('routing', `expected an object, got ${describeValue(routing)}`)
     }
     rejectUnknownKeys(routing, ROUTING_KEYS, 'routing.')
     if (routing.readerStrategy !== undefined) {
       if (!READER_STRATEGIES.includes(routing.readerStrategy as ReaderStrategy)) {
         throw new ConfigError(
           'routing.readerStrategy',
-          `expected one of ${READER_STRATEGIES.map((s) => `'${s}'`).join(', ')}, got ${describe(routing.readerStrategy)}`,
+          `expected one of ${READER_STRATEGIES.map((s) => `'${s}'`).join(', ')}, got ${describeValue(routing.readerStrategy)}`,
         )
       }
       readerStrategy = routing.readerStrategy as ReaderStrategy
@@ -163,7 +164,7 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
       if (routing.fallback !== 'writer' && routing.fallback !== 'error') {
         throw new ConfigError(
           'routing.fallback',
-          `expected 'writer' or 'error', got ${describe(routing.fallback)}`,
+          `expected 'writer' or 'error', got ${describeValue(routing.fallback)}`,
         )
       }
       fallback = routing.fallback
@@ -181,7 +182,7 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
   } else if (config.retry !== undefined) {
     const input = config.retry as unknown
     if (!isPlainObject(input)) {
-      throw new ConfigError('retry', `expected an object or false, got ${describe(input)}`)
+      throw new ConfigError('retry', `expected an object or false, got ${describeValue(input)}`)
     }
     rejectUnknownKeys(input, RETRY_KEYS, 'retry.')
     const minDelayMs = integerSetting(input.minDelayMs, 0, 'retry.minDelayMs') ?? RETRY_DEFAULTS.minDelayMs
@@ -202,10 +203,16 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
   }
 
   if (config.plugins !== undefined && !Array.isArray(config.plugins)) {
-    throw new ConfigError('plugins', `expected an array of Kysely plugins, got ${describe(config.plugins)}`)
+    throw new ConfigError(
+      'plugins',
+      `expected an array of Kysely plugins, got ${describeValue(config.plugins)}`,
+    )
   }
   if (config.log !== undefined && !Array.isArray(config.log) && typeof config.log !== 'function') {
-    throw new ConfigError('log', `expected an array of log levels or a function, got ${describe(config.log)}`)
+    throw new ConfigError(
+      'log',
+      `expected an array of log levels or a function, got ${describeValue(config.log)}`,
+    )
   }
 
   const unverified = [...writers, ...readers].filter((endpoint) => endpoint.tls.mode === 'unverified')
@@ -283,7 +290,7 @@ function resolveEndpoint(
       if (typeof input.url !== 'string') {
         throw new ConfigError(
           `${setting}.url`,
-          `expected a connection URL string, got ${describe(input.url)}`,
+          `expected a connection URL string, got ${describeValue(input.url)}`,
         )
       }
       Object.assign(fields, parseUrl(input.url, dialect, `${setting}.url`))
@@ -293,7 +300,7 @@ function resolveEndpoint(
       if (typeof input.host !== 'string' || input.host.length === 0) {
         throw new ConfigError(
           `${setting}.host`,
-          `expected a host name (or give 'url'), got ${describe(input.host)}`,
+          `expected a host name (or give 'url'), got ${describeValue(input.host)}`,
         )
       }
       if (/[/@\s]/.test(input.host)) {
@@ -318,7 +325,10 @@ function resolveEndpoint(
     }
     if (input.name !== undefined) {
       if (typeof input.name !== 'string' || input.name.length === 0) {
-        throw new ConfigError(`${setting}.name`, `expected a non-empty string, got ${describe(input.name)}`)
+        throw new ConfigError(
+          `${setting}.name`,
+          `expected a non-empty string, got ${describeValue(input.name)}`,
+        )
       }
       name = input.name
     }
@@ -326,7 +336,7 @@ function resolveEndpoint(
   } else {
     throw new ConfigError(
       setting,
-      `expected a connection URL string or an endpoint object, got ${describe(input)}`,
+      `expected a connection URL string or an endpoint object, got ${describeValue(input)}`,
     )
   }
 
@@ -456,14 +466,14 @@ function resolvePool(
 ): ResolvedPoolOptions {
   if (input === undefined) return base
   if (!isPlainObject(input)) {
-    throw new ConfigError(setting, `expected an object, got ${describe(input)}`)
+    throw new ConfigError(setting, `expected an object, got ${describeValue(input)}`)
   }
   rejectUnknownKeys(input, POOL_KEYS, `${setting}.`)
   const integer = (key: keyof PoolConfig, min: number): number | undefined => {
     const value = input[key]
     if (value === undefined) return undefined
     if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
-      throw new ConfigError(`${setting}.${key}`, `expected an integer >= ${min}, got ${describe(value)}`)
+      throw new ConfigError(`${setting}.${key}`, `expected an integer >= ${min}, got ${describeValue(value)}`)
     }
     return value
   }
@@ -480,7 +490,7 @@ function resolvePool(
     if (typeof input.keepAlive !== 'boolean') {
       throw new ConfigError(
         `${setting}.keepAlive`,
-        `expected true or false, got ${describe(input.keepAlive)}`,
+        `expected true or false, got ${describeValue(input.keepAlive)}`,
       )
     }
     keepAlive = input.keepAlive
@@ -504,14 +514,14 @@ function resolvePool(
 function integerSetting(value: unknown, min: number, setting: string): number | undefined {
   if (value === undefined) return undefined
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
-    throw new ConfigError(setting, `expected an integer >= ${min}, got ${describe(value)}`)
+    throw new ConfigError(setting, `expected an integer >= ${min}, got ${describeValue(value)}`)
   }
   return value
 }
 
 function checkPort(port: unknown, setting: string): number {
   if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65_535) {
-    throw new ConfigError(setting, `expected a TCP port 1-65535, got ${describe(port)}`)
+    throw new ConfigError(setting, `expected a TCP port 1-65535, got ${describeValue(port)}`)
   }
   return port
 }
@@ -526,12 +536,4 @@ function rejectUnknownKeys(object: object, known: ReadonlyArray<string>, prefix:
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
-}
-
-function describe(value: unknown): string {
-  if (typeof value === 'string') return `'${value.length > 40 ? `${value.slice(0, 40)}...` : value}'`
-  if (typeof value === 'number' || typeof value === 'boolean' || value === null || value === undefined) {
-    return String(value)
-  }
-  return Array.isArray(value) ? 'an array' : `a ${typeof value}`
 }

@@ -1,3 +1,4 @@
+import { describeValue } from '../config/describe-value.js'
 import { ConfigError } from '../errors.js'
 import type { TlsConfig, TlsOptions } from './tls-config.js'
 
@@ -77,11 +78,4 @@ export function resolveTls(
 
 function isPem(value: unknown): boolean {
   return (typeof value === 'string' && value.length > 0) || Buffer.isBuffer(value)
-}
-
-function describeValue(value: unknown): string {
-  if (typeof value === 'string') return `'${value.length > 40 ? `${value.slice(0, 40)}...` : value}'`
-  if (typeof value === 'object')
-    return value === null ? 'null' : Array.isArray(value) ? 'an array' : 'an object'
-  return String(value)
 }
