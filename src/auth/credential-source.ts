@@ -1,4 +1,5 @@
 import type { EndpointSettings } from '../config/endpoint-settings.js'
+import { loadRdsSigner, loadSecretsManager, type SecretsManagerModule } from '../dialect/load-driver.js'
 import { CredentialSourceError, MissingDriverError } from '../errors.js'
 import { classifyError } from '../retry/classify-error.js'
 import type { AuthEndpoint } from './auth-config.js'
@@ -98,30 +99,6 @@ function isTransient(error: unknown): boolean {
   return classifyError(error).category === 'unavailable'
 }
 
-interface SignerModule {
-  Signer: new (config: {
-    hostname: string
-    port: number
-    username: string
-    region?: string
-    credentials?: unknown
-    profile?: string
-  }) => { getAuthToken(): Promise<string> }
-}
-
-let signerModule: Promise<SignerModule> | undefined
-
-function loadSigner(): Promise<SignerModule> {
-  signerModule ??= import('@aws-sdk/rds-signer').then(
-    (module) => module as unknown as SignerModule,
-    (error: unknown) => {
-      signerModule = undefined
-      throw new MissingDriverError('@aws-sdk/rds-signer', "auth type 'iam'", error)
-    },
-  )
-  return signerModule
-}
-
 /** The region in an RDS host name: `<name>.<id>.<region>.rds.amazonaws.com`. */
 export function regionFromRdsHost(host: string | undefined): string | undefined {
   const match =
@@ -132,7 +109,7 @@ export function regionFromRdsHost(host: string | undefined): string | undefined 
 async function signIamToken(endpoint: EndpointSettings): Promise<Credentials> {
   const auth = endpoint.auth
   if (auth.type !== 'iam') throw new Error('unreachable')
-  const { Signer } = await loadSigner()
+  const { Signer } = await loadRdsSigner()
   // Host and user are checked by createDb; the region may come from the environment at run time.
   const signer = new Signer({
     hostname: endpoint.host as string,
@@ -144,28 +121,6 @@ async function signIamToken(endpoint: EndpointSettings): Promise<Credentials> {
   })
   // Signing is local (SigV4 over the credentials); only resolving the credentials may call AWS.
   return new Credentials({ password: await signer.getAuthToken(), user: endpoint.user })
-}
-
-interface SecretsManagerModule {
-  SecretsManagerClient: new (config: {
-    region?: string
-  }) => {
-    send(command: unknown): Promise<{ SecretString?: string }>
-  }
-  GetSecretValueCommand: new (input: { SecretId: string }) => unknown
-}
-
-let secretsModule: Promise<SecretsManagerModule> | undefined
-
-function loadSecretsManager(): Promise<SecretsManagerModule> {
-  secretsModule ??= import('@aws-sdk/client-secrets-manager').then(
-    (module) => module as unknown as SecretsManagerModule,
-    (error: unknown) => {
-      secretsModule = undefined
-      throw new MissingDriverError('@aws-sdk/client-secrets-manager', "auth type 'secret'", error)
-    },
-  )
-  return secretsModule
 }
 
 function secretFetcher(endpoint: EndpointSettings): () => Promise<Credentials> {
