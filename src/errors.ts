@@ -133,11 +133,24 @@ export class PoolTimeoutError extends ResilientError {
   /** Name of the endpoint whose pool was exhausted, e.g. `'writer'`. */
   readonly endpoint: string
 
-  constructor(endpoint: string, timeoutMs: number, max: number) {
+  /**
+   * @param refusal - The server's last refusal of a new session (too many connections), when the pool
+   * could not grow because of it; it becomes the error's `cause`.
+   */
+  constructor(endpoint: string, timeoutMs: number, max: number, refusal?: { open: number; error: unknown }) {
     super(
       'POOL_ACQUIRE_TIMEOUT',
-      `Timed out after ${timeoutMs} ms waiting for a free connection to the ${endpoint} endpoint ` +
-        `(all ${max} connections in use; raise pool.max or pool.acquireTimeoutMs, or find the leak).`,
+      refusal === undefined
+        ? `Timed out after ${timeoutMs} ms waiting for a free connection to the ${endpoint} endpoint ` +
+            `(all ${max} connections in use; raise pool.max or pool.acquireTimeoutMs, or find the leak).`
+        : `Timed out after ${timeoutMs} ms waiting for a free connection to the ${endpoint} endpoint: ` +
+            `the server refuses new sessions (too many connections), and ${
+              refusal.open === 0
+                ? 'this pool holds none'
+                : `the ${refusal.open} this pool holds were all in use`
+            }. Lower pool.max across your processes, raise the server's connection limit, or put a ` +
+            'connection proxy in front of it.',
+      refusal === undefined ? undefined : { cause: refusal.error },
     )
     this.endpoint = endpoint
   }
@@ -220,6 +233,41 @@ export class QueryTimeoutError extends ResilientError {
     super(
       'QUERY_TIMEOUT',
       `No answer from the ${endpoint} endpoint within ${timeoutMs} ms (pool.queryTimeoutMs); the connection was destroyed.`,
+    )
+    this.endpoint = endpoint
+  }
+}
+
+/**
+ * Thrown when the endpoint's server stopped answering: a statement ran longer than
+ * `pool.probeAfterMs`, and a ping over a separate connection got no reply within
+ * `pool.probeTimeoutMs` while nothing else completed on the endpoint (a frozen VM, stuck storage, a
+ * network partition). Statements in flight fail with it (their connections are destroyed; a write
+ * may have run, so it is `'ambiguous'`), and new ones fail with it at once (nothing sent:
+ * `'unavailable'`) until the server answers again. Reads are retried on another endpoint.
+ *
+ * @example
+ * ```ts
+ * import { ServerUnresponsiveError } from 'kysely-resilient'
+ *
+ * try {
+ *   await db.insertInto('order').values(order).execute()
+ * } catch (err) {
+ *   if (err instanceof ServerUnresponsiveError) console.warn(`${err.endpoint} stopped answering`)
+ * }
+ * ```
+ */
+export class ServerUnresponsiveError extends ResilientError {
+  override name = 'ServerUnresponsiveError'
+
+  /** Name of the endpoint whose server stopped answering. */
+  readonly endpoint: string
+
+  constructor(endpoint: string, probeTimeoutMs: number) {
+    super(
+      'SERVER_UNRESPONSIVE',
+      `The ${endpoint} endpoint's server stopped answering: a liveness ping got no reply within ` +
+        `${probeTimeoutMs} ms (pool.probeTimeoutMs) while statements were running; its connections were destroyed.`,
     )
     this.endpoint = endpoint
   }

@@ -29,9 +29,12 @@ export {
   PoolTimeoutError,
   QueryTimeoutError,
   ResilientError,
+  ServerUnresponsiveError,
 } from './errors.js'
 export type {
   CredentialsRefreshedEvent,
+  EndpointResponsiveEvent,
+  EndpointUnresponsiveEvent,
   FailoverEvent,
   ReaderEjectedEvent,
   ReaderRestoredEvent,

@@ -132,6 +132,28 @@ export interface PoolConfig {
    * Default: unset (the server's own setting). Example: `900_000` (15 minutes).
    */
   readonly sessionIdleTimeoutMs?: number
+  /**
+   * Detects a server that stopped answering (a frozen VM, stuck storage, a network partition where
+   * the kernel still acknowledges), which TCP keepalive and the drivers never notice: once a
+   * statement has run longer than this, the server is pinged over a separate connection (at most once
+   * per this interval while statements keep running). A slow statement on a healthy server is never
+   * cut short: it keeps running as long as the ping is answered. `false` turns the detection off.
+   *
+   * Default: `500`. Example: `2_000`.
+   */
+  readonly probeAfterMs?: number | false
+  /**
+   * How long that ping may take. Unanswered, with no other statement of the endpoint completing
+   * meanwhile, the server is declared unresponsive: statements in flight on it fail with
+   * `ServerUnresponsiveError` (their connections destroyed; reads are retried on another endpoint,
+   * writes are `'ambiguous'`), new statements fail at once instead of waiting for a connect timeout,
+   * a reader leaves rotation, the writer is looked for again, and the ping repeats until the server
+   * answers. With the defaults a silent server is declared down within 500 + 1000 ms plus a 100 ms
+   * tick.
+   *
+   * Default: `1_000`. Example: `3_000`.
+   */
+  readonly probeTimeoutMs?: number
 }
 
 /**
@@ -282,11 +304,22 @@ export interface RoutingConfig {
  */
 export interface AutoRetryConfig {
   /**
-   * Retries after the first attempt; `0` turns automatic retries off.
+   * Retries after the first attempt, at most; `0` turns automatic retries off. The time budget,
+   * `maxElapsedMs`, is what normally ends them.
    *
-   * Default: `4`. Example: `0`.
+   * Default: `Infinity` (bounded by `maxElapsedMs`). Example: `4`.
    */
   readonly retries?: number
+  /**
+   * Time budget of one statement's retries, counted from its first attempt: a retry whose backoff
+   * would end past it is not made, and the last error is thrown instead. So a statement that keeps
+   * failing as `'unavailable'` (a server restarting, a failover) costs the caller at most this, plus
+   * one attempt (bounded by `pool.connectTimeoutMs`, or `pool.acquireTimeoutMs` while waiting for a
+   * connection). A restart shorter than this surfaces no error.
+   *
+   * Default: `10_000`. Example: `30_000`.
+   */
+  readonly maxElapsedMs?: number
   /**
    * Backoff before the first retry; each later retry doubles it, with full jitter.
    *
@@ -365,7 +398,7 @@ export interface CreateDbConfig {
   /**
    * Automatic retries of single statements; see {@link AutoRetryConfig}. `false` turns them off.
    *
-   * Default: `{}` (4 retries, 50 ms to 1 s backoff). Example: `false`.
+   * Default: `{}` (retries for up to 10 s, 50 ms to 1 s backoff). Example: `false`.
    */
   readonly retry?: AutoRetryConfig | false
   /**

@@ -14,6 +14,8 @@ export interface ResolvedPoolOptions {
   readonly keepAliveInitialDelayMs: number
   readonly validateAfterIdleMs: number | undefined
   readonly sessionIdleTimeoutMs: number | undefined
+  readonly probeAfterMs: number | undefined
+  readonly probeTimeoutMs: number
 }
 
 /** The defaults, documented field by field on {@link PoolConfig}. */
@@ -30,6 +32,8 @@ export const POOL_DEFAULTS: ResolvedPoolOptions = Object.freeze({
   keepAliveInitialDelayMs: 10_000,
   validateAfterIdleMs: undefined,
   sessionIdleTimeoutMs: undefined,
+  probeAfterMs: 500,
+  probeTimeoutMs: 1_000,
 })
 
 export const POOL_KEYS: ReadonlyArray<keyof PoolConfig> = Object.freeze([
@@ -45,4 +49,6 @@ export const POOL_KEYS: ReadonlyArray<keyof PoolConfig> = Object.freeze([
   'keepAliveInitialDelayMs',
   'validateAfterIdleMs',
   'sessionIdleTimeoutMs',
+  'probeAfterMs',
+  'probeTimeoutMs',
 ])

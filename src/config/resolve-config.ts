@@ -35,12 +35,19 @@ export interface ResolvedConfig {
 
 /** Automatic statement retries with defaults applied. */
 export interface ResolvedRetry {
+  /** `Infinity`: only `maxElapsedMs` bounds the retries. */
   readonly retries: number
   readonly minDelayMs: number
   readonly maxDelayMs: number
+  readonly maxElapsedMs: number
 }
 
-const RETRY_DEFAULTS: ResolvedRetry = Object.freeze({ retries: 4, minDelayMs: 50, maxDelayMs: 1_000 })
+const RETRY_DEFAULTS: ResolvedRetry = Object.freeze({
+  retries: Infinity,
+  minDelayMs: 50,
+  maxDelayMs: 1_000,
+  maxElapsedMs: 10_000,
+})
 const TOP_LEVEL_KEYS = [
   'dialect',
   'writer',
@@ -53,7 +60,7 @@ const TOP_LEVEL_KEYS = [
   'log',
   'plugins',
 ] as const
-const RETRY_KEYS = ['retries', 'minDelayMs', 'maxDelayMs'] as const
+const RETRY_KEYS = ['retries', 'minDelayMs', 'maxDelayMs', 'maxElapsedMs'] as const
 const ENDPOINT_KEYS = [
   'url',
   'host',
@@ -196,9 +203,14 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
       )
     }
     retry = Object.freeze({
-      retries: integerSetting(input.retries, 0, 'retry.retries') ?? RETRY_DEFAULTS.retries,
+      retries:
+        input.retries === Infinity
+          ? Infinity
+          : (integerSetting(input.retries, 0, 'retry.retries') ?? RETRY_DEFAULTS.retries),
       minDelayMs,
       maxDelayMs,
+      maxElapsedMs:
+        integerSetting(input.maxElapsedMs, 0, 'retry.maxElapsedMs') ?? RETRY_DEFAULTS.maxElapsedMs,
     })
   }
 
@@ -508,6 +520,9 @@ function resolvePool(
     keepAliveInitialDelayMs: integer('keepAliveInitialDelayMs', 0) ?? base.keepAliveInitialDelayMs,
     validateAfterIdleMs: integer('validateAfterIdleMs', 0) ?? base.validateAfterIdleMs,
     sessionIdleTimeoutMs: integer('sessionIdleTimeoutMs', 1_000) ?? base.sessionIdleTimeoutMs,
+    probeAfterMs:
+      input.probeAfterMs === false ? undefined : (integer('probeAfterMs', 1) ?? base.probeAfterMs),
+    probeTimeoutMs: integer('probeTimeoutMs', 1) ?? base.probeTimeoutMs,
   })
 }
 

@@ -114,6 +114,40 @@ export interface CredentialsRefreshedEvent {
 }
 
 /**
+ * An endpoint's server stopped answering: a statement ran longer than `pool.probeAfterMs` and a ping
+ * over a separate connection got no reply within `pool.probeTimeoutMs`. Its statements in flight
+ * were failed with `ServerUnresponsiveError`, and new ones fail at once until it answers again.
+ *
+ * @example
+ * ```ts
+ * db.on('endpoint-unresponsive', (e) => console.error(`${e.endpoint} (${e.role}) stopped answering`))
+ * ```
+ */
+export interface EndpointUnresponsiveEvent {
+  readonly endpoint: string
+  readonly role: 'writer' | 'reader'
+  /** Statements in flight that were failed. */
+  readonly statementsFailed: number
+  /** The probe deadline that was missed, in milliseconds. */
+  readonly probeTimeoutMs: number
+}
+
+/**
+ * An endpoint that was unresponsive answers a ping again.
+ *
+ * @example
+ * ```ts
+ * db.on('endpoint-responsive', (e) => console.info(`${e.endpoint} answers again after ${e.downForMs} ms`))
+ * ```
+ */
+export interface EndpointResponsiveEvent {
+  readonly endpoint: string
+  readonly role: 'writer' | 'reader'
+  /** How long it did not answer, in milliseconds. */
+  readonly downForMs: number
+}
+
+/**
  * Every event `db.on(...)` can listen to, with its payload.
  *
  * @example
@@ -127,6 +161,8 @@ export interface ResilientEventMap {
   'reader-ejected': ReaderEjectedEvent
   'reader-restored': ReaderRestoredEvent
   'credentials-refreshed': CredentialsRefreshedEvent
+  'endpoint-unresponsive': EndpointUnresponsiveEvent
+  'endpoint-responsive': EndpointResponsiveEvent
   error: ResilientErrorEvent
 }
 

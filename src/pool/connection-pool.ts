@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
 import type { ResolvedPoolOptions } from '../config/pool-options.js'
 import { ConnectTimeoutError, DatabaseDestroyedError, PoolTimeoutError } from '../errors.js'
-import { markConnectPhase } from '../retry/classify-error.js'
+import { classifyError, isSessionRefusal, markConnectPhase } from '../retry/classify-error.js'
 
 /** Opens and closes the raw driver connections of one endpoint. */
 export interface PoolConnector<C> {
@@ -31,7 +31,7 @@ export interface PoolCounts {
   readonly idle: number
   /** Connections handed out to callers. */
   readonly inUse: number
-  /** Callers waiting for a connection. */
+  /** Callers waiting for a connection (a release, or one being opened for them). */
   readonly waiting: number
   /** Connections being opened right now. */
   readonly connecting: number
@@ -46,12 +46,14 @@ export type RemovalReason =
   | 'idle'
   | 'pool-ended'
   | 'failed-validation'
+  | 'given-back'
 
 interface Entry<C> {
   readonly connection: C
+  readonly openedAt: number
   readonly expiresAt: number
   idleTimer: NodeJS.Timeout | undefined
-  /** When it was last put back in the pool; only tracked when `validateAfterIdleMs` is set. */
+  /** When it was last put back in the pool. */
   idleSince: number
 }
 
@@ -62,12 +64,51 @@ interface Waiter<C> {
 }
 
 /**
+ * Growth pause after the server refused a session while the pool holds connections: the ceiling of
+ * the first pause; it doubles with each refusal in a row up to the maximum, and each pause is drawn
+ * between half its ceiling and the ceiling ("equal jitter"), so the processes refused together do
+ * not come back together, and none comes back sooner than half the ceiling.
+ */
+const HOLDING_PAUSE_MS = 2_000
+const MAX_HOLDING_PAUSE_MS = 16_000
+/**
+ * The same when the pool holds no connection, so its callers have nothing to wait for: shorter, and
+ * drawn between 0 and the ceiling ("full jitter"), because only a new session can serve them.
+ */
+const EMPTY_PAUSE_MS = 100
+const MAX_EMPTY_PAUSE_MS = 1_000
+/**
+ * While the server is short of slots, a pool holding more than one connection gives one back (closes
+ * it on release) this long after the last refusal or give-back, so that a process holding none can
+ * get one. When nobody took the freed slot (the pool got it back at once), the interval doubles up to
+ * the maximum; when somebody did (the pool's own reopen was refused), it starts over.
+ */
+const GIVE_BACK_AFTER_MS = 5_000
+const MAX_GIVE_BACK_AFTER_MS = 60_000
+/**
+ * A connection idle at least this long waits one turn of the event loop before it is handed out, so
+ * that a close which reached the socket while the process was busy is seen first (see #settled).
+ * Connections reused at once, as under load, never wait.
+ */
+const SETTLE_AFTER_IDLE_MS = 50
+/** The server counts as short of slots until this long after its last refusal. */
+const SATURATION_MEMORY_MS = 30_000
+
+/**
  * A connection pool with the same semantics for every driver: bounded size, a bounded wait for a
  * free connection, bounded connection age, idle reaping, and connections that broke are never
  * handed out again.
  *
  * Idle connections are reused last-in first-out: a burst's extra connections sit at the bottom of
  * the stack and are the ones the idle timeout reaps, so the pool shrinks back after the burst.
+ *
+ * Connections are opened for waiting callers, never more at once than a limit that starts at one
+ * and grows by one per round of successful opens, so a cold pool does not flood a server that has a
+ * few slots left. When the server refuses a session for lack of slots (see `isSessionRefusal`), the
+ * pool stops growing for a jittered, growing pause and serves its callers from the connections it
+ * holds; a refused open fails nobody (callers wait until their `acquireTimeoutMs`). Other open
+ * failures (unreachable, timed out, credentials rejected) fail the longest-waiting caller at once,
+ * so the routing layer can retry elsewhere.
  */
 export class ConnectionPool<C> extends EventEmitter<{
   connect: [connection: C]
@@ -83,6 +124,19 @@ export class ConnectionPool<C> extends EventEmitter<{
   #closing = 0
   #ended = false
   #used = false
+  /** How many opens may run at once; a fraction grows to the next integer over one round. */
+  #openLimit = 1
+  /** Refusals in a row, for the pause's growth; reset when the pool grows past `#ceiling`. */
+  #refusals = 0
+  #growthTimer: NodeJS.Timeout | undefined
+  /** Connections held when the server last refused one; undefined when it has room. */
+  #ceiling: number | undefined
+  #saturatedUntil = 0
+  #lastRefusal: unknown
+  #giveBackAfterMs = GIVE_BACK_AFTER_MS
+  #nextGiveBackAt = 0
+  /** A connection was given back and the reopen that follows will tell whether somebody took its slot. */
+  #gaveBack = false
 
   constructor(name: string, connector: PoolConnector<C>, options: ResolvedPoolOptions) {
     super()
@@ -104,29 +158,15 @@ export class ConnectionPool<C> extends EventEmitter<{
       const reason = this.#unusableReason(entry)
       if (reason === undefined) {
         this.#inUse.set(entry.connection, entry)
+        const idleMs = Date.now() - entry.idleSince
         const validateAfter = this.options.validateAfterIdleMs
-        // Checked inline so a fresh connection (or an unset option) costs no extra await.
-        if (validateAfter !== undefined && Date.now() - entry.idleSince > validateAfter) {
-          return this.#validated(entry)
-        }
+        // Checked inline so a connection reused at once (the hot path) costs no extra await.
+        if (validateAfter !== undefined && idleMs > validateAfter) return this.#validated(entry)
+        if (idleMs >= SETTLE_AFTER_IDLE_MS) return this.#settled(entry)
         return entry.connection
       }
       this.#close(entry, reason)
       entry = this.#idle.pop()
-    }
-
-    if (this.#size() < this.options.max) {
-      let opened: Entry<C>
-      try {
-        opened = await this.#open()
-      } catch (error) {
-        // The slot this caller reserved is free again: let the longest waiter use it.
-        this.#serveWaiters()
-        throw error
-      }
-      this.#inUse.set(opened.connection, opened)
-      this.#fillToMin()
-      return opened.connection
     }
 
     return new Promise<C>((resolve, reject) => {
@@ -136,10 +176,11 @@ export class ConnectionPool<C> extends EventEmitter<{
         timer: setTimeout(() => {
           const index = this.#waiters.indexOf(waiter)
           if (index !== -1) this.#waiters.splice(index, 1)
-          reject(new PoolTimeoutError(this.name, this.options.acquireTimeoutMs, this.options.max))
+          reject(this.#timeoutError())
         }, this.options.acquireTimeoutMs),
       }
       this.#waiters.push(waiter)
+      this.#grow()
     })
   }
 
@@ -152,21 +193,17 @@ export class ConnectionPool<C> extends EventEmitter<{
     if (entry === undefined) return
     this.#inUse.delete(connection)
 
-    const reason = this.#ended ? 'pool-ended' : discard ? 'discarded' : this.#unusableReason(entry)
+    const reason = this.#ended
+      ? 'pool-ended'
+      : discard
+        ? 'discarded'
+        : (this.#unusableReason(entry) ?? this.#giveBackReason())
     if (reason !== undefined) {
       this.#close(entry, reason)
-      this.#serveWaiters()
+      this.#grow()
       return
     }
-
-    const waiter = this.#waiters.shift()
-    if (waiter !== undefined) {
-      clearTimeout(waiter.timer)
-      this.#inUse.set(connection, entry)
-      waiter.resolve(connection)
-      return
-    }
-    this.#pushIdle(entry)
+    this.#handOff(entry)
   }
 
   /**
@@ -180,6 +217,18 @@ export class ConnectionPool<C> extends EventEmitter<{
       this.#close(entry, 'evicted')
     }
     return evicted.length
+  }
+
+  /**
+   * Fails every waiting caller with `error` now (the server stopped answering: a connection being
+   * opened for them would only reach its connect timeout). Opens in flight go on; what they open
+   * goes idle or to later callers.
+   */
+  rejectWaiters(error: unknown): void {
+    for (const waiter of this.#waiters.splice(0)) {
+      clearTimeout(waiter.timer)
+      waiter.reject(error)
+    }
   }
 
   /** Current counts. */
@@ -205,6 +254,8 @@ export class ConnectionPool<C> extends EventEmitter<{
       clearTimeout(waiter.timer)
       waiter.reject(new DatabaseDestroyedError())
     }
+    clearTimeout(this.#growthTimer)
+    this.#growthTimer = undefined
     for (const entry of this.#idle.splice(0)) {
       clearTimeout(entry.idleTimer)
       this.#close(entry, 'pool-ended')
@@ -212,6 +263,11 @@ export class ConnectionPool<C> extends EventEmitter<{
     while (this.#connecting > 0 || this.#closing > 0) {
       await new Promise((resolve) => setImmediate(resolve))
     }
+  }
+
+  /** Whether the server refused a session for lack of slots within the last 30 s. */
+  get saturated(): boolean {
+    return this.#ceiling !== undefined && Date.now() < this.#saturatedUntil
   }
 
   #size(): number {
@@ -225,18 +281,14 @@ export class ConnectionPool<C> extends EventEmitter<{
   }
 
   async #open(): Promise<Entry<C>> {
-    this.#connecting++
-    let connection: C
-    try {
-      connection = await this.#connectWithDeadline()
-    } finally {
-      this.#connecting--
-    }
+    const connection = await this.#connectWithDeadline()
     // A little jitter so connections opened together are not all recycled together.
     const lifetime = this.options.maxLifetimeMs * (1 - Math.random() * 0.1)
+    const now = Date.now()
     const entry: Entry<C> = {
       connection,
-      expiresAt: Date.now() + lifetime,
+      openedAt: now,
+      expiresAt: now + lifetime,
       idleTimer: undefined,
       idleSince: 0,
     }
@@ -302,6 +354,23 @@ export class ConnectionPool<C> extends EventEmitter<{
     }
   }
 
+  /**
+   * The connection sat idle a while: its server may have closed it while this process was too busy
+   * to notice (a long GC pause, a CPU-starved container, a blocked event loop), the close waiting
+   * unread in the socket. A turn of the event loop lets such pending socket events land; a
+   * connection that turns out closed is dropped and the caller gets another. Costs two macrotask
+   * hops, and only on a connection idle for SETTLE_AFTER_IDLE_MS or more.
+   */
+  async #settled(entry: Entry<C>): Promise<C> {
+    // Two hops: called from an I/O callback, the first runs in the same loop iteration, before the
+    // next poll for socket events; the second runs after it.
+    await new Promise<void>((resolve) => setImmediate(resolve))
+    await new Promise<void>((resolve) => setImmediate(resolve))
+    if (!this.#connector.isBroken(entry.connection)) return entry.connection
+    if (this.#inUse.delete(entry.connection)) this.#close(entry, 'broken')
+    return this.acquire()
+  }
+
   /** A dead peer may never answer the ping: bound it like opening a connection, by connectTimeoutMs. */
   #validateWithDeadline(connection: C): Promise<void> {
     const connector = this.#connector
@@ -324,7 +393,7 @@ export class ConnectionPool<C> extends EventEmitter<{
   }
 
   #pushIdle(entry: Entry<C>): void {
-    if (this.options.validateAfterIdleMs !== undefined) entry.idleSince = Date.now()
+    entry.idleSince = Date.now()
     if (this.options.idleTimeoutMs > 0) {
       entry.idleTimer = setTimeout(() => this.#reapIdle(entry), this.options.idleTimeoutMs)
       entry.idleTimer.unref()
@@ -365,49 +434,146 @@ export class ConnectionPool<C> extends EventEmitter<{
     })
   }
 
-  /** A connection slot was freed: open a connection for the longest-waiting caller. */
-  #serveWaiters(): void {
-    if (this.#waiters.length === 0 || this.#ended || this.#size() >= this.options.max) return
+  /** Gives a connection that is ready for use to the longest-waiting caller, or keeps it idle. */
+  #handOff(entry: Entry<C>): void {
+    const waiter = this.#waiters.shift()
+    if (waiter === undefined) {
+      this.#pushIdle(entry)
+      return
+    }
+    clearTimeout(waiter.timer)
+    this.#inUse.set(entry.connection, entry)
+    waiter.resolve(entry.connection)
+  }
+
+  /**
+   * Opens connections while callers wait for more than are being opened, within `max`, the open
+   * limit, and not during a growth pause.
+   */
+  #grow(): void {
+    if (this.#ended || this.#growthTimer !== undefined) return
+    while (
+      this.#waiters.length > this.#connecting &&
+      this.#size() < this.options.max &&
+      this.#connecting < Math.floor(this.#openLimit)
+    ) {
+      this.#openFor(() => this.#waiters.length > 0)
+    }
+  }
+
+  /** Opens one connection; `wanted` says, once it is open, whether anyone still needs it. */
+  #openFor(wanted: () => boolean): void {
+    // Past the ceiling, this open tests whether the server has room again.
+    const beyondCeiling = this.#ceiling !== undefined && this.#size() >= this.#ceiling
+    // Counted until the connection is placed (handed out or idle), in the same tick: a release in
+    // between must not see a free slot that is about to be filled.
+    this.#connecting++
     this.#open().then(
       (entry) => {
-        const waiter = this.#waiters.shift()
-        if (waiter === undefined) {
-          this.#pushIdle(entry)
-          return
+        this.#connecting--
+        if (this.#gaveBack) {
+          // The slot given back was still free: nobody was waiting for it.
+          this.#gaveBack = false
+          this.#giveBackAfterMs = Math.min(MAX_GIVE_BACK_AFTER_MS, this.#giveBackAfterMs * 2)
+          this.#nextGiveBackAt = Date.now() + jittered(this.#giveBackAfterMs)
         }
-        clearTimeout(waiter.timer)
-        this.#inUse.set(entry.connection, entry)
-        waiter.resolve(entry.connection)
+        if (beyondCeiling) {
+          // The server has room again: grow as from a cold start.
+          this.#ceiling = undefined
+          this.#refusals = 0
+        }
+        // One more open at once per round of successes: +1/limit per success.
+        this.#openLimit = Math.min(this.options.max, this.#openLimit + 1 / Math.floor(this.#openLimit))
+        if (wanted()) this.#handOff(entry)
+        else this.#pushIdle(entry)
+        this.#grow()
+        this.#fillToMin()
       },
       (error: unknown) => {
-        // The server refused or timed out: fail the first waiter now rather than at its deadline.
+        this.#connecting--
+        if (this.#ended) return
+        if (isSessionRefusal(classifyError(error, { phase: 'connect' }))) {
+          this.#pauseGrowth(error)
+          return
+        }
+        // The server is unreachable, too slow or rejected us: the longest waiter learns it now rather
+        // than at its deadline, and can be sent elsewhere; the others get another try.
         const waiter = this.#waiters.shift()
         if (waiter !== undefined) {
           clearTimeout(waiter.timer)
           waiter.reject(error)
         }
-        this.#serveWaiters()
+        this.#grow()
       },
     )
   }
 
+  /**
+   * The server refused a session for lack of slots. Waiting callers keep waiting (for a release, or
+   * for the next open); the pool stops opening for a pause that grows with each refusal in a row, and
+   * then opens one connection at a time again.
+   */
+  #pauseGrowth(error: unknown): void {
+    const held = this.#idle.length + this.#inUse.size
+    this.#lastRefusal = error
+    this.#saturatedUntil = Date.now() + SATURATION_MEMORY_MS
+    this.#openLimit = 1
+    if (this.#gaveBack) {
+      // Somebody took the slot this pool gave back: keep giving back at the first pace.
+      this.#gaveBack = false
+      this.#giveBackAfterMs = GIVE_BACK_AFTER_MS
+    }
+    if (this.#ceiling === undefined) this.#nextGiveBackAt = Date.now() + jittered(this.#giveBackAfterMs)
+    this.#ceiling = held
+    // Opens that were in flight together fail together: one pause for them all.
+    if (this.#growthTimer !== undefined) return
+    this.#refusals++
+    const delayMs =
+      held > 0
+        ? equalJitter(Math.min(MAX_HOLDING_PAUSE_MS, HOLDING_PAUSE_MS * 2 ** (this.#refusals - 1)))
+        : Math.random() * Math.min(MAX_EMPTY_PAUSE_MS, EMPTY_PAUSE_MS * 2 ** (this.#refusals - 1))
+    this.#growthTimer = setTimeout(() => {
+      this.#growthTimer = undefined
+      this.#grow()
+    }, delayMs)
+    this.#growthTimer.unref()
+  }
+
+  /**
+   * While the server is short of slots, a pool holding more than one connection closes one on
+   * release from time to time, so that a process holding none can get a session.
+   */
+  #giveBackReason(): RemovalReason | undefined {
+    if (this.#ceiling === undefined || this.#gaveBack) return undefined
+    const now = Date.now()
+    if (now < this.#nextGiveBackAt || now >= this.#saturatedUntil) return undefined
+    if (this.#idle.length + this.#inUse.size + 1 <= 1) return undefined
+    this.#gaveBack = true
+    return 'given-back'
+  }
+
+  #timeoutError(): PoolTimeoutError {
+    const refusal = this.saturated
+      ? { open: this.#idle.length + this.#inUse.size, error: this.#lastRefusal }
+      : undefined
+    return new PoolTimeoutError(this.name, this.options.acquireTimeoutMs, this.options.max, refusal)
+  }
+
   #fillToMin(): void {
-    if (!this.#used || this.#ended) return
-    while (this.#size() < this.options.min) {
-      this.#open().then(
-        (entry) => {
-          const waiter = this.#waiters.shift()
-          if (waiter !== undefined) {
-            clearTimeout(waiter.timer)
-            this.#inUse.set(entry.connection, entry)
-            waiter.resolve(entry.connection)
-          } else {
-            this.#pushIdle(entry)
-          }
-        },
-        // A background top-up failing is not anyone's error: the next acquire opens on demand.
-        () => this.#serveWaiters(),
-      )
+    if (!this.#used || this.#ended || this.#growthTimer !== undefined) return
+    while (this.#size() < this.options.min && this.#connecting < Math.floor(this.#openLimit)) {
+      // A background top-up failing is not anyone's error: the next acquire opens on demand.
+      this.#openFor(() => this.#waiters.length > 0)
     }
   }
+}
+
+/** Uniform between half of `ceilingMs` and `ceilingMs`. */
+function equalJitter(ceilingMs: number): number {
+  return ceilingMs / 2 + (Math.random() * ceilingMs) / 2
+}
+
+/** `ms` stretched by up to half, so pools that saw the same refusal do not act in the same instant. */
+function jittered(ms: number): number {
+  return ms * (1 + Math.random() / 2)
 }

@@ -62,6 +62,18 @@ export function markConnectPhase(err: unknown): void {
   }
 }
 
+/**
+ * The server refused a new session because it is short of session slots (PostgreSQL 53300, 57P03;
+ * MySQL/MariaDB 1040, 1203, 1226 max_user_connections). That is overload, not a lost server: the pool
+ * stops growing and serves its callers from the connections it holds, instead of failing them or
+ * suspecting the endpoint.
+ */
+export function isSessionRefusal({ category, code }: ErrorClassification): boolean {
+  return category === 'unavailable' && code !== undefined && SESSION_REFUSAL_CODES.has(code)
+}
+
+const SESSION_REFUSAL_CODES: ReadonlySet<string> = new Set(['53300', '57P03', '1040', '1203', '1226'])
+
 function markedPhase(err: unknown): ErrorPhase | undefined {
   if (typeof err !== 'object' || err === null) return undefined
   return Object.getOwnPropertyDescriptor(err, PHASE_KEY)?.value === 'connect' ? 'connect' : undefined
@@ -127,7 +139,9 @@ function explain(
 /** The verdict on this error alone, or `undefined` when it is not one we recognise. */
 function classifyOne(err: object, phase: ErrorPhase | undefined): ErrorClassification | undefined {
   const library = libraryRule(err)
-  if (library !== undefined) return verdict(library, stringField(err, 'code'), false)
+  // With the phase: a library error raised before anything was sent (ServerUnresponsiveError from
+  // acquire) is 'unavailable', the same error for a statement in flight 'ambiguous'.
+  if (library !== undefined) return verdict(library, stringField(err, 'code'), false, phase)
 
   const caller = callerRule(err)
   if (caller !== undefined) return verdict(caller.rule, caller.code, false)
@@ -244,6 +258,18 @@ const LIBRARY_RULES: ReadonlyMap<string, { readonly name: string; readonly rule:
       name: 'QueryTimeoutError',
       // Our client-side deadline, like pg's query_timeout: the server may still run and commit it.
       rule: rule('ambiguous', 'no answer within queryTimeoutMs; the statement may have run', true),
+    },
+  ],
+  [
+    'SERVER_UNRESPONSIVE',
+    {
+      name: 'ServerUnresponsiveError',
+      // In flight: the statement reached a server that then stopped answering; it may have run.
+      rule: rule(
+        'ambiguous',
+        'the server stopped answering a liveness probe; the statement may have run',
+        true,
+      ),
     },
   ],
   [

@@ -2,6 +2,7 @@ import type { EndpointSettings } from '../config/endpoint-settings.js'
 import type { ResolvedConfig } from '../config/resolve-config.js'
 import { DatabaseDestroyedError, NoReaderAvailableError } from '../errors.js'
 import { ResilientEvents } from '../events/resilient-events.js'
+import { isSessionRefusal } from '../retry/classify-error.js'
 import type { ErrorClassification } from '../retry/error-classification.js'
 import { ReaderHealth } from '../topology/reader-health.js'
 import { WriterTracker } from '../topology/writer-tracker.js'
@@ -122,6 +123,13 @@ export class Cluster {
       })
       return
     }
+    if (code === 'POOL_ACQUIRE_TIMEOUT' || isSessionRefusal(classification)) {
+      // Overload: the endpoint answers but has no session (or no pooled connection) to spare.
+      // Suspecting the writer would close its idle connections and open discovery probes, more
+      // sessions against a server that is out of them; ejecting a reader would move its load onto
+      // the others. Neither is lost.
+      return
+    }
     if (classification.connectionLost || category === 'unavailable') {
       this.events.emit('error', {
         endpoint: endpoint.name,
@@ -137,7 +145,7 @@ export class Cluster {
       }
       return
     }
-    if (category === 'unavailable' && code !== 'POOL_ACQUIRE_TIMEOUT') topology.health.unreachable(endpoint)
+    if (category === 'unavailable') topology.health.unreachable(endpoint)
   }
 
   stats(): DbStats {
@@ -186,6 +194,12 @@ export class Cluster {
     )
     const writers = new WriterTracker(all.slice(0, this.config.writers.length), this.events)
     const readers = all.slice(this.config.writers.length)
+    // A server that stopped answering: find the writer again, or take the reader out of rotation.
+    for (const endpoint of writers.candidates) {
+      endpoint.onUnresponsive = (unresponsive) => writers.suspect(unresponsive, 'unresponsive')
+    }
+    for (const reader of readers)
+      reader.onUnresponsive = (unresponsive) => this.#topology?.health.unreachable(unresponsive)
     const health = new ReaderHealth(readers, this.events, {
       cooldownMs: this.config.readerCooldownMs,
       maxReplicaLagMs: this.config.maxReplicaLagMs,

@@ -20,11 +20,17 @@ import {
 } from '../dialect/load-driver.js'
 import { MysqlConnector } from '../dialect/mysql-connector.js'
 import { PostgresConnector } from '../dialect/postgres-connector.js'
-import { ConnectTimeoutError, MissingDriverError } from '../errors.js'
+import {
+  ConnectTimeoutError,
+  MissingDriverError,
+  QueryTimeoutError,
+  ServerUnresponsiveError,
+} from '../errors.js'
 import type { ResilientEvents } from '../events/resilient-events.js'
 import { ConnectionPool, type PoolConnector, type PoolCounts } from '../pool/connection-pool.js'
-import { classifyError } from '../retry/classify-error.js'
+import { classifyError, markConnectPhase } from '../retry/classify-error.js'
 import { loadRdsCaBundle } from '../tls/rds-ca-bundle.js'
+import { LivenessMonitor, type Watched } from '../topology/liveness-monitor.js'
 
 /**
  * Counters of one endpoint, as returned in `db.stats()`.
@@ -77,18 +83,59 @@ export class Endpoint {
   readonly driver: Driver
   readonly #pool: ConnectionPool<unknown>
   readonly #connector: EndpointConnector<unknown>
+  readonly #monitor: LivenessMonitor<unknown>
   #handoff: unknown
   #queries = 0
+  /** While set, released connections are closed instead of pooled (see {@link drain}). */
+  #draining = false
+  /** Told when the server stops answering; set by the cluster. */
+  onUnresponsive: ((endpoint: Endpoint) => void) | undefined
 
   private constructor(
     settings: EndpointSettings,
     pool: ConnectionPool<unknown>,
     connector: EndpointConnector<unknown>,
+    events: ResilientEvents,
     createDriver: (connect: () => Promise<unknown>) => Driver,
   ) {
     this.settings = settings
     this.#pool = pool
     this.#connector = connector
+    this.#monitor = new LivenessMonitor(
+      settings.name,
+      {
+        connect: () => connector.connect(),
+        ping: (raw) => connector.validate?.(raw) ?? Promise.resolve(),
+        destroy: (raw) => {
+          connector.destroy(raw)
+          void connector.close(raw)
+        },
+      },
+      { probeAfterMs: settings.pool.probeAfterMs, probeTimeoutMs: settings.pool.probeTimeoutMs },
+      {
+        unresponsive: (error, failed) => {
+          // Idle connections lead to the same silent server, and callers waiting for a connection
+          // would wait for a connect timeout: both go; new statements fail fast (acquire).
+          this.#pool.evictIdle()
+          this.#pool.rejectWaiters(this.unresponsiveError())
+          events.emit('endpoint-unresponsive', {
+            endpoint: settings.name,
+            role: settings.role,
+            statementsFailed: failed,
+            probeTimeoutMs: settings.pool.probeTimeoutMs,
+          })
+          events.emit('error', {
+            endpoint: settings.name,
+            category: 'unavailable',
+            code: error instanceof ServerUnresponsiveError ? error.code : undefined,
+            reason: 'the server stopped answering',
+          })
+          this.onUnresponsive?.(this)
+        },
+        responsive: (downForMs) =>
+          events.emit('endpoint-responsive', { endpoint: settings.name, role: settings.role, downForMs }),
+      },
+    )
     // Kysely's drivers ask their pool for a connection synchronously at the start of
     // acquireConnection(); hand over the one `acquire` already took, so we know which it is.
     this.driver = createDriver(() => {
@@ -106,8 +153,22 @@ export class Endpoint {
     return this.settings.role
   }
 
+  /** True while the liveness monitor finds the server not answering. */
+  get unresponsive(): boolean {
+    return this.#monitor.unresponsive
+  }
+
+  /** The error a statement gets, before anything is sent, while the server is not answering. */
+  unresponsiveError(): ServerUnresponsiveError {
+    const error = new ServerUnresponsiveError(this.name, this.settings.pool.probeTimeoutMs)
+    markConnectPhase(error)
+    return error
+  }
+
   /** Takes a connection from the pool and returns Kysely's connection object for it. */
   async acquire(options?: AbortableOperationOptions): Promise<DatabaseConnection> {
+    // A silent server would hold the caller until a connect or query deadline: fail at once.
+    if (this.#monitor.unresponsive) throw this.unresponsiveError()
     const raw = await this.#pool.acquire()
     this.#handoff = raw
     let pending: Promise<DatabaseConnection>
@@ -128,8 +189,75 @@ export class Endpoint {
 
   /** Gives a connection back; `discard` destroys it instead (it failed at the connection level). */
   async release(connection: DatabaseConnection, discard = false): Promise<void> {
-    if (discard) this.discard(connection)
+    if (discard || this.#draining) this.discard(connection)
     await this.driver.releaseConnection(connection)
+  }
+
+  /**
+   * Runs one statement's promise under the endpoint's watch: `pool.queryTimeoutMs`, and the liveness
+   * monitor. Either one fails the caller and calls `cut` (which must destroy the connection: some
+   * drivers never settle a query whose socket was destroyed, so the caller is rejected here).
+   */
+  watch<T>(work: Promise<T>, cut: () => void): Promise<T> {
+    const monitor = this.#monitor
+    const timeoutMs = this.settings.pool.queryTimeoutMs
+    if (!monitor.enabled && timeoutMs === undefined) return work
+    return new Promise<T>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined
+      let settled = false
+      const watched: Watched = {
+        startedAt: performance.now(),
+        fail: (error) => {
+          if (settled) return
+          settled = true
+          clearTimeout(timer)
+          monitor.end(watched)
+          cut()
+          reject(error)
+        },
+      }
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => watched.fail(new QueryTimeoutError(this.name, timeoutMs)), timeoutMs)
+      }
+      if (monitor.enabled) {
+        // Sent to a server already known not to answer: the outcome is unknown, fail now.
+        if (monitor.unresponsive) {
+          watched.fail(new ServerUnresponsiveError(this.name, this.settings.pool.probeTimeoutMs))
+          return
+        }
+        monitor.start(watched)
+      }
+      work.then(
+        (value) => {
+          if (settled) return
+          settled = true
+          clearTimeout(timer)
+          monitor.end(watched)
+          resolve(value)
+        },
+        (error: unknown) => {
+          if (settled) return
+          settled = true
+          clearTimeout(timer)
+          monitor.end(watched)
+          reject(error)
+        },
+      )
+    })
+  }
+
+  /**
+   * The endpoint may have changed role (a failover is being looked into): close its idle
+   * connections, and close every connection released until {@link stopDraining}, so none that
+   * leads to a demoted writer is handed out again.
+   */
+  drain(): void {
+    this.#draining = true
+    this.#pool.evictIdle()
+  }
+
+  stopDraining(): void {
+    this.#draining = false
   }
 
   /** Destroys the connection's socket now and makes sure the pool never hands it out again. */
@@ -232,6 +360,7 @@ export class Endpoint {
   }
 
   async destroy(): Promise<void> {
+    this.#monitor.close()
     await this.driver.destroy()
   }
 
@@ -250,6 +379,7 @@ export class Endpoint {
         settings,
         pool as ConnectionPool<unknown>,
         connector as EndpointConnector<unknown>,
+        events,
         (connect) =>
           new PostgresDriver({
             pool: {
@@ -279,6 +409,7 @@ export class Endpoint {
       settings,
       pool as ConnectionPool<unknown>,
       connector as EndpointConnector<unknown>,
+      events,
       (connect) =>
         new MysqlDriver({
           // Kills with a connection opened like the pool's: TLS, current credentials.

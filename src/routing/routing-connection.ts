@@ -7,7 +7,6 @@ import {
   type Log,
   type QueryResult,
 } from 'kysely'
-import { QueryTimeoutError } from '../errors.js'
 import { fullJitterDelay, sleep } from '../retry/backoff.js'
 import { classifyError } from '../retry/classify-error.js'
 import type { ErrorClassification, ErrorPhase } from '../retry/error-classification.js'
@@ -209,6 +208,11 @@ export class RoutingConnection implements DatabaseConnection {
     if (bound === undefined) return this.#executeStatement<R>(compiledQuery, options)
 
     // Inside a session nothing is retried: the caller retries the whole unit of work.
+    if (bound.endpoint.unresponsive) {
+      // Not sent: fail before writing to a server known not to answer.
+      bound.discard = true
+      throw bound.endpoint.unresponsiveError()
+    }
     bound.endpoint.countQuery()
     try {
       return await this.#withDeadline(bound, bound.connection.executeQuery<R>(compiledQuery, options))
@@ -225,6 +229,7 @@ export class RoutingConnection implements DatabaseConnection {
   ): Promise<QueryResult<R>> {
     // Classified once: the tree walk is the routing layer's main cost per statement.
     const read = this.#isRead(compiledQuery)
+    const startedAt = performance.now()
     for (let attempt = 1; ; attempt++) {
       let endpoint: Endpoint | undefined
       let lease: Lease
@@ -232,7 +237,8 @@ export class RoutingConnection implements DatabaseConnection {
         endpoint = read ? this.#cluster.reader() : this.#cluster.writer()
         lease = await this.#lease(endpoint, options)
       } catch (error) {
-        await this.#beforeRetry(new AttemptError(error, endpoint, 'connect'), attempt, read, options)
+        const failure = new AttemptError(error, endpoint, 'connect')
+        await this.#beforeRetry(failure, attempt, startedAt, read, options)
         continue
       }
       let failure: AttemptError
@@ -247,7 +253,7 @@ export class RoutingConnection implements DatabaseConnection {
         this.#active = undefined
         await lease.endpoint.release(lease.connection, lease.discard)
       }
-      await this.#beforeRetry(failure, attempt, read, options)
+      await this.#beforeRetry(failure, attempt, startedAt, read, options)
     }
   }
 
@@ -259,12 +265,13 @@ export class RoutingConnection implements DatabaseConnection {
   async #beforeRetry(
     failure: AttemptError,
     attempt: number,
+    startedAt: number,
     read: boolean,
     options: AbortableOperationOptions | undefined,
   ): Promise<void> {
     const { classification } = failure
     if (failure.endpoint !== undefined) this.#cluster.reportFailure(failure.endpoint, classification)
-    const { retries, minDelayMs, maxDelayMs } = this.#cluster.config.retry
+    const { retries, minDelayMs, maxDelayMs, maxElapsedMs } = this.#cluster.config.retry
     const { category } = classification
     const safe =
       // NO_READER_AVAILABLE is `routing.fallback: 'error'` asking to fail at once; the readers stay
@@ -278,6 +285,7 @@ export class RoutingConnection implements DatabaseConnection {
       (category === 'ambiguous' && read && classification.code !== 'QUERY_TIMEOUT')
     if (!safe || attempt > retries || options?.signal?.aborted) throw failure.error
     const delayMs = fullJitterDelay(attempt, minDelayMs, maxDelayMs)
+    if (performance.now() - startedAt + delayMs > maxElapsedMs) throw failure.error
     this.#cluster.events.emit('retry', {
       endpoint: failure.endpoint?.name ?? 'unknown',
       category,
@@ -287,7 +295,9 @@ export class RoutingConnection implements DatabaseConnection {
       statement: read ? 'read' : 'write',
     })
     await sleep(delayMs, options?.signal)
-    if (!read) await this.#cluster.writerSettled(maxDelayMs)
+    // Waiting for discovery is part of the budget too.
+    const remainingMs = maxElapsedMs - (performance.now() - startedAt)
+    if (!read) await this.#cluster.writerSettled(Math.max(0, Math.min(maxDelayMs, remainingMs)))
   }
 
   /**
@@ -299,13 +309,15 @@ export class RoutingConnection implements DatabaseConnection {
     options: AbortableOperationOptions | undefined,
     read = false,
   ): Promise<Lease> {
+    const startedAt = performance.now()
     for (let attempt = 1; ; attempt++) {
       let endpoint: Endpoint | undefined
       try {
         endpoint = pick()
         return await this.#lease(endpoint, options)
       } catch (error) {
-        await this.#beforeRetry(new AttemptError(error, endpoint, 'connect'), attempt, read, options)
+        const failure = new AttemptError(error, endpoint, 'connect')
+        await this.#beforeRetry(failure, attempt, startedAt, read, options)
       }
     }
   }
@@ -358,27 +370,14 @@ export class RoutingConnection implements DatabaseConnection {
     this.#cluster.reportFailure(lease.endpoint, classification)
   }
 
-  /** Applies `pool.queryTimeoutMs`: past it, the connection is destroyed and the caller gets an error. */
+  /**
+   * Runs the statement under its endpoint's watch (`pool.queryTimeoutMs`, the liveness monitor):
+   * past either, the connection is destroyed and the caller gets the error.
+   */
   #withDeadline<T>(lease: Lease, work: Promise<T>): Promise<T> {
-    const timeoutMs = lease.endpoint.settings.pool.queryTimeoutMs
-    if (timeoutMs === undefined) return work
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        lease.discard = true
-        // Some drivers never settle a query whose socket was destroyed: reject ourselves.
-        lease.endpoint.discard(lease.connection)
-        reject(new QueryTimeoutError(lease.endpoint.name, timeoutMs))
-      }, timeoutMs)
-      work.then(
-        (value) => {
-          clearTimeout(timer)
-          resolve(value)
-        },
-        (error: unknown) => {
-          clearTimeout(timer)
-          reject(error)
-        },
-      )
+    return lease.endpoint.watch(work, () => {
+      lease.discard = true
+      lease.endpoint.discard(lease.connection)
     })
   }
 

@@ -75,9 +75,18 @@ export class WriterTracker {
    */
   suspect(endpoint: Endpoint, reason: string): void {
     if (this.#closed || endpoint !== this.#current) return
-    if (reason !== 'startup') endpoint.evictIdle()
+    // A read-only error says the node changed role: none of its connections may be reused until the
+    // writer is found. After a lost connection only the idle ones are suspect (a broken one is never
+    // pooled anyway).
+    if (reason === 'read-only') endpoint.drain()
+    else if (reason !== 'startup') endpoint.evictIdle()
     this.#discovery ??= this.#discover(reason).finally(() => {
       this.#discovery = undefined
+      // Connections of the writer found (or kept) are good again; the others may lead to a demoted one.
+      for (const candidate of this.#candidates) {
+        if (candidate === this.#current) candidate.stopDraining()
+        else candidate.drain()
+      }
     })
   }
 
@@ -95,7 +104,7 @@ export class WriterTracker {
         const previous = this.#current
         if (writer !== previous) {
           this.#current = writer
-          previous.evictIdle()
+          previous.drain()
           if (reason !== 'startup') {
             this.#events.emit('failover', {
               from: previous.name,

@@ -88,10 +88,11 @@ async function main() {
   const loaded = (name) =>
     Object.keys(localRequire.cache).some((key) => key.includes(sep + 'node_modules' + sep + name + sep))
 
-  // Port 1: nothing listens there, so a query fails at once after the driver loads.
+  // Port 1: nothing listens there, so a query fails at once after the driver loads (with no retries:
+  // a refused connection is otherwise retried for retry.maxElapsedMs).
   const pool = { connectTimeoutMs: 2000 }
-  const postgres = createDb({ dialect: 'postgres', writer: 'postgres://u:p@127.0.0.1:1/db', pool })
-  const mysql = createDb({ dialect: 'mysql', writer: 'mysql://u:p@127.0.0.1:1/db', pool })
+  const postgres = createDb({ dialect: 'postgres', writer: 'postgres://u:p@127.0.0.1:1/db', pool, retry: false })
+  const mysql = createDb({ dialect: 'mysql', writer: 'mysql://u:p@127.0.0.1:1/db', pool, retry: false })
   assert.ok(postgres instanceof Kysely, "the postgres db is not an instance of the consumer's Kysely")
   assert.ok(mysql instanceof Kysely, "the mysql db is not an instance of the consumer's Kysely")
   assert.throws(() => createDb({ dialect: 'nope' }), ConfigError)
@@ -117,6 +118,7 @@ async function main() {
     writer: 'postgres://app_iam@orders.cluster-abc.eu-west-1.rds.amazonaws.com:1/db',
     auth: { type: 'iam' },
     pool,
+    retry: false,
   })
   const iamError = await iam.selectNoFrom(sql.lit(1).as('one')).execute().then(() => undefined, (e) => e)
   assert.ok(iamError instanceof MissingDriverError, 'expected a MissingDriverError for IAM, got ' + iamError)

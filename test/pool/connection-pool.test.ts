@@ -8,7 +8,7 @@ interface FakeConnection {
   broken: boolean
 }
 
-type ConnectPlan = 'ok' | 'fail' | 'hang'
+type ConnectPlan = 'ok' | 'fail' | 'hang' | 'refuse'
 
 interface HangingConnect {
   readonly succeed: () => void
@@ -28,6 +28,8 @@ class FakeConnector implements PoolConnector<FakeConnection> {
   readonly validatePlan: ConnectPlan[] = []
   readonly validated: FakeConnection[] = []
   connectCalls = 0
+  /** Opens the "server" refused with too-many-connections. */
+  refused = 0
   /** Connections being opened or open and not yet closed. */
   live = 0
   maxLive = 0
@@ -46,6 +48,11 @@ class FakeConnector implements PoolConnector<FakeConnection> {
     if (step === 'fail') {
       this.live--
       return Promise.reject(new Error('connection refused'))
+    }
+    if (step === 'refuse') {
+      this.live--
+      this.refused++
+      return Promise.reject(tooManyConnections())
     }
     if (step === 'hang') {
       return new Promise((resolve, reject) => {
@@ -82,6 +89,11 @@ class FakeConnector implements PoolConnector<FakeConnection> {
     if (step === 'hang') return new Promise(() => {})
     return Promise.resolve()
   }
+}
+
+/** What pg rejects a connect with when max_connections is reached. */
+function tooManyConnections(): Error {
+  return Object.assign(new Error('sorry, too many clients already'), { code: '53300', severity: 'FATAL' })
 }
 
 function makePool(options: Partial<ResolvedPoolOptions> = {}) {
@@ -474,7 +486,8 @@ describe('connect failures', () => {
     const pending = track(pool.acquire())
     await flush()
 
-    expect(pool.counts()).toEqual({ total: 1, idle: 0, inUse: 0, waiting: 0, connecting: 1 })
+    // The caller waits for the connection being opened for it.
+    expect(pool.counts()).toEqual({ total: 1, idle: 0, inUse: 0, waiting: 1, connecting: 1 })
     connector.hanging[0]?.succeed()
     await flush()
     expect(pending.value).toBe(connector.opened[0])
@@ -489,7 +502,7 @@ describe('connect failures', () => {
     const opening = track(pool.acquire())
     const waiting = track(pool.acquire())
     await flush()
-    expect(pool.counts()).toEqual({ total: 1, idle: 0, inUse: 0, waiting: 1, connecting: 1 })
+    expect(pool.counts()).toEqual({ total: 1, idle: 0, inUse: 0, waiting: 2, connecting: 1 })
 
     connector.hanging[0]?.fail(new Error('connection reset'))
     await flush()
@@ -718,5 +731,134 @@ describe('validateAfterIdleMs', () => {
     pool.release(a)
     expect(await waiting).toBe(a)
     expect(connector.validated).toEqual([])
+  })
+})
+
+describe('when the server refuses sessions (too many connections)', () => {
+  test('a cold pool opens one connection at a time, then one more per round of successful opens', async () => {
+    const { pool, connector } = makePool({ max: 10 })
+    connector.plan.push(...Array<ConnectPlan>(10).fill('hang'))
+    const callers = Array.from({ length: 10 }, () => track(pool.acquire()))
+    await flush()
+    expect(pool.counts().connecting).toBe(1)
+
+    connector.hanging[0]?.succeed()
+    await flush()
+    expect(pool.counts().connecting).toBe(2)
+    connector.hanging[1]?.succeed()
+    connector.hanging[2]?.succeed()
+    await flush()
+    expect(pool.counts().connecting).toBe(3)
+    expect(callers.filter((caller) => caller.settled)).toHaveLength(3)
+  })
+
+  test('a refusal fails nobody: callers wait for the connections the pool holds, and it stops opening', async () => {
+    useFakeClock()
+    vi.spyOn(Math, 'random').mockReturnValue(0.5)
+    const { pool, connector } = makePool({ max: 5, acquireTimeoutMs: 10_000 })
+    const held = [await pool.acquire(), await pool.acquire()]
+    connector.plan.push(...Array<ConnectPlan>(100).fill('refuse'))
+    const waiting = Array.from({ length: 6 }, () => track(pool.acquire()))
+    await flush()
+    expect(connector.refused).toBeGreaterThanOrEqual(1)
+    expect(waiting.some((caller) => caller.settled)).toBe(false)
+
+    // Paused (2 s ceiling, equal jitter at 0.5: 1.5 s): releases serve every waiter, nothing is opened.
+    const callsAtRefusal = connector.connectCalls
+    let served = 0
+    while (served < waiting.length) {
+      const connection = held.shift() as FakeConnection
+      pool.release(connection)
+      await flush()
+      const next = waiting[served]
+      expect(next?.value).toBe(connection)
+      held.push(connection)
+      served++
+    }
+    expect(connector.connectCalls).toBe(callsAtRefusal)
+    expect(pool.saturated).toBe(true)
+    expect(waiting.filter((caller) => caller.error !== undefined)).toEqual([])
+  })
+
+  test('after the pause it tries one open; a second refusal doubles the pause', async () => {
+    useFakeClock()
+    vi.spyOn(Math, 'random').mockReturnValue(1)
+    const { pool, connector } = makePool({ max: 5, acquireTimeoutMs: 60_000 })
+    const a = await pool.acquire()
+    connector.plan.push('refuse', 'refuse', 'ok')
+    // One waiter: the pool holds one connection, so after the refusal it opens one at a time.
+    const waiters = [track(pool.acquire())]
+    await flush()
+    expect(connector.refused).toBe(1)
+
+    await vi.advanceTimersByTimeAsync(1_999)
+    expect(connector.connectCalls).toBe(2)
+    await vi.advanceTimersByTimeAsync(1)
+    expect(connector.connectCalls).toBe(3)
+    expect(connector.refused).toBe(2)
+
+    await vi.advanceTimersByTimeAsync(3_999)
+    expect(connector.connectCalls).toBe(3)
+    await vi.advanceTimersByTimeAsync(1)
+    await flush()
+    // Room again: the open succeeded and the pool grows on.
+    expect(connector.connectCalls).toBeGreaterThanOrEqual(4)
+    expect(waiters[0]?.value).toBeDefined()
+    expect(pool.saturated).toBe(false)
+    pool.release(a)
+  })
+
+  test("holding no connection, it retries refused opens with jittered backoff until the caller's deadline", async () => {
+    useFakeClock()
+    const { pool, connector } = makePool({ max: 5, acquireTimeoutMs: 3_000 })
+    connector.plan.push(...Array<ConnectPlan>(100).fill('refuse'))
+    const caller = track(pool.acquire())
+    await vi.advanceTimersByTimeAsync(2_999)
+    expect(caller.settled).toBe(false)
+    // Full jitter capped at 1 s: several tries within the deadline, far from a tight loop.
+    expect(connector.refused).toBeGreaterThanOrEqual(3)
+    expect(connector.refused).toBeLessThan(60)
+    await vi.advanceTimersByTimeAsync(1)
+    expect(caller.error).toBeInstanceOf(PoolTimeoutError)
+    const error = caller.error as PoolTimeoutError
+    expect(error.message).toMatch(/refuses new sessions \(too many connections\)/)
+    expect((error.cause as { code?: string }).code).toBe('53300')
+  })
+
+  test('holding no connection, a slot that frees up serves the caller', async () => {
+    useFakeClock()
+    const { pool, connector } = makePool({ max: 5, acquireTimeoutMs: 10_000 })
+    connector.plan.push('refuse', 'refuse', 'refuse')
+    const caller = track(pool.acquire())
+    await vi.advanceTimersByTimeAsync(5_000)
+    expect(caller.value).toBeDefined()
+    expect(connector.refused).toBe(3)
+  })
+
+  test('while the server is short of slots, one connection is given back now and then, never the last', async () => {
+    useFakeClock()
+    vi.spyOn(Math, 'random').mockReturnValue(0)
+    const { pool, connector, removals } = makePool({ max: 5, acquireTimeoutMs: 60_000 })
+    const held = [await pool.acquire(), await pool.acquire()]
+    connector.plan.push(...Array<ConnectPlan>(100).fill('refuse'))
+    const waiter = track(pool.acquire())
+    await flush()
+    expect(pool.saturated).toBe(true)
+
+    // Before the give-back interval (5 s), a release serves the waiter.
+    pool.release(held[0] as FakeConnection)
+    await flush()
+    expect(waiter.value).toBe(held[0])
+    expect(removals).toEqual([])
+
+    await vi.advanceTimersByTimeAsync(5_000)
+    pool.release(held[1] as FakeConnection)
+    expect(removals).toEqual([{ id: (held[1] as FakeConnection).id, reason: 'given-back' }])
+
+    // The pool still holds one: that one is never given back.
+    await vi.advanceTimersByTimeAsync(60_000)
+    pool.release(waiter.value as FakeConnection)
+    expect(removals).toHaveLength(1)
+    expect(pool.counts().idle).toBe(1)
   })
 })

@@ -51,7 +51,9 @@ describeEngines('pool limits against a real server', (engine, cluster) => {
       const sessions = new Set(results.map((rows) => Number(rows[0]?.id)))
       expect(sessions.size).toBeLessThanOrEqual(3)
       expect(peak).toBeLessThanOrEqual(3)
-      expect(db.stats().writer).toMatchObject({ total: sessions.size, inUse: 0, waiting: 0 })
+      // A connection opened for the burst may arrive after the queue drained: it stays idle.
+      expect(db.stats().writer.total).toBeLessThanOrEqual(3)
+      expect(db.stats().writer).toMatchObject({ inUse: 0, waiting: 0 })
     } finally {
       await db.destroy()
     }

@@ -653,9 +653,17 @@ describe('classifyError on too many connections (own clusters)', () => {
         connectionLost: true,
       }
       expectVerdict(error, expected)
-      const db = createDb({ dialect: engine, writer: url })
+      // Through createDb the caller waits for a slot until acquireTimeoutMs, then gets a
+      // PoolTimeoutError ('unavailable', not retried) whose cause is the server's refusal.
+      const db = createDb({ dialect: engine, writer: url, pool: { acquireTimeoutMs: 500 } })
       try {
-        expectVerdict(await failure(db.selectNoFrom(sql<number>`1`.as('one')).execute()), expected)
+        const timeout = await failure(db.selectNoFrom(sql<number>`1`.as('one')).execute())
+        expectVerdict(timeout, {
+          category: 'unavailable',
+          code: 'POOL_ACQUIRE_TIMEOUT',
+          connectionLost: false,
+        })
+        expectVerdict((timeout as Error).cause, expected)
       } finally {
         await db.destroy()
       }

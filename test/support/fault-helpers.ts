@@ -10,6 +10,8 @@ export const EVENT_NAMES: ReadonlyArray<keyof ResilientEventMap> = [
   'reader-ejected',
   'reader-restored',
   'credentials-refreshed',
+  'endpoint-unresponsive',
+  'endpoint-responsive',
   'error',
 ]
 
@@ -54,6 +56,8 @@ export function collectEvents(db: EventSource): EventLog {
     'reader-ejected': [],
     'reader-restored': [],
     'credentials-refreshed': [],
+    'endpoint-unresponsive': [],
+    'endpoint-responsive': [],
     error: [],
   }
   for (const name of EVENT_NAMES) {

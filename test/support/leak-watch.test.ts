@@ -379,6 +379,8 @@ describe('the createDb mock', () => {
       'reader-ejected': true,
       'reader-restored': true,
       'credentials-refreshed': true,
+      'endpoint-unresponsive': true,
+      'endpoint-responsive': true,
       error: true,
     }
     expect([...EVENT_NAMES].sort()).toEqual(Object.keys(every).sort())

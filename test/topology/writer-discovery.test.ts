@@ -2,7 +2,7 @@ import { setTimeout as pause } from 'node:timers/promises'
 import { type Generated, type RawBuilder, sql } from 'kysely'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { ConnectTimeoutError, classifyError, createDb, type ResilientDb } from '../../src/index.js'
-import { collectEvents, type EventLog, sessionId } from '../support/fault-helpers.js'
+import { collectEvents, type EventLog, sessionId, sleepExpr } from '../support/fault-helpers.js'
 import { FaultProxy } from '../support/fault-proxy.js'
 import { startMariaDbCluster } from '../support/mariadb-cluster.js'
 import { AVAILABLE, ENGINES, type OwnCluster, replicaOf } from '../support/own-clusters.js'
@@ -286,16 +286,29 @@ for (const engine of ENGINES) {
       }
       try {
         // Three connections opened at once, left idle in the pool.
+        // Each holds its connection a moment, so the pool (which opens one connection at a time when
+        // cold) ends up with three.
         const warm = await Promise.all(
-          Array.from({ length: 3 }, () => db.writer.selectNoFrom(session.as('id')).executeTakeFirstOrThrow()),
+          Array.from({ length: 3 }, () =>
+            db.writer
+              .selectNoFrom([session.as('id'), sleepExpr(engine, 0.2).as('s')])
+              .executeTakeFirstOrThrow(),
+          ),
         )
         const oldSessions = new Set(warm.map((row) => Number(row.id)))
         expect(oldSessions.size).toBe(3)
         expect(db.stats().writer.idle).toBe(3)
 
         await makeReadOnly()
-        // More writes than idle connections, so some open new connections (which on PostgreSQL reach the
-        // replica; the idle ones still point at the primary).
+        // The three old connections are busy a moment, so the writes open new connections (which on
+        // PostgreSQL reach the replica; the old ones still point at the primary).
+        const holders = Promise.all(
+          Array.from({ length: 3 }, () => db.writer.selectNoFrom(sleepExpr(engine, 0.4).as('s')).execute()),
+        )
+        await pollUntil(async () => (db.stats().writer.inUse === 3 ? true : undefined), {
+          timeoutMs: 2_000,
+          what: 'the old connections to be busy',
+        })
         const results = await Promise.allSettled(
           Array.from({ length: 5 }, (_, i) =>
             db
@@ -304,13 +317,15 @@ for (const engine of ENGINES) {
               .execute(),
           ),
         )
+        await holders
         const failures = results.flatMap((result) => (result.status === 'rejected' ? [result.reason] : []))
         expect(failures.length).toBeGreaterThan(0)
         for (const failure of failures) expect(serverErrorCode(failure)).toBe(READ_ONLY_ERROR[engine])
         expect(events.retry.length).toBeGreaterThan(0)
         expect(events.retry.every((retry) => retry.category === 'read-only')).toBe(true)
 
-        // The read-only error evicted every idle connection...
+        // The read-only error evicted every idle connection, and the old ones were closed when released
+        // while discovery ran...
         await pollUntil(async () => (db.stats().writer.idle === 0 ? true : undefined), {
           timeoutMs: 2_000,
           what: 'the idle writer connections to be evicted',
@@ -378,7 +393,8 @@ for (const engine of ENGINES) {
         await annotate(message, 'timing')
 
         expect(failures.at(-1)?.category).toBe('unavailable')
-        for (const { ms } of failures) expect(ms).toBeLessThan(10_000)
+        // retry.maxElapsedMs (10 s) plus one attempt (connectTimeoutMs).
+        for (const { ms } of failures) expect(ms).toBeLessThan(10_000 + 1_000)
         // Discovery reported its failed probes, for both candidates.
         const probed = new Set(
           events.error.filter((e) => e.reason === 'writer probe failed').map((e) => e.endpoint),
