@@ -60,7 +60,6 @@ const TLS_VALUES: Readonly<Record<string, TlsConfig>> = {
   require: 'require',
   false: false,
 }
-const CONFIG_PREFIX = 'Invalid kysely-resilient config: '
 
 /**
  * Builds `createDb`'s config from environment variables (see {@link LAMBDA_ENV_VARIABLES}). Every
@@ -166,10 +165,9 @@ export function configFromEnv(env: Readonly<Record<string, string | undefined>>)
     if (!(error instanceof ConfigError)) throw error
     const index = /^readers\[(\d+)\]/.exec(error.setting)?.[1]
     // resolveConfig never puts a URL in a message; keep its explanation, name the variable instead.
-    const detail = error.message.slice(CONFIG_PREFIX.length + error.setting.length + 2)
     throw new ConfigError(
       variableOf(error.setting),
-      index === undefined ? detail : `URL #${Number(index) + 1}: ${detail}`,
+      index === undefined ? error.detail : `URL #${Number(index) + 1}: ${error.detail}`,
     )
   }
   return config

@@ -37,7 +37,8 @@ describe('ConfigError', () => {
     expect(error.code).toBe('CONFIG_INVALID')
     expect(error.name).toBe('ConfigError')
     expect(error.setting).toBe('pool.max')
-    expect(error.message).toContain('pool.max')
+    expect(error.detail).toBe('expected an integer >= 1, got 0')
+    expect(error.message).toBe('Invalid kysely-resilient config: pool.max: expected an integer >= 1, got 0')
   })
 
   test('a config that is not an object is rejected', () => {
