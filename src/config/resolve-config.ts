@@ -452,11 +452,29 @@ function parseUrl(
     host,
   }
   if (url.port) result.port = checkPort(Number(url.port), setting)
-  if (url.username) result.user = decodeURIComponent(url.username)
-  if (url.password) result.password = decodeURIComponent(url.password)
-  const database = decodeURIComponent(url.pathname.replace(/^\//, ''))
+  if (url.username) result.user = decodeUrlPart(url.username, setting, 'user')
+  if (url.password) result.password = decodeUrlPart(url.password, setting, 'password')
+  const database = decodeUrlPart(url.pathname.replace(/^\//, ''), setting, 'database')
   if (database) result.database = database
   return result
+}
+
+/**
+ * One percent-encoded part of a URL, decoded. A '%' that starts no escape (a password with a literal
+ * '%' pasted in as is) makes decodeURIComponent throw a bare "URIError: URI malformed"; say which
+ * part is wrong and how to fix it, and never what it holds (it may be the password).
+ */
+function decodeUrlPart(text: string, setting: string, part: 'user' | 'password' | 'database'): string {
+  try {
+    return decodeURIComponent(text)
+  } catch {
+    throw new ConfigError(
+      setting,
+      /%(?![0-9a-f]{2})/i.test(text)
+        ? `the URL's ${part} has a '%' that is not followed by two hex digits; percent-encode a literal '%' as %25 (encodeURIComponent does)`
+        : `the URL's ${part} has a percent-escape that is not UTF-8 (such as %FF); percent-encode it with encodeURIComponent`,
+    )
+  }
 }
 
 function resolvePool(

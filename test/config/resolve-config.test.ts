@@ -1,6 +1,7 @@
 import { inspect } from 'node:util'
 import { Kysely } from 'kysely'
 import { describe, expect, test } from 'vitest'
+import { resolveConfig } from '../../src/config/resolve-config.js'
 import { ConfigError, type CreateDbConfig, createDb, ResilientError } from '../../src/index.js'
 import { getFreePort } from '../support/ports.js'
 
@@ -615,5 +616,89 @@ describe('host and inherited pool settings', () => {
     })
     expect(error.setting).toBe('readers[1].pool.max')
     expect(error.message).toContain('pool.min (5)')
+  })
+})
+
+describe("a '%' in a URL that starts no percent-escape", () => {
+  // A password with a literal '%' pasted into a URL as is: long enough for the leak watch to check it.
+  const RAW_PERCENT_PASSWORD = 'Raw%Pct-S3cret-pw'
+  const NOT_UTF8_PASSWORD = 'Raw%FF-S3cret-pw'
+
+  function expectPercentError(
+    config: unknown,
+    setting: string,
+    part: string,
+    secrets: ReadonlyArray<string> = [],
+  ): ConfigError {
+    const error = configError(config)
+    expect(error.setting).toBe(setting)
+    expect(error.detail).toBe(
+      `the URL's ${part} has a '%' that is not followed by two hex digits; percent-encode a literal '%' as %25 (encodeURIComponent does)`,
+    )
+    for (const secret of secrets) {
+      expect(error.message).not.toContain(secret)
+      expect(inspect(error, { depth: 10, showHidden: true })).not.toContain(secret)
+    }
+    return error
+  }
+
+  test('in the password: a ConfigError naming the endpoint and the part, never the password', () => {
+    const error = expectPercentError(
+      { dialect: 'postgres', writer: `postgres://app:${RAW_PERCENT_PASSWORD}@db.internal/orders` },
+      'writer',
+      'password',
+      [RAW_PERCENT_PASSWORD, 'Raw%', 'S3cret'],
+    )
+    expect(error).not.toBeInstanceOf(URIError)
+  })
+
+  test('in the user, on a mysql URL', () => {
+    expectPercentError({ dialect: 'mysql', writer: 'mysql://u%zz:x@h/db' }, 'writer', 'user')
+  })
+
+  test('in the database', () => {
+    expectPercentError({ dialect: 'postgres', writer: 'postgres://a:b@h/d%b' }, 'writer', 'database')
+  })
+
+  test("in a reader's URL and in an endpoint's url field, named by their paths", () => {
+    expectPercentError(
+      {
+        dialect: 'postgres',
+        writer: pgUrl,
+        readers: [pgUrl, `postgres://app:${RAW_PERCENT_PASSWORD}@replica/orders`],
+      },
+      'readers[1]',
+      'password',
+      [RAW_PERCENT_PASSWORD],
+    )
+    expectPercentError(
+      { dialect: 'mysql', writer: { url: `mysql://app:${RAW_PERCENT_PASSWORD}@h/db`, name: 'primary' } },
+      'writer.url',
+      'password',
+      [RAW_PERCENT_PASSWORD],
+    )
+  })
+
+  test('an escape that is not UTF-8 gets its own explanation, still without the password', () => {
+    const error = configError({
+      dialect: 'postgres',
+      writer: `postgres://app:${NOT_UTF8_PASSWORD}@db.internal/orders`,
+    })
+    expect(error.setting).toBe('writer')
+    expect(error.detail).toBe(
+      "the URL's password has a percent-escape that is not UTF-8 (such as %FF); percent-encode it with encodeURIComponent",
+    )
+    expect(error.message).not.toContain(NOT_UTF8_PASSWORD)
+  })
+
+  test('a literal % encoded as %25 is decoded', () => {
+    const resolved = resolveConfig({
+      dialect: 'postgres',
+      writer: `postgres://a%25b:${encodeURIComponent(RAW_PERCENT_PASSWORD)}@db.internal/100%25`,
+    })
+    const writer = resolved.writers[0]!
+    expect(writer.user).toBe('a%b')
+    expect(writer.password()).toBe(RAW_PERCENT_PASSWORD)
+    expect(writer.database).toBe('100%')
   })
 })
