@@ -15,6 +15,7 @@ import type {
 } from './create-db-config.js'
 import { describeValue } from './describe-value.js'
 import { type EndpointRole, EndpointSettings } from './endpoint-settings.js'
+import { numberSetting } from './number-setting.js'
 import { POOL_DEFAULTS, POOL_KEYS, type ResolvedPoolOptions } from './pool-options.js'
 
 /** `createDb`'s config after validation, with every default applied. */
@@ -169,11 +170,11 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
       }
       fallback = routing.fallback
     }
-    maxReplicaLagMs = integerSetting(routing.maxReplicaLagMs, 1, 'routing.maxReplicaLagMs')
-    lagCheckIntervalMs =
-      integerSetting(routing.lagCheckIntervalMs, 10, 'routing.lagCheckIntervalMs') ?? lagCheckIntervalMs
-    readerCooldownMs =
-      integerSetting(routing.readerCooldownMs, 1, 'routing.readerCooldownMs') ?? readerCooldownMs
+    const ms = (key: (typeof ROUTING_KEYS)[number], min: number) =>
+      numberSetting(routing[key], `routing.${key}`, { min, milliseconds: true })
+    maxReplicaLagMs = ms('maxReplicaLagMs', 1)
+    lagCheckIntervalMs = ms('lagCheckIntervalMs', 10) ?? lagCheckIntervalMs
+    readerCooldownMs = ms('readerCooldownMs', 1) ?? readerCooldownMs
   }
 
   let retry = RETRY_DEFAULTS
@@ -185,10 +186,10 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
       throw new ConfigError('retry', `expected an object or false, got ${describeValue(input)}`)
     }
     rejectUnknownKeys(input, RETRY_KEYS, 'retry.')
-    const minDelayMs = integerSetting(input.minDelayMs, 0, 'retry.minDelayMs') ?? RETRY_DEFAULTS.minDelayMs
-    const maxDelayMs =
-      integerSetting(input.maxDelayMs, 0, 'retry.maxDelayMs') ??
-      Math.max(minDelayMs, RETRY_DEFAULTS.maxDelayMs)
+    const ms = (key: 'minDelayMs' | 'maxDelayMs') =>
+      numberSetting(input[key], `retry.${key}`, { min: 0, milliseconds: true })
+    const minDelayMs = ms('minDelayMs') ?? RETRY_DEFAULTS.minDelayMs
+    const maxDelayMs = ms('maxDelayMs') ?? Math.max(minDelayMs, RETRY_DEFAULTS.maxDelayMs)
     if (maxDelayMs < minDelayMs) {
       throw new ConfigError(
         'retry.maxDelayMs',
@@ -196,7 +197,7 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
       )
     }
     retry = Object.freeze({
-      retries: integerSetting(input.retries, 0, 'retry.retries') ?? RETRY_DEFAULTS.retries,
+      retries: numberSetting(input.retries, 'retry.retries', { min: 0 }) ?? RETRY_DEFAULTS.retries,
       minDelayMs,
       maxDelayMs,
     })
@@ -487,16 +488,11 @@ function resolvePool(
     throw new ConfigError(setting, `expected an object, got ${describeValue(input)}`)
   }
   rejectUnknownKeys(input, POOL_KEYS, `${setting}.`)
-  const integer = (key: keyof PoolConfig, min: number): number | undefined => {
-    const value = input[key]
-    if (value === undefined) return undefined
-    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
-      throw new ConfigError(`${setting}.${key}`, `expected an integer >= ${min}, got ${describeValue(value)}`)
-    }
-    return value
-  }
-  const max = integer('max', 1) ?? base.max
-  const ownMin = integer('min', 0)
+  const count = (key: 'max' | 'min', min: number) => numberSetting(input[key], `${setting}.${key}`, { min })
+  const ms = (key: keyof PoolConfig, min: number) =>
+    numberSetting(input[key], `${setting}.${key}`, { min, milliseconds: true })
+  const max = count('max', 1) ?? base.max
+  const ownMin = count('min', 0)
   const min = ownMin ?? base.min
   if (min > max) {
     throw ownMin === undefined
@@ -516,25 +512,17 @@ function resolvePool(
   return Object.freeze({
     max,
     min,
-    idleTimeoutMs: integer('idleTimeoutMs', 0) ?? base.idleTimeoutMs,
-    acquireTimeoutMs: integer('acquireTimeoutMs', 1) ?? base.acquireTimeoutMs,
-    connectTimeoutMs: integer('connectTimeoutMs', 1) ?? base.connectTimeoutMs,
-    maxLifetimeMs: integer('maxLifetimeMs', 0) ?? base.maxLifetimeMs,
-    statementTimeoutMs: integer('statementTimeoutMs', 1) ?? base.statementTimeoutMs,
-    queryTimeoutMs: integer('queryTimeoutMs', 1) ?? base.queryTimeoutMs,
+    idleTimeoutMs: ms('idleTimeoutMs', 0) ?? base.idleTimeoutMs,
+    acquireTimeoutMs: ms('acquireTimeoutMs', 1) ?? base.acquireTimeoutMs,
+    connectTimeoutMs: ms('connectTimeoutMs', 1) ?? base.connectTimeoutMs,
+    maxLifetimeMs: ms('maxLifetimeMs', 0) ?? base.maxLifetimeMs,
+    statementTimeoutMs: ms('statementTimeoutMs', 1) ?? base.statementTimeoutMs,
+    queryTimeoutMs: ms('queryTimeoutMs', 1) ?? base.queryTimeoutMs,
     keepAlive,
-    keepAliveInitialDelayMs: integer('keepAliveInitialDelayMs', 0) ?? base.keepAliveInitialDelayMs,
-    validateAfterIdleMs: integer('validateAfterIdleMs', 0) ?? base.validateAfterIdleMs,
-    sessionIdleTimeoutMs: integer('sessionIdleTimeoutMs', 1_000) ?? base.sessionIdleTimeoutMs,
+    keepAliveInitialDelayMs: ms('keepAliveInitialDelayMs', 0) ?? base.keepAliveInitialDelayMs,
+    validateAfterIdleMs: ms('validateAfterIdleMs', 0) ?? base.validateAfterIdleMs,
+    sessionIdleTimeoutMs: ms('sessionIdleTimeoutMs', 1_000) ?? base.sessionIdleTimeoutMs,
   })
-}
-
-function integerSetting(value: unknown, min: number, setting: string): number | undefined {
-  if (value === undefined) return undefined
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
-    throw new ConfigError(setting, `expected an integer >= ${min}, got ${describeValue(value)}`)
-  }
-  return value
 }
 
 function checkPort(port: unknown, setting: string): number {
