@@ -30,7 +30,9 @@ export type ReaderStrategy = 'round-robin' | 'random' | 'least-busy'
 
 /**
  * Pool settings. The same names mean the same thing for both drivers. Set them once in
- * `config.pool`; an endpoint may override any of them in its own `pool`.
+ * `config.pool`; an endpoint may override any of them in its own `pool`. Every `...Ms` setting is
+ * an integer of at most `2_147_483_647` (2^31 - 1 ms, about 24.8 days): the longest delay a Node.js
+ * timer accepts, and PostgreSQL's limit for `statement_timeout` and `idle_session_timeout`.
  *
  * @example
  * ```ts
@@ -224,7 +226,8 @@ export interface EndpointOptions {
 export type EndpointConfig = string | EndpointOptions
 
 /**
- * How statements are routed between the writer and the readers.
+ * How statements are routed between the writer and the readers. The `...Ms` settings are integers of
+ * at most `2_147_483_647` (about 24.8 days, the longest delay a Node.js timer accepts).
  *
  * @example
  * ```ts
@@ -273,7 +276,8 @@ export interface RoutingConfig {
  * retried: a statement that never reached a server (`'unavailable'`), one that reached a node that
  * is no longer the writer (`'read-only'`), and a read whose connection broke (`'ambiguous'`). A write
  * whose connection broke may have committed and is never retried here; statements inside a
- * transaction are never retried (retry the whole transaction with `withRetry`).
+ * transaction are never retried (retry the whole transaction with `withRetry`). The delays are
+ * integers of at most `2_147_483_647` ms (the longest delay a Node.js timer accepts).
  *
  * @example
  * ```ts

@@ -127,7 +127,9 @@ export class MysqlConnector implements PoolConnector<Connection> {
         await this.#setStatementTimeout(connection, this.#statementTimeoutMs)
       }
       if (this.#sessionIdleTimeoutMs !== undefined) {
-        // wait_timeout is whole seconds; round up so the server never closes a session early.
+        // wait_timeout is whole seconds; round up so the server never closes a session early. At most
+        // 2147484 s with createDb's cap (MAX_TIMER_MS), far below the server's 31536000 s maximum,
+        // above which it would silently truncate.
         await this.#query(connection, 'SET SESSION wait_timeout = ?', [
           Math.ceil(this.#sessionIdleTimeoutMs / 1000),
         ])
@@ -206,7 +208,8 @@ export class MysqlConnector implements PoolConnector<Connection> {
     const handshake = (connection as unknown as { _handshakePacket?: { serverVersion?: string } })
       ._handshakePacket
     const isMariaDb = /mariadb/i.test(handshake?.serverVersion ?? '')
-    // MariaDB takes seconds (fractional); MySQL takes milliseconds and applies it to SELECT only.
+    // MariaDB takes seconds (fractional); MySQL takes milliseconds and applies it to SELECT only. With
+    // createDb's cap (MAX_TIMER_MS) both stay below the servers' maxima (31536000 s; 2^32 - 1 ms).
     const sql = isMariaDb ? 'SET SESSION max_statement_time = ?' : 'SET SESSION max_execution_time = ?'
     const value = isMariaDb ? timeoutMs / 1000 : timeoutMs
     return new Promise<void>((resolve, reject) => {

@@ -38,6 +38,8 @@ export class PostgresConnector implements PoolConnector<Client> {
       keepAliveInitialDelayMillis: pool.keepAliveInitialDelayMs,
       application_name: 'kysely-resilient',
     }
+    // Both are int milliseconds on the server; createDb caps them at INT_MAX (MAX_TIMER_MS), the most
+    // PostgreSQL accepts: a larger startup parameter would fail every connection.
     if (pool.statementTimeoutMs !== undefined) base.statement_timeout = pool.statementTimeoutMs
     if (pool.sessionIdleTimeoutMs !== undefined) {
       // A startup parameter, not a SET: no extra round trip per connection.

@@ -28,13 +28,14 @@ export interface WithRetryOptions {
   /**
    * Ceiling of the wait after the first failed attempt; the ceiling doubles after each further one.
    * Each wait is drawn uniformly between 0 and its ceiling ("full jitter"), so clients that failed
-   * together do not retry in lockstep.
+   * together do not retry in lockstep. At most `2_147_483_647` (the longest delay a Node.js timer
+   * accepts).
    *
    * Default: `50`. Example: `100`.
    */
   readonly minDelayMs?: number
   /**
-   * Largest ceiling of one wait. Must be at least `minDelayMs`.
+   * Largest ceiling of one wait. Must be at least `minDelayMs`, and at most `2_147_483_647`.
    *
    * Default: `2_000`, or `minDelayMs` when that is larger. Example: `5_000`.
    */

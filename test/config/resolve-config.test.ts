@@ -1,6 +1,8 @@
 import { inspect } from 'node:util'
 import { Kysely } from 'kysely'
 import { describe, expect, test } from 'vitest'
+import { MAX_TIMER_MS } from '../../src/config/number-setting.js'
+import { POOL_KEYS } from '../../src/config/pool-options.js'
 import { resolveConfig } from '../../src/config/resolve-config.js'
 import { ConfigError, type CreateDbConfig, createDb, ResilientError } from '../../src/index.js'
 import { getFreePort } from '../support/ports.js'
@@ -700,5 +702,65 @@ describe("a '%' in a URL that starts no percent-escape", () => {
     expect(writer.user).toBe('a%b')
     expect(writer.password()).toBe(RAW_PERCENT_PASSWORD)
     expect(writer.database).toBe('100%')
+  })
+})
+
+describe('millisecond settings are capped at what a Node.js timer accepts', () => {
+  const TOO_LONG = MAX_TIMER_MS + 1
+  const CAP_DETAIL =
+    'milliseconds; about 24.8 days, the longest delay a Node.js timer accepts), got 2147483648'
+
+  // Every pool setting in milliseconds, taken from the list of pool keys so a new one is covered too.
+  const poolMs = POOL_KEYS.filter((key) => key.endsWith('Ms'))
+  const cases: Array<[string, (ms: number) => unknown]> = [
+    ...poolMs.map((key): [string, (ms: number) => unknown] => [
+      `pool.${key}`,
+      (ms) => ({ dialect: 'postgres', writer: pgUrl, pool: { [key]: ms } }),
+    ]),
+    [
+      'readers[0].pool.queryTimeoutMs',
+      (ms) => ({
+        dialect: 'mysql',
+        writer: mysqlUrl,
+        readers: [{ url: mysqlUrl, pool: { queryTimeoutMs: ms } }],
+      }),
+    ],
+    ...(['maxReplicaLagMs', 'lagCheckIntervalMs', 'readerCooldownMs'] as const).map(
+      (key): [string, (ms: number) => unknown] => [
+        `routing.${key}`,
+        (ms) => ({ dialect: 'postgres', writer: pgUrl, routing: { [key]: ms } }),
+      ],
+    ),
+    [
+      'retry.minDelayMs',
+      (ms) => ({ dialect: 'postgres', writer: pgUrl, retry: { minDelayMs: ms, maxDelayMs: ms } }),
+    ],
+    ['retry.maxDelayMs', (ms) => ({ dialect: 'postgres', writer: pgUrl, retry: { maxDelayMs: ms } })],
+  ]
+
+  test('the list covers every pool setting in milliseconds', () => {
+    expect(poolMs).toHaveLength(9)
+  })
+
+  test.each(cases)(
+    '%s: 2147483647 is accepted, 2147483648 is a ConfigError naming the maximum',
+    (setting, config) => {
+      expect(() => resolveConfig(config(MAX_TIMER_MS) as CreateDbConfig)).not.toThrow()
+      const error = configError(config(TOO_LONG))
+      expect(error.setting).toBe(setting)
+      expect(error.detail).toMatch(/^expected an integer from \d+ to 2147483647 \(/)
+      expect(error.detail).toContain(CAP_DETAIL)
+    },
+  )
+
+  test('the cap is 2^31 - 1, the largest delay setTimeout keeps', async () => {
+    expect(MAX_TIMER_MS).toBe(2 ** 31 - 1)
+    // One more and Node fires the timer after 1 ms (with a TimeoutOverflowWarning), which is why the
+    // cap exists. Measured, not assumed: this fails if a Node version ever changes it.
+    const warning = new Promise<Error>((resolve) => process.once('warning', resolve))
+    const startedAt = performance.now()
+    await new Promise((resolve) => setTimeout(resolve, MAX_TIMER_MS + 1))
+    expect(performance.now() - startedAt).toBeLessThan(1_000)
+    expect((await warning).name).toBe('TimeoutOverflowWarning')
   })
 })
