@@ -335,8 +335,29 @@ function resolveOptions(options: WithRetryOptions): ResolvedOptions {
   if (typeof idempotent !== 'boolean') {
     throw new ConfigError('withRetry.idempotent', `expected a boolean, got ${describeValue(idempotent)}`)
   }
+  if (options.signal !== undefined && !isAbortSignal(options.signal)) {
+    throw new ConfigError(
+      'withRetry.signal',
+      `expected an AbortSignal (such as AbortSignal.timeout(5_000) or an AbortController's signal), got ${describeValue(options.signal)}`,
+    )
+  }
   if (options.onRetry !== undefined && typeof options.onRetry !== 'function') {
     throw new ConfigError('withRetry.onRetry', `expected a function, got ${describeValue(options.onRetry)}`)
   }
   return { retries, minDelayMs, maxDelayMs, maxElapsedMs, idempotent }
+}
+
+/**
+ * What withRetry uses of a signal. Checked by shape rather than `instanceof`, so a signal from another
+ * realm (a VM context, a test environment's own AbortController) is accepted too.
+ */
+function isAbortSignal(value: unknown): value is AbortSignal {
+  if (typeof value !== 'object' || value === null) return false
+  const signal = value as Partial<Record<keyof AbortSignal, unknown>>
+  return (
+    typeof signal.aborted === 'boolean' &&
+    typeof signal.throwIfAborted === 'function' &&
+    typeof signal.addEventListener === 'function' &&
+    typeof signal.removeEventListener === 'function'
+  )
 }
