@@ -153,13 +153,19 @@ export interface PoolConfig {
 export interface EndpointOptions {
   /**
    * A connection URL (`postgres://`, `postgresql://`, `mysql://` or `mariadb://`). Use either `url`
-   * or `host`, not both. Fields given next to `url` override the URL's.
+   * or `host`, not both. Fields given next to `url` override the URL's. The user, password, database
+   * and host are percent-decoded: write a literal `%` as `%25`. A Unix socket's path goes in the host,
+   * percent-encoded (`postgres://app@%2Fvar%2Frun%2Fpostgresql/orders`), or in libpq's form
+   * `postgres:///orders?host=/var/run/postgresql` (the only query parameter accepted).
    *
    * Default: unset. Example: `'postgres://app:secret@db.internal:5432/orders'`.
    */
   readonly url?: string
   /**
-   * Host name or IP address.
+   * Host name or IP address, or the absolute path of a Unix socket: on PostgreSQL the directory that
+   * holds it (`'/var/run/postgresql'`; `port` picks the socket file in it), on MySQL the socket file
+   * itself (`'/run/mysqld/mysqld.sock'`). A socket connection has no TLS (`tls` must be unset or
+   * `false`) and cannot use IAM auth.
    *
    * Default: unset (required when `url` is not given, unless `auth` is a `'secret'` whose secret
    * holds the host). Example: `'db.internal'`.

@@ -4,7 +4,7 @@ import type { AuthConfig } from '../auth/auth-config.js'
 import { regionFromRdsHost } from '../auth/credential-source.js'
 import { PASSWORD_AUTH, type ResolvedAuth, resolveAuth } from '../auth/resolve-auth.js'
 import { ConfigError } from '../errors.js'
-import { resolveTls } from '../tls/resolve-tls.js'
+import { type ResolvedTls, resolveTls } from '../tls/resolve-tls.js'
 import type { TlsConfig } from '../tls/tls-config.js'
 import type {
   CreateDbConfig,
@@ -14,7 +14,7 @@ import type {
   SqlDialect,
 } from './create-db-config.js'
 import { describeValue } from './describe-value.js'
-import { type EndpointRole, EndpointSettings } from './endpoint-settings.js'
+import { type EndpointRole, EndpointSettings, isUnixSocket } from './endpoint-settings.js'
 import { numberSetting } from './number-setting.js'
 import { POOL_DEFAULTS, POOL_KEYS, type ResolvedPoolOptions } from './pool-options.js'
 
@@ -304,14 +304,7 @@ function resolveEndpoint(
           `expected a host name (or give 'url'), got ${describeValue(input.host)}`,
         )
       }
-      if (/[/@\s]/.test(input.host)) {
-        // Most likely a URL pasted into `host`; it may hold a password, so do not echo it.
-        throw new ConfigError(
-          `${setting}.host`,
-          "expected a bare host name or IP address; put a URL in 'url'",
-        )
-      }
-      fields.host = input.host
+      fields.host = checkHost(input.host, dialect, `${setting}.host`, 'host')
     }
     if (input.port !== undefined) fields.port = checkPort(input.port, `${setting}.port`)
     for (const key of ['user', 'password', 'database'] as const) {
@@ -342,6 +335,7 @@ function resolveEndpoint(
   }
 
   const resolvedTls = resolveTls(tls, fields.host, tlsSetting)
+  if (isUnixSocket(fields.host)) checkUnixSocket(setting, auth, resolvedTls.mode, tlsSetting)
   if (
     dialect === 'mysql' &&
     resolvedTls.mode === 'verify' &&
@@ -370,6 +364,52 @@ function resolveEndpoint(
     auth,
     tls: resolvedTls,
   })
+}
+
+/**
+ * A host name, an IP address, or the absolute path of a Unix socket (PostgreSQL: the directory that
+ * holds it; MySQL: the socket file). `what` says how to name it in a message: `'host'` for the
+ * endpoint's `host` setting, `"the URL's host"` for a URL's.
+ */
+function checkHost(host: string, dialect: SqlDialect, setting: string, what: string): string {
+  // Most likely a URL pasted into `host` (a socket path may start one: '//user:password@host/db');
+  // it may hold a password, so do not echo it.
+  if (isUnixSocket(host) ? host.includes('@') : /[/@\s]/.test(host)) {
+    throw new ConfigError(
+      setting,
+      what === 'host'
+        ? "expected a bare host name, an IP address or an absolute Unix socket path; put a URL in 'url'"
+        : `${what} is not a host name, an IP address or an absolute Unix socket path`,
+    )
+  }
+  if (dialect === 'postgres' && /\/\.s\.PGSQL\.\d+$/.test(host)) {
+    throw new ConfigError(
+      setting,
+      `${what === 'host' ? 'names' : `${what} names`} the socket file itself; give the directory that holds it (pg adds '/.s.PGSQL.<port>') and its port as the port`,
+    )
+  }
+  return host
+}
+
+/** What a Unix-socket endpoint cannot have: IAM auth, or TLS. */
+function checkUnixSocket(
+  setting: string,
+  auth: ResolvedAuth,
+  tlsMode: ResolvedTls['mode'],
+  tlsSetting: string,
+): void {
+  if (auth !== PASSWORD_AUTH && auth.type === 'iam') {
+    throw new ConfigError(
+      setting,
+      "is a Unix socket, but auth type 'iam' needs TCP: RDS takes IAM tokens only over TLS, for the host name and port they were signed for; connect by host name, or use another auth type",
+    )
+  }
+  if (tlsMode !== 'off') {
+    throw new ConfigError(
+      tlsSetting,
+      `cannot apply to ${setting}, a Unix socket: TLS is for TCP connections (PostgreSQL does not offer it on a socket at all); set this endpoint's tls to false`,
+    )
+  }
 }
 
 /** What an auth type needs from its endpoint, checked at createDb time rather than on first connect. */
@@ -438,19 +478,32 @@ function parseUrl(
   if (urlDialect !== dialect) {
     throw new ConfigError(setting, `is a ${urlDialect} URL but the dialect is '${dialect}'`)
   }
-  if (url.hostname.length === 0) {
-    throw new ConfigError(setting, 'the URL has no host')
+  const keys = [...url.searchParams.keys()]
+  const socketParam = url.searchParams.get('host')
+  let host: string
+  if (url.hostname.length === 0 && keys.length === 1 && socketParam !== null && isUnixSocket(socketParam)) {
+    // libpq's form for a Unix socket: postgres:///orders?host=/var/run/postgresql
+    host = socketParam
+  } else {
+    if (url.hostname.length === 0) {
+      throw new ConfigError(
+        setting,
+        'the URL has no host (for a Unix socket, percent-encode its path as the host: postgres://user@%2Fvar%2Frun%2Fpostgresql/db)',
+      )
+    }
+    if (keys.length > 0) {
+      throw new ConfigError(
+        setting,
+        `URL query parameters are not supported (${keys.join(', ')}); put settings in the config object instead`,
+      )
+    }
+    // An IPv6 address is bracketed; anything else may be percent-encoded (a Unix socket path must be).
+    host = url.hostname.startsWith('[')
+      ? url.hostname.slice(1, -1)
+      : decodeUrlPart(url.hostname, setting, 'host')
   }
-  if (url.search.length > 0) {
-    const keys = [...url.searchParams.keys()].join(', ')
-    throw new ConfigError(
-      setting,
-      `URL query parameters are not supported (${keys}); put settings in the config object instead`,
-    )
-  }
-  const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname
   const result: { host: string; port?: number; user?: string; password?: string; database?: string } = {
-    host,
+    host: checkHost(host, dialect, setting, "the URL's host"),
   }
   if (url.port) result.port = checkPort(Number(url.port), setting)
   if (url.username) result.user = decodeUrlPart(url.username, setting, 'user')
@@ -465,7 +518,11 @@ function parseUrl(
  * '%' pasted in as is) makes decodeURIComponent throw a bare "URIError: URI malformed"; say which
  * part is wrong and how to fix it, and never what it holds (it may be the password).
  */
-function decodeUrlPart(text: string, setting: string, part: 'user' | 'password' | 'database'): string {
+function decodeUrlPart(
+  text: string,
+  setting: string,
+  part: 'host' | 'user' | 'password' | 'database',
+): string {
   try {
     return decodeURIComponent(text)
   } catch {

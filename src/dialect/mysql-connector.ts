@@ -2,7 +2,7 @@ import type { Connection, ConnectionOptions } from 'mysql2'
 import { connectWithCredentials } from '../auth/connect-with-credentials.js'
 import type { CredentialCache } from '../auth/credential-cache.js'
 import { type Credentials, loginTarget } from '../auth/credentials.js'
-import type { EndpointSettings } from '../config/endpoint-settings.js'
+import { type EndpointSettings, isUnixSocket } from '../config/endpoint-settings.js'
 import type { PoolConnector } from '../pool/connection-pool.js'
 import { type CaBundle, mysqlSslOptions } from '../tls/driver-tls-options.js'
 import type { Mysql2Module } from './load-driver.js'
@@ -38,8 +38,10 @@ export class MysqlConnector implements PoolConnector<Connection> {
     this.#credentials = credentials
     const { pool } = endpoint
     const options: ConnectionOptions = {
-      host: endpoint.host,
-      port: endpoint.port,
+      // mysql2 takes a Unix socket as socketPath, and then ignores host and port.
+      ...(isUnixSocket(endpoint.host)
+        ? { socketPath: endpoint.host }
+        : { host: endpoint.host, port: endpoint.port }),
       user: endpoint.user,
       database: endpoint.database,
       connectTimeout: pool.connectTimeoutMs,

@@ -28,6 +28,7 @@ export class PostgresConnector implements PoolConnector<Client> {
     this.#credentials = credentials
     const { pool } = endpoint
     const base: ClientConfig = {
+      // pg takes a Unix socket's directory as the host (an absolute path) and adds /.s.PGSQL.<port>.
       host: endpoint.host,
       port: endpoint.port,
       user: endpoint.user,

@@ -1,5 +1,6 @@
 import type { AuthConfig } from '../auth/auth-config.js'
 import type { CreateDbConfig, EndpointConfig, SqlDialect } from '../config/create-db-config.js'
+import { isUnixSocket } from '../config/endpoint-settings.js'
 import { resolveConfig } from '../config/resolve-config.js'
 import { ConfigError } from '../errors.js'
 import { resolveTls } from '../tls/resolve-tls.js'
@@ -212,8 +213,9 @@ function requireIamTls(
   ]
   for (const { variable, url } of urls) {
     const host = hostOf(url)
-    // An unparsable URL is createDb's to report, under its own variable.
-    if (host === undefined) continue
+    // An unparsable URL is createDb's to report, under its own variable; so is IAM over a Unix
+    // socket, which no DB_TLS can fix.
+    if (host === undefined || isUnixSocket(host)) continue
     if (resolveTls(undefined, host, 'tls').mode === 'off') {
       throw new ConfigError(
         'DB_TLS',
@@ -223,10 +225,11 @@ function requireIamTls(
   }
 }
 
+/** The URL's host, percent-decoded (a Unix socket path is percent-encoded there). */
 function hostOf(url: string): string | undefined {
   try {
     const { hostname } = new URL(url)
-    return hostname === '' ? undefined : hostname
+    return hostname === '' ? undefined : decodeURIComponent(hostname)
   } catch {
     return undefined
   }
