@@ -47,10 +47,16 @@ export class ConfigError extends ResilientError {
 
   /** Path of the setting that is wrong, e.g. `'pool.max'`. */
   readonly setting: string
+  /**
+   * What is wrong with it, without the prefix and the setting: the message is
+   * `Invalid kysely-resilient config: <setting>: <detail>`. Never holds a secret either.
+   */
+  readonly detail: string
 
-  constructor(setting: string, message: string) {
-    super('CONFIG_INVALID', `Invalid kysely-resilient config: ${setting}: ${message}`)
+  constructor(setting: string, detail: string) {
+    super('CONFIG_INVALID', `Invalid kysely-resilient config: ${setting}: ${detail}`)
     this.setting = setting
+    this.detail = detail
   }
 }
 

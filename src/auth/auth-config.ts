@@ -10,7 +10,10 @@ export interface AuthEndpoint {
   /** The endpoint's name, e.g. `'writer'` or `'reader-0'`. */
   readonly name: string
   readonly role: 'writer' | 'reader'
-  /** Host name; `undefined` only for `'secret'` auth when the secret supplies the host. */
+  /**
+   * Host name, IP address or Unix socket path; `undefined` only for `'secret'` auth when the secret
+   * supplies the host.
+   */
   readonly host: string | undefined
   readonly port: number
   readonly user: string | undefined

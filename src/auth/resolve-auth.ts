@@ -1,3 +1,4 @@
+import { numberSetting } from '../config/number-setting.js'
 import { ConfigError } from '../errors.js'
 import type { AuthConfig, AuthEndpoint, AwsCredentials } from './auth-config.js'
 
@@ -72,17 +73,8 @@ export function resolveAuth(input: AuthConfig | undefined, setting: string): Res
     }
     return value
   }
-  const duration = (key: string, min: number, max: number): number | undefined => {
-    const value = fields[key]
-    if (value === undefined) return undefined
-    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
-      throw new ConfigError(
-        `${setting}.${key}`,
-        `expected an integer from ${min} to ${max} (milliseconds), got ${typeof value === 'number' ? value : `a ${typeof value}`}`,
-      )
-    }
-    return value
-  }
+  const duration = (key: string, min: number, max: number): number | undefined =>
+    numberSetting(fields[key], `${setting}.${key}`, { min, max, milliseconds: true })
 
   switch (type as AuthConfig['type']) {
     case 'password':

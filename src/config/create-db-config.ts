@@ -30,7 +30,9 @@ export type ReaderStrategy = 'round-robin' | 'random' | 'least-busy'
 
 /**
  * Pool settings. The same names mean the same thing for both drivers. Set them once in
- * `config.pool`; an endpoint may override any of them in its own `pool`.
+ * `config.pool`; an endpoint may override any of them in its own `pool`. Every `...Ms` setting is
+ * an integer of at most `2_147_483_647` (2^31 - 1 ms, about 24.8 days): the longest delay a Node.js
+ * timer accepts, and PostgreSQL's limit for `statement_timeout` and `idle_session_timeout`.
  *
  * @example
  * ```ts
@@ -173,13 +175,19 @@ export interface PoolConfig {
 export interface EndpointOptions {
   /**
    * A connection URL (`postgres://`, `postgresql://`, `mysql://` or `mariadb://`). Use either `url`
-   * or `host`, not both. Fields given next to `url` override the URL's.
+   * or `host`, not both. Fields given next to `url` override the URL's. The user, password, database
+   * and host are percent-decoded: write a literal `%` as `%25`. A Unix socket's path goes in the host,
+   * percent-encoded (`postgres://app@%2Fvar%2Frun%2Fpostgresql/orders`), or in libpq's form
+   * `postgres:///orders?host=/var/run/postgresql` (the only query parameter accepted).
    *
    * Default: unset. Example: `'postgres://app:secret@db.internal:5432/orders'`.
    */
   readonly url?: string
   /**
-   * Host name or IP address.
+   * Host name or IP address, or the absolute path of a Unix socket: on PostgreSQL the directory that
+   * holds it (`'/var/run/postgresql'`; `port` picks the socket file in it), on MySQL the socket file
+   * itself (`'/run/mysqld/mysqld.sock'`). A socket connection has no TLS (`tls` must be unset or
+   * `false`) and cannot use IAM auth.
    *
    * Default: unset (required when `url` is not given, unless `auth` is a `'secret'` whose secret
    * holds the host). Example: `'db.internal'`.
@@ -246,7 +254,8 @@ export interface EndpointOptions {
 export type EndpointConfig = string | EndpointOptions
 
 /**
- * How statements are routed between the writer and the readers.
+ * How statements are routed between the writer and the readers. The `...Ms` settings are integers of
+ * at most `2_147_483_647` (about 24.8 days, the longest delay a Node.js timer accepts).
  *
  * @example
  * ```ts
@@ -295,7 +304,8 @@ export interface RoutingConfig {
  * retried: a statement that never reached a server (`'unavailable'`), one that reached a node that
  * is no longer the writer (`'read-only'`), and a read whose connection broke (`'ambiguous'`). A write
  * whose connection broke may have committed and is never retried here; statements inside a
- * transaction are never retried (retry the whole transaction with `withRetry`).
+ * transaction are never retried (retry the whole transaction with `withRetry`). The delays are
+ * integers of at most `2_147_483_647` ms (the longest delay a Node.js timer accepts).
  *
  * @example
  * ```ts

@@ -8,6 +8,14 @@ import type { ResolvedPoolOptions } from './pool-options.js'
 export type EndpointRole = 'writer' | 'reader'
 
 /**
+ * Whether `host` is a Unix socket: an absolute path, as `pg` and libpq take it (PostgreSQL: the
+ * directory that holds the socket; MySQL: the socket file itself).
+ */
+export function isUnixSocket(host: string | undefined): boolean {
+  return host?.startsWith('/') === true
+}
+
+/**
  * A validated endpoint. The password lives in a private field with no enumerable trace, so
  * neither `util.inspect`, `JSON.stringify`, nor an error that captures this object can show it.
  */
@@ -15,7 +23,10 @@ export class EndpointSettings {
   readonly name: string
   readonly role: EndpointRole
   readonly dialect: SqlDialect
-  /** `undefined` only with `auth: { type: 'secret' }`, when the secret supplies the host. */
+  /**
+   * A host name, an IP address or a Unix socket path (see {@link isUnixSocket}). `undefined` only
+   * with `auth: { type: 'secret' }`, when the secret supplies the host.
+   */
   readonly host: string | undefined
   readonly port: number
   readonly user: string | undefined
@@ -57,13 +68,17 @@ export class EndpointSettings {
     return this.#password
   }
 
-  /** `host:port/database`, safe to print. */
+  /**
+   * `host:port/database`, safe to print. For a Unix socket, PostgreSQL's socket directory and port
+   * (`/var/run/postgresql:5432/orders`: the port names the socket file), MySQL's socket file
+   * (`/run/mysqld/mysqld.sock/orders`: the port is not used).
+   */
   get address(): string {
-    if (this.host === undefined) {
-      return `(host from secret)${this.database ? `/${this.database}` : ''}`
-    }
-    const host = this.host.includes(':') ? `[${this.host}]` : this.host
-    return `${host}:${this.port}${this.database ? `/${this.database}` : ''}`
+    const database = this.database ? `/${this.database}` : ''
+    if (this.host === undefined) return `(host from secret)${database}`
+    if (isUnixSocket(this.host) && this.dialect === 'mysql') return `${this.host}${database}`
+    const host = !isUnixSocket(this.host) && this.host.includes(':') ? `[${this.host}]` : this.host
+    return `${host}:${this.port}${database}`
   }
 
   toJSON(): Record<string, unknown> {

@@ -4,7 +4,7 @@ import type { AuthConfig } from '../auth/auth-config.js'
 import { regionFromRdsHost } from '../auth/credential-source.js'
 import { PASSWORD_AUTH, type ResolvedAuth, resolveAuth } from '../auth/resolve-auth.js'
 import { ConfigError } from '../errors.js'
-import { resolveTls } from '../tls/resolve-tls.js'
+import { type ResolvedTls, resolveTls } from '../tls/resolve-tls.js'
 import type { TlsConfig } from '../tls/tls-config.js'
 import type {
   CreateDbConfig,
@@ -14,7 +14,8 @@ import type {
   SqlDialect,
 } from './create-db-config.js'
 import { describeValue } from './describe-value.js'
-import { type EndpointRole, EndpointSettings } from './endpoint-settings.js'
+import { type EndpointRole, EndpointSettings, isUnixSocket } from './endpoint-settings.js'
+import { numberSetting } from './number-setting.js'
 import { POOL_DEFAULTS, POOL_KEYS, type ResolvedPoolOptions } from './pool-options.js'
 
 /** `createDb`'s config after validation, with every default applied. */
@@ -176,11 +177,11 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
       }
       fallback = routing.fallback
     }
-    maxReplicaLagMs = integerSetting(routing.maxReplicaLagMs, 1, 'routing.maxReplicaLagMs')
-    lagCheckIntervalMs =
-      integerSetting(routing.lagCheckIntervalMs, 10, 'routing.lagCheckIntervalMs') ?? lagCheckIntervalMs
-    readerCooldownMs =
-      integerSetting(routing.readerCooldownMs, 1, 'routing.readerCooldownMs') ?? readerCooldownMs
+    const ms = (key: (typeof ROUTING_KEYS)[number], min: number) =>
+      numberSetting(routing[key], `routing.${key}`, { min, milliseconds: true })
+    maxReplicaLagMs = ms('maxReplicaLagMs', 1)
+    lagCheckIntervalMs = ms('lagCheckIntervalMs', 10) ?? lagCheckIntervalMs
+    readerCooldownMs = ms('readerCooldownMs', 1) ?? readerCooldownMs
   }
 
   let retry = RETRY_DEFAULTS
@@ -192,10 +193,10 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
       throw new ConfigError('retry', `expected an object or false, got ${describeValue(input)}`)
     }
     rejectUnknownKeys(input, RETRY_KEYS, 'retry.')
-    const minDelayMs = integerSetting(input.minDelayMs, 0, 'retry.minDelayMs') ?? RETRY_DEFAULTS.minDelayMs
-    const maxDelayMs =
-      integerSetting(input.maxDelayMs, 0, 'retry.maxDelayMs') ??
-      Math.max(minDelayMs, RETRY_DEFAULTS.maxDelayMs)
+    const ms = (key: 'minDelayMs' | 'maxDelayMs') =>
+      numberSetting(input[key], `retry.${key}`, { min: 0, milliseconds: true })
+    const minDelayMs = ms('minDelayMs') ?? RETRY_DEFAULTS.minDelayMs
+    const maxDelayMs = ms('maxDelayMs') ?? Math.max(minDelayMs, RETRY_DEFAULTS.maxDelayMs)
     if (maxDelayMs < minDelayMs) {
       throw new ConfigError(
         'retry.maxDelayMs',
@@ -206,11 +207,12 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
       retries:
         input.retries === Infinity
           ? Infinity
-          : (integerSetting(input.retries, 0, 'retry.retries') ?? RETRY_DEFAULTS.retries),
+          : (numberSetting(input.retries, 'retry.retries', { min: 0 }) ?? RETRY_DEFAULTS.retries),
       minDelayMs,
       maxDelayMs,
       maxElapsedMs:
-        integerSetting(input.maxElapsedMs, 0, 'retry.maxElapsedMs') ?? RETRY_DEFAULTS.maxElapsedMs,
+        numberSetting(input.maxElapsedMs, 'retry.maxElapsedMs', { min: 0, milliseconds: true }) ??
+        RETRY_DEFAULTS.maxElapsedMs,
     })
   }
 
@@ -315,14 +317,7 @@ function resolveEndpoint(
           `expected a host name (or give 'url'), got ${describeValue(input.host)}`,
         )
       }
-      if (/[/@\s]/.test(input.host)) {
-        // Most likely a URL pasted into `host`; it may hold a password, so do not echo it.
-        throw new ConfigError(
-          `${setting}.host`,
-          "expected a bare host name or IP address; put a URL in 'url'",
-        )
-      }
-      fields.host = input.host
+      fields.host = checkHost(input.host, dialect, `${setting}.host`, 'host')
     }
     if (input.port !== undefined) fields.port = checkPort(input.port, `${setting}.port`)
     for (const key of ['user', 'password', 'database'] as const) {
@@ -353,6 +348,7 @@ function resolveEndpoint(
   }
 
   const resolvedTls = resolveTls(tls, fields.host, tlsSetting)
+  if (isUnixSocket(fields.host)) checkUnixSocket(setting, auth, resolvedTls.mode, tlsSetting)
   if (
     dialect === 'mysql' &&
     resolvedTls.mode === 'verify' &&
@@ -381,6 +377,52 @@ function resolveEndpoint(
     auth,
     tls: resolvedTls,
   })
+}
+
+/**
+ * A host name, an IP address, or the absolute path of a Unix socket (PostgreSQL: the directory that
+ * holds it; MySQL: the socket file). `what` says how to name it in a message: `'host'` for the
+ * endpoint's `host` setting, `"the URL's host"` for a URL's.
+ */
+function checkHost(host: string, dialect: SqlDialect, setting: string, what: string): string {
+  // Most likely a URL pasted into `host` (a socket path may start one: '//user:password@host/db');
+  // it may hold a password, so do not echo it.
+  if (isUnixSocket(host) ? host.includes('@') : /[/@\s]/.test(host)) {
+    throw new ConfigError(
+      setting,
+      what === 'host'
+        ? "expected a bare host name, an IP address or an absolute Unix socket path; put a URL in 'url'"
+        : `${what} is not a host name, an IP address or an absolute Unix socket path`,
+    )
+  }
+  if (dialect === 'postgres' && /\/\.s\.PGSQL\.\d+$/.test(host)) {
+    throw new ConfigError(
+      setting,
+      `${what === 'host' ? 'names' : `${what} names`} the socket file itself; give the directory that holds it (pg adds '/.s.PGSQL.<port>') and its port as the port`,
+    )
+  }
+  return host
+}
+
+/** What a Unix-socket endpoint cannot have: IAM auth, or TLS. */
+function checkUnixSocket(
+  setting: string,
+  auth: ResolvedAuth,
+  tlsMode: ResolvedTls['mode'],
+  tlsSetting: string,
+): void {
+  if (auth !== PASSWORD_AUTH && auth.type === 'iam') {
+    throw new ConfigError(
+      setting,
+      "is a Unix socket, but auth type 'iam' needs TCP: RDS takes IAM tokens only over TLS, for the host name and port they were signed for; connect by host name, or use another auth type",
+    )
+  }
+  if (tlsMode !== 'off') {
+    throw new ConfigError(
+      tlsSetting,
+      `cannot apply to ${setting}, a Unix socket: TLS is for TCP connections (PostgreSQL does not offer it on a socket at all); set this endpoint's tls to false`,
+    )
+  }
 }
 
 /** What an auth type needs from its endpoint, checked at createDb time rather than on first connect. */
@@ -449,26 +491,61 @@ function parseUrl(
   if (urlDialect !== dialect) {
     throw new ConfigError(setting, `is a ${urlDialect} URL but the dialect is '${dialect}'`)
   }
-  if (url.hostname.length === 0) {
-    throw new ConfigError(setting, 'the URL has no host')
+  const keys = [...url.searchParams.keys()]
+  const socketParam = url.searchParams.get('host')
+  let host: string
+  if (url.hostname.length === 0 && keys.length === 1 && socketParam !== null && isUnixSocket(socketParam)) {
+    // libpq's form for a Unix socket: postgres:///orders?host=/var/run/postgresql
+    host = socketParam
+  } else {
+    if (url.hostname.length === 0) {
+      throw new ConfigError(
+        setting,
+        'the URL has no host (for a Unix socket, percent-encode its path as the host: postgres://user@%2Fvar%2Frun%2Fpostgresql/db)',
+      )
+    }
+    if (keys.length > 0) {
+      throw new ConfigError(
+        setting,
+        `URL query parameters are not supported (${keys.join(', ')}); put settings in the config object instead`,
+      )
+    }
+    // An IPv6 address is bracketed; anything else may be percent-encoded (a Unix socket path must be).
+    host = url.hostname.startsWith('[')
+      ? url.hostname.slice(1, -1)
+      : decodeUrlPart(url.hostname, setting, 'host')
   }
-  if (url.search.length > 0) {
-    const keys = [...url.searchParams.keys()].join(', ')
-    throw new ConfigError(
-      setting,
-      `URL query parameters are not supported (${keys}); put settings in the config object instead`,
-    )
-  }
-  const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname
   const result: { host: string; port?: number; user?: string; password?: string; database?: string } = {
-    host,
+    host: checkHost(host, dialect, setting, "the URL's host"),
   }
   if (url.port) result.port = checkPort(Number(url.port), setting)
-  if (url.username) result.user = decodeURIComponent(url.username)
-  if (url.password) result.password = decodeURIComponent(url.password)
-  const database = decodeURIComponent(url.pathname.replace(/^\//, ''))
+  if (url.username) result.user = decodeUrlPart(url.username, setting, 'user')
+  if (url.password) result.password = decodeUrlPart(url.password, setting, 'password')
+  const database = decodeUrlPart(url.pathname.replace(/^\//, ''), setting, 'database')
   if (database) result.database = database
   return result
+}
+
+/**
+ * One percent-encoded part of a URL, decoded. A '%' that starts no escape (a password with a literal
+ * '%' pasted in as is) makes decodeURIComponent throw a bare "URIError: URI malformed"; say which
+ * part is wrong and how to fix it, and never what it holds (it may be the password).
+ */
+function decodeUrlPart(
+  text: string,
+  setting: string,
+  part: 'host' | 'user' | 'password' | 'database',
+): string {
+  try {
+    return decodeURIComponent(text)
+  } catch {
+    throw new ConfigError(
+      setting,
+      /%(?![0-9a-f]{2})/i.test(text)
+        ? `the URL's ${part} has a '%' that is not followed by two hex digits; percent-encode a literal '%' as %25 (encodeURIComponent does)`
+        : `the URL's ${part} has a percent-escape that is not UTF-8 (such as %FF); percent-encode it with encodeURIComponent`,
+    )
+  }
 }
 
 function resolvePool(
@@ -481,16 +558,11 @@ function resolvePool(
     throw new ConfigError(setting, `expected an object, got ${describeValue(input)}`)
   }
   rejectUnknownKeys(input, POOL_KEYS, `${setting}.`)
-  const integer = (key: keyof PoolConfig, min: number): number | undefined => {
-    const value = input[key]
-    if (value === undefined) return undefined
-    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
-      throw new ConfigError(`${setting}.${key}`, `expected an integer >= ${min}, got ${describeValue(value)}`)
-    }
-    return value
-  }
-  const max = integer('max', 1) ?? base.max
-  const ownMin = integer('min', 0)
+  const count = (key: 'max' | 'min', min: number) => numberSetting(input[key], `${setting}.${key}`, { min })
+  const ms = (key: keyof PoolConfig, min: number) =>
+    numberSetting(input[key], `${setting}.${key}`, { min, milliseconds: true })
+  const max = count('max', 1) ?? base.max
+  const ownMin = count('min', 0)
   const min = ownMin ?? base.min
   if (min > max) {
     throw ownMin === undefined
@@ -510,28 +582,19 @@ function resolvePool(
   return Object.freeze({
     max,
     min,
-    idleTimeoutMs: integer('idleTimeoutMs', 0) ?? base.idleTimeoutMs,
-    acquireTimeoutMs: integer('acquireTimeoutMs', 1) ?? base.acquireTimeoutMs,
-    connectTimeoutMs: integer('connectTimeoutMs', 1) ?? base.connectTimeoutMs,
-    maxLifetimeMs: integer('maxLifetimeMs', 0) ?? base.maxLifetimeMs,
-    statementTimeoutMs: integer('statementTimeoutMs', 1) ?? base.statementTimeoutMs,
-    queryTimeoutMs: integer('queryTimeoutMs', 1) ?? base.queryTimeoutMs,
+    idleTimeoutMs: ms('idleTimeoutMs', 0) ?? base.idleTimeoutMs,
+    acquireTimeoutMs: ms('acquireTimeoutMs', 1) ?? base.acquireTimeoutMs,
+    connectTimeoutMs: ms('connectTimeoutMs', 1) ?? base.connectTimeoutMs,
+    maxLifetimeMs: ms('maxLifetimeMs', 0) ?? base.maxLifetimeMs,
+    statementTimeoutMs: ms('statementTimeoutMs', 1) ?? base.statementTimeoutMs,
+    queryTimeoutMs: ms('queryTimeoutMs', 1) ?? base.queryTimeoutMs,
     keepAlive,
-    keepAliveInitialDelayMs: integer('keepAliveInitialDelayMs', 0) ?? base.keepAliveInitialDelayMs,
-    validateAfterIdleMs: integer('validateAfterIdleMs', 0) ?? base.validateAfterIdleMs,
-    sessionIdleTimeoutMs: integer('sessionIdleTimeoutMs', 1_000) ?? base.sessionIdleTimeoutMs,
-    probeAfterMs:
-      input.probeAfterMs === false ? undefined : (integer('probeAfterMs', 1) ?? base.probeAfterMs),
-    probeTimeoutMs: integer('probeTimeoutMs', 1) ?? base.probeTimeoutMs,
+    keepAliveInitialDelayMs: ms('keepAliveInitialDelayMs', 0) ?? base.keepAliveInitialDelayMs,
+    validateAfterIdleMs: ms('validateAfterIdleMs', 0) ?? base.validateAfterIdleMs,
+    sessionIdleTimeoutMs: ms('sessionIdleTimeoutMs', 1_000) ?? base.sessionIdleTimeoutMs,
+    probeAfterMs: input.probeAfterMs === false ? undefined : (ms('probeAfterMs', 1) ?? base.probeAfterMs),
+    probeTimeoutMs: ms('probeTimeoutMs', 1) ?? base.probeTimeoutMs,
   })
-}
-
-function integerSetting(value: unknown, min: number, setting: string): number | undefined {
-  if (value === undefined) return undefined
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
-    throw new ConfigError(setting, `expected an integer >= ${min}, got ${describeValue(value)}`)
-  }
-  return value
 }
 
 function checkPort(port: unknown, setting: string): number {

@@ -2,7 +2,7 @@ import type { Connection, ConnectionOptions } from 'mysql2'
 import { connectWithCredentials } from '../auth/connect-with-credentials.js'
 import type { CredentialCache } from '../auth/credential-cache.js'
 import { type Credentials, loginTarget } from '../auth/credentials.js'
-import type { EndpointSettings } from '../config/endpoint-settings.js'
+import { type EndpointSettings, isUnixSocket } from '../config/endpoint-settings.js'
 import type { PoolConnector } from '../pool/connection-pool.js'
 import { type CaBundle, mysqlSslOptions } from '../tls/driver-tls-options.js'
 import type { Mysql2Module } from './load-driver.js'
@@ -38,8 +38,10 @@ export class MysqlConnector implements PoolConnector<Connection> {
     this.#credentials = credentials
     const { pool } = endpoint
     const options: ConnectionOptions = {
-      host: endpoint.host,
-      port: endpoint.port,
+      // mysql2 takes a Unix socket as socketPath, and then ignores host and port.
+      ...(isUnixSocket(endpoint.host)
+        ? { socketPath: endpoint.host }
+        : { host: endpoint.host, port: endpoint.port }),
       user: endpoint.user,
       database: endpoint.database,
       connectTimeout: pool.connectTimeoutMs,
@@ -127,7 +129,9 @@ export class MysqlConnector implements PoolConnector<Connection> {
         await this.#setStatementTimeout(connection, this.#statementTimeoutMs)
       }
       if (this.#sessionIdleTimeoutMs !== undefined) {
-        // wait_timeout is whole seconds; round up so the server never closes a session early.
+        // wait_timeout is whole seconds; round up so the server never closes a session early. At most
+        // 2147484 s with createDb's cap (MAX_TIMER_MS), far below the server's 31536000 s maximum,
+        // above which it would silently truncate.
         await this.#query(connection, 'SET SESSION wait_timeout = ?', [
           Math.ceil(this.#sessionIdleTimeoutMs / 1000),
         ])
@@ -206,7 +210,8 @@ export class MysqlConnector implements PoolConnector<Connection> {
     const handshake = (connection as unknown as { _handshakePacket?: { serverVersion?: string } })
       ._handshakePacket
     const isMariaDb = /mariadb/i.test(handshake?.serverVersion ?? '')
-    // MariaDB takes seconds (fractional); MySQL takes milliseconds and applies it to SELECT only.
+    // MariaDB takes seconds (fractional); MySQL takes milliseconds and applies it to SELECT only. With
+    // createDb's cap (MAX_TIMER_MS) both stay below the servers' maxima (31536000 s; 2^32 - 1 ms).
     const sql = isMariaDb ? 'SET SESSION max_statement_time = ?' : 'SET SESSION max_execution_time = ?'
     const value = isMariaDb ? timeoutMs / 1000 : timeoutMs
     return new Promise<void>((resolve, reject) => {

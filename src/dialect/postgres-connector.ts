@@ -28,6 +28,7 @@ export class PostgresConnector implements PoolConnector<Client> {
     this.#credentials = credentials
     const { pool } = endpoint
     const base: ClientConfig = {
+      // pg takes a Unix socket's directory as the host (an absolute path) and adds /.s.PGSQL.<port>.
       host: endpoint.host,
       port: endpoint.port,
       user: endpoint.user,
@@ -38,6 +39,8 @@ export class PostgresConnector implements PoolConnector<Client> {
       keepAliveInitialDelayMillis: pool.keepAliveInitialDelayMs,
       application_name: 'kysely-resilient',
     }
+    // Both are int milliseconds on the server; createDb caps them at INT_MAX (MAX_TIMER_MS), the most
+    // PostgreSQL accepts: a larger startup parameter would fail every connection.
     if (pool.statementTimeoutMs !== undefined) base.statement_timeout = pool.statementTimeoutMs
     if (pool.sessionIdleTimeoutMs !== undefined) {
       // A startup parameter, not a SET: no extra round trip per connection.

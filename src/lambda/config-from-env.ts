@@ -1,5 +1,6 @@
 import type { AuthConfig } from '../auth/auth-config.js'
 import type { CreateDbConfig, EndpointConfig, SqlDialect } from '../config/create-db-config.js'
+import { isUnixSocket } from '../config/endpoint-settings.js'
 import { resolveConfig } from '../config/resolve-config.js'
 import { ConfigError } from '../errors.js'
 import { resolveTls } from '../tls/resolve-tls.js'
@@ -60,7 +61,6 @@ const TLS_VALUES: Readonly<Record<string, TlsConfig>> = {
   require: 'require',
   false: false,
 }
-const CONFIG_PREFIX = 'Invalid kysely-resilient config: '
 
 /**
  * Builds `createDb`'s config from environment variables (see {@link LAMBDA_ENV_VARIABLES}). Every
@@ -166,10 +166,9 @@ export function configFromEnv(env: Readonly<Record<string, string | undefined>>)
     if (!(error instanceof ConfigError)) throw error
     const index = /^readers\[(\d+)\]/.exec(error.setting)?.[1]
     // resolveConfig never puts a URL in a message; keep its explanation, name the variable instead.
-    const detail = error.message.slice(CONFIG_PREFIX.length + error.setting.length + 2)
     throw new ConfigError(
       variableOf(error.setting),
-      index === undefined ? detail : `URL #${Number(index) + 1}: ${detail}`,
+      index === undefined ? error.detail : `URL #${Number(index) + 1}: ${error.detail}`,
     )
   }
   return config
@@ -214,8 +213,9 @@ function requireIamTls(
   ]
   for (const { variable, url } of urls) {
     const host = hostOf(url)
-    // An unparsable URL is createDb's to report, under its own variable.
-    if (host === undefined) continue
+    // An unparsable URL is createDb's to report, under its own variable; so is IAM over a Unix
+    // socket, which no DB_TLS can fix.
+    if (host === undefined || isUnixSocket(host)) continue
     if (resolveTls(undefined, host, 'tls').mode === 'off') {
       throw new ConfigError(
         'DB_TLS',
@@ -225,10 +225,11 @@ function requireIamTls(
   }
 }
 
+/** The URL's host, percent-decoded (a Unix socket path is percent-encoded there). */
 function hostOf(url: string): string | undefined {
   try {
     const { hostname } = new URL(url)
-    return hostname === '' ? undefined : hostname
+    return hostname === '' ? undefined : decodeURIComponent(hostname)
   } catch {
     return undefined
   }

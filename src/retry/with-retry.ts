@@ -1,4 +1,6 @@
 import pRetry from 'p-retry'
+import { describeValue } from '../config/describe-value.js'
+import { numberSetting } from '../config/number-setting.js'
 import { ConfigError } from '../errors.js'
 import { fullJitterDelay, sleep } from './backoff.js'
 import { classifyError } from './classify-error.js'
@@ -26,13 +28,14 @@ export interface WithRetryOptions {
   /**
    * Ceiling of the wait after the first failed attempt; the ceiling doubles after each further one.
    * Each wait is drawn uniformly between 0 and its ceiling ("full jitter"), so clients that failed
-   * together do not retry in lockstep.
+   * together do not retry in lockstep. At most `2_147_483_647` (the longest delay a Node.js timer
+   * accepts).
    *
    * Default: `50`. Example: `100`.
    */
   readonly minDelayMs?: number
   /**
-   * Largest ceiling of one wait. Must be at least `minDelayMs`.
+   * Largest ceiling of one wait. Must be at least `minDelayMs`, and at most `2_147_483_647`.
    *
    * Default: `2_000`, or `minDelayMs` when that is larger. Example: `5_000`.
    */
@@ -292,7 +295,7 @@ interface ResolvedOptions {
 // attempt so a typo does not surface only on the first failure.
 function resolveOptions(options: WithRetryOptions): ResolvedOptions {
   if (typeof options !== 'object' || options === null) {
-    throw new ConfigError('withRetry', `expected an options object, got ${describe(options)}`)
+    throw new ConfigError('withRetry', `expected an options object, got ${describeValue(options)}`)
   }
   for (const key of Object.keys(options)) {
     if (!(OPTION_KEYS as readonly string[]).includes(key)) {
@@ -307,12 +310,14 @@ function resolveOptions(options: WithRetryOptions): ResolvedOptions {
   ) {
     throw new ConfigError(
       'withRetry.retries',
-      `expected an integer >= 0 or Infinity, got ${describe(retries)}`,
+      `expected an integer >= 0 or Infinity, got ${describeValue(retries)}`,
     )
   }
-  const minDelayMs = milliseconds(options.minDelayMs, 'minDelayMs') ?? WITH_RETRY_DEFAULTS.minDelayMs
-  const maxDelayMs =
-    milliseconds(options.maxDelayMs, 'maxDelayMs') ?? Math.max(minDelayMs, WITH_RETRY_DEFAULTS.maxDelayMs)
+  // Fractions allowed, as setTimeout takes them.
+  const ms = (key: 'minDelayMs' | 'maxDelayMs') =>
+    numberSetting(options[key], `withRetry.${key}`, { min: 0, milliseconds: true, fractions: true })
+  const minDelayMs = ms('minDelayMs') ?? WITH_RETRY_DEFAULTS.minDelayMs
+  const maxDelayMs = ms('maxDelayMs') ?? Math.max(minDelayMs, WITH_RETRY_DEFAULTS.maxDelayMs)
   if (maxDelayMs < minDelayMs) {
     throw new ConfigError(
       'withRetry.maxDelayMs',
@@ -321,29 +326,38 @@ function resolveOptions(options: WithRetryOptions): ResolvedOptions {
   }
   const maxElapsedMs = options.maxElapsedMs ?? Infinity
   if (typeof maxElapsedMs !== 'number' || Number.isNaN(maxElapsedMs) || maxElapsedMs < 0) {
-    throw new ConfigError('withRetry.maxElapsedMs', `expected a number >= 0, got ${describe(maxElapsedMs)}`)
+    throw new ConfigError(
+      'withRetry.maxElapsedMs',
+      `expected a number >= 0 (milliseconds) or Infinity, got ${describeValue(maxElapsedMs)}`,
+    )
   }
   const idempotent = options.idempotent ?? WITH_RETRY_DEFAULTS.idempotent
   if (typeof idempotent !== 'boolean') {
-    throw new ConfigError('withRetry.idempotent', `expected a boolean, got ${describe(idempotent)}`)
+    throw new ConfigError('withRetry.idempotent', `expected a boolean, got ${describeValue(idempotent)}`)
+  }
+  if (options.signal !== undefined && !isAbortSignal(options.signal)) {
+    throw new ConfigError(
+      'withRetry.signal',
+      `expected an AbortSignal (such as AbortSignal.timeout(5_000) or an AbortController's signal), got ${describeValue(options.signal)}`,
+    )
   }
   if (options.onRetry !== undefined && typeof options.onRetry !== 'function') {
-    throw new ConfigError('withRetry.onRetry', `expected a function, got ${describe(options.onRetry)}`)
+    throw new ConfigError('withRetry.onRetry', `expected a function, got ${describeValue(options.onRetry)}`)
   }
   return { retries, minDelayMs, maxDelayMs, maxElapsedMs, idempotent }
 }
 
-function milliseconds(value: unknown, name: string): number | undefined {
-  if (value === undefined) return undefined
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
-    throw new ConfigError(`withRetry.${name}`, `expected a finite number >= 0, got ${describe(value)}`)
-  }
-  return value
-}
-
-function describe(value: unknown): string {
-  if (typeof value === 'number' || typeof value === 'boolean' || value === null || value === undefined) {
-    return String(value)
-  }
-  return Array.isArray(value) ? 'an array' : `a ${typeof value}`
+/**
+ * What withRetry uses of a signal. Checked by shape rather than `instanceof`, so a signal from another
+ * realm (a VM context, a test environment's own AbortController) is accepted too.
+ */
+function isAbortSignal(value: unknown): value is AbortSignal {
+  if (typeof value !== 'object' || value === null) return false
+  const signal = value as Partial<Record<keyof AbortSignal, unknown>>
+  return (
+    typeof signal.aborted === 'boolean' &&
+    typeof signal.throwIfAborted === 'function' &&
+    typeof signal.addEventListener === 'function' &&
+    typeof signal.removeEventListener === 'function'
+  )
 }

@@ -1,4 +1,5 @@
 import { describeValue } from '../config/describe-value.js'
+import { isUnixSocket } from '../config/endpoint-settings.js'
 import { ConfigError } from '../errors.js'
 import type { TlsConfig, TlsOptions } from './tls-config.js'
 
@@ -20,7 +21,8 @@ const OPTION_KEYS = ['ca', 'cert', 'key'] as const
  * RDS serves certificates from its own CAs, which are not in Node's trust store.
  */
 export function isRdsHost(host: string | undefined): boolean {
-  return host !== undefined && /\.rds\.amazonaws\.com(\.cn)?$/i.test(host)
+  // Not a Unix socket path, whatever its last component is called: RDS is only reached over TCP.
+  return host !== undefined && !isUnixSocket(host) && /\.rds\.amazonaws\.com(\.cn)?$/i.test(host)
 }
 
 /**

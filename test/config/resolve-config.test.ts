@@ -1,6 +1,9 @@
 import { inspect } from 'node:util'
 import { Kysely } from 'kysely'
 import { describe, expect, test } from 'vitest'
+import { MAX_TIMER_MS } from '../../src/config/number-setting.js'
+import { POOL_KEYS } from '../../src/config/pool-options.js'
+import { resolveConfig } from '../../src/config/resolve-config.js'
 import { ConfigError, type CreateDbConfig, createDb, ResilientError } from '../../src/index.js'
 import { getFreePort } from '../support/ports.js'
 
@@ -37,7 +40,8 @@ describe('ConfigError', () => {
     expect(error.code).toBe('CONFIG_INVALID')
     expect(error.name).toBe('ConfigError')
     expect(error.setting).toBe('pool.max')
-    expect(error.message).toContain('pool.max')
+    expect(error.detail).toBe('expected an integer >= 1, got 0')
+    expect(error.message).toBe('Invalid kysely-resilient config: pool.max: expected an integer >= 1, got 0')
   })
 
   test('a config that is not an object is rejected', () => {
@@ -614,5 +618,190 @@ describe('host and inherited pool settings', () => {
     })
     expect(error.setting).toBe('readers[1].pool.max')
     expect(error.message).toContain('pool.min (5)')
+  })
+})
+
+describe("a '%' in a URL that starts no percent-escape", () => {
+  // A password with a literal '%' pasted into a URL as is: long enough for the leak watch to check it.
+  const RAW_PERCENT_PASSWORD = 'Raw%Pct-S3cret-pw'
+  const NOT_UTF8_PASSWORD = 'Raw%FF-S3cret-pw'
+
+  function expectPercentError(
+    config: unknown,
+    setting: string,
+    part: string,
+    secrets: ReadonlyArray<string> = [],
+  ): ConfigError {
+    const error = configError(config)
+    expect(error.setting).toBe(setting)
+    expect(error.detail).toBe(
+      `the URL's ${part} has a '%' that is not followed by two hex digits; percent-encode a literal '%' as %25 (encodeURIComponent does)`,
+    )
+    for (const secret of secrets) {
+      expect(error.message).not.toContain(secret)
+      expect(inspect(error, { depth: 10, showHidden: true })).not.toContain(secret)
+    }
+    return error
+  }
+
+  test('in the password: a ConfigError naming the endpoint and the part, never the password', () => {
+    const error = expectPercentError(
+      { dialect: 'postgres', writer: `postgres://app:${RAW_PERCENT_PASSWORD}@db.internal/orders` },
+      'writer',
+      'password',
+      [RAW_PERCENT_PASSWORD, 'Raw%', 'S3cret'],
+    )
+    expect(error).not.toBeInstanceOf(URIError)
+  })
+
+  test('in the user, on a mysql URL', () => {
+    expectPercentError({ dialect: 'mysql', writer: 'mysql://u%zz:x@h/db' }, 'writer', 'user')
+  })
+
+  test('in the database', () => {
+    expectPercentError({ dialect: 'postgres', writer: 'postgres://a:b@h/d%b' }, 'writer', 'database')
+  })
+
+  test("in a reader's URL and in an endpoint's url field, named by their paths", () => {
+    expectPercentError(
+      {
+        dialect: 'postgres',
+        writer: pgUrl,
+        readers: [pgUrl, `postgres://app:${RAW_PERCENT_PASSWORD}@replica/orders`],
+      },
+      'readers[1]',
+      'password',
+      [RAW_PERCENT_PASSWORD],
+    )
+    expectPercentError(
+      { dialect: 'mysql', writer: { url: `mysql://app:${RAW_PERCENT_PASSWORD}@h/db`, name: 'primary' } },
+      'writer.url',
+      'password',
+      [RAW_PERCENT_PASSWORD],
+    )
+  })
+
+  test('an escape that is not UTF-8 gets its own explanation, still without the password', () => {
+    const error = configError({
+      dialect: 'postgres',
+      writer: `postgres://app:${NOT_UTF8_PASSWORD}@db.internal/orders`,
+    })
+    expect(error.setting).toBe('writer')
+    expect(error.detail).toBe(
+      "the URL's password has a percent-escape that is not UTF-8 (such as %FF); percent-encode it with encodeURIComponent",
+    )
+    expect(error.message).not.toContain(NOT_UTF8_PASSWORD)
+  })
+
+  test('a literal % encoded as %25 is decoded', () => {
+    const resolved = resolveConfig({
+      dialect: 'postgres',
+      writer: `postgres://a%25b:${encodeURIComponent(RAW_PERCENT_PASSWORD)}@db.internal/100%25`,
+    })
+    const writer = resolved.writers[0]!
+    expect(writer.user).toBe('a%b')
+    expect(writer.password()).toBe(RAW_PERCENT_PASSWORD)
+    expect(writer.database).toBe('100%')
+  })
+})
+
+describe('millisecond settings are capped at what a Node.js timer accepts', () => {
+  const TOO_LONG = MAX_TIMER_MS + 1
+  const CAP_DETAIL =
+    'milliseconds; about 24.8 days, the longest delay a Node.js timer accepts), got 2147483648'
+
+  // Every pool setting in milliseconds, taken from the list of pool keys so a new one is covered too.
+  const poolMs = POOL_KEYS.filter((key) => key.endsWith('Ms'))
+  const cases: Array<[string, (ms: number) => unknown]> = [
+    ...poolMs.map((key): [string, (ms: number) => unknown] => [
+      `pool.${key}`,
+      (ms) => ({ dialect: 'postgres', writer: pgUrl, pool: { [key]: ms } }),
+    ]),
+    [
+      'readers[0].pool.queryTimeoutMs',
+      (ms) => ({
+        dialect: 'mysql',
+        writer: mysqlUrl,
+        readers: [{ url: mysqlUrl, pool: { queryTimeoutMs: ms } }],
+      }),
+    ],
+    ...(['maxReplicaLagMs', 'lagCheckIntervalMs', 'readerCooldownMs'] as const).map(
+      (key): [string, (ms: number) => unknown] => [
+        `routing.${key}`,
+        (ms) => ({ dialect: 'postgres', writer: pgUrl, routing: { [key]: ms } }),
+      ],
+    ),
+    [
+      'retry.minDelayMs',
+      (ms) => ({ dialect: 'postgres', writer: pgUrl, retry: { minDelayMs: ms, maxDelayMs: ms } }),
+    ],
+    ['retry.maxDelayMs', (ms) => ({ dialect: 'postgres', writer: pgUrl, retry: { maxDelayMs: ms } })],
+    ['retry.maxElapsedMs', (ms) => ({ dialect: 'postgres', writer: pgUrl, retry: { maxElapsedMs: ms } })],
+  ]
+
+  test('the list covers every pool setting in milliseconds', () => {
+    expect(poolMs).toHaveLength(11)
+  })
+
+  test.each(cases)(
+    '%s: 2147483647 is accepted, 2147483648 is a ConfigError naming the maximum',
+    (setting, config) => {
+      expect(() => resolveConfig(config(MAX_TIMER_MS) as CreateDbConfig)).not.toThrow()
+      const error = configError(config(TOO_LONG))
+      expect(error.setting).toBe(setting)
+      expect(error.detail).toMatch(/^expected an integer from \d+ to 2147483647 \(/)
+      expect(error.detail).toContain(CAP_DETAIL)
+    },
+  )
+
+  test('the cap is 2^31 - 1, the largest delay setTimeout keeps', async () => {
+    expect(MAX_TIMER_MS).toBe(2 ** 31 - 1)
+    // One more and Node fires the timer after 1 ms (with a TimeoutOverflowWarning), which is why the
+    // cap exists. Measured, not assumed: this fails if a Node version ever changes it.
+    const warning = new Promise<Error>((resolve) => process.once('warning', resolve))
+    const startedAt = performance.now()
+    await new Promise((resolve) => setTimeout(resolve, MAX_TIMER_MS + 1))
+    expect(performance.now() - startedAt).toBeLessThan(1_000)
+    expect((await warning).name).toBe('TimeoutOverflowWarning')
+  })
+})
+
+describe('retry budget and liveness probe settings', () => {
+  test('retries are bounded by a 10 s budget by default, with no count limit', () => {
+    const { retry } = resolveConfig({ dialect: 'postgres', writer: pgUrl })
+    expect(retry).toMatchObject({
+      retries: Infinity,
+      maxElapsedMs: 10_000,
+      minDelayMs: 50,
+      maxDelayMs: 1_000,
+    })
+  })
+
+  test('retry.retries accepts Infinity and integers; retry: false means none', () => {
+    expect(
+      resolveConfig({ dialect: 'postgres', writer: pgUrl, retry: { retries: Infinity } }).retry.retries,
+    ).toBe(Infinity)
+    expect(resolveConfig({ dialect: 'postgres', writer: pgUrl, retry: { retries: 2 } }).retry.retries).toBe(2)
+    expect(resolveConfig({ dialect: 'postgres', writer: pgUrl, retry: false }).retry.retries).toBe(0)
+    expect(configError({ dialect: 'postgres', writer: pgUrl, retry: { retries: -1 } }).setting).toBe(
+      'retry.retries',
+    )
+  })
+
+  test('the liveness probe is on by default (500 ms / 1000 ms), per endpoint, and probeAfterMs: false turns it off', () => {
+    const resolved = resolveConfig({
+      dialect: 'postgres',
+      writer: pgUrl,
+      readers: [{ url: pgUrl, pool: { probeAfterMs: false } }],
+      pool: { probeTimeoutMs: 3_000 },
+    })
+    expect(resolved.writers[0]?.pool).toMatchObject({ probeAfterMs: 500, probeTimeoutMs: 3_000 })
+    expect(resolved.readers[0]?.pool.probeAfterMs).toBeUndefined()
+    expect(configError({ dialect: 'postgres', writer: pgUrl, pool: { probeAfterMs: 0 } }).setting).toBe(
+      'pool.probeAfterMs',
+    )
+    expect(configError({ dialect: 'postgres', writer: pgUrl, pool: { probeTimeoutMs: 'x' } }).setting).toBe(
+      'pool.probeTimeoutMs',
+    )
   })
 })

@@ -1,8 +1,10 @@
 import { createServer, type Server, type Socket } from 'node:net'
 import { sql } from 'kysely'
 import { afterAll, beforeAll, expect, it } from 'vitest'
+import { MAX_TIMER_MS } from '../../src/config/number-setting.js'
 import { ConnectTimeoutError, createDb, PoolTimeoutError } from '../../src/index.js'
 import { describeEngines } from '../support/database.js'
+import { queryOnce } from '../support/sql.js'
 
 /** The server-side id of the session that runs the statement. */
 function sessionId(engine: 'postgres' | 'mysql') {
@@ -104,6 +106,46 @@ describeEngines('pool limits against a real server', (engine, cluster) => {
       // The connection is still usable afterwards.
       const { rows } = await sql<{ one: number }>`select 1 as one`.execute(db)
       expect(Number(rows[0]?.one)).toBe(1)
+    } finally {
+      await db.destroy()
+    }
+  })
+})
+
+describeEngines('the longest server-side timeouts createDb accepts', (engine, cluster) => {
+  it('reach the server unchanged: the cap (2^31 - 1 ms) is within what the server takes', async () => {
+    const db = createDb({
+      dialect: engine,
+      writer: cluster.writerUrl,
+      pool: { max: 1, statementTimeoutMs: MAX_TIMER_MS, sessionIdleTimeoutMs: MAX_TIMER_MS },
+    })
+    try {
+      if (engine === 'postgres') {
+        // Startup parameters: a value the server refused would fail the connection itself.
+        const { rows } = await sql<{ statement: string; idle: string }>`select
+          current_setting('statement_timeout') as statement,
+          current_setting('idle_session_timeout') as idle`.execute(db)
+        expect(rows[0]).toEqual({ statement: '2147483647ms', idle: '2147483647ms' })
+        // And the cap is PostgreSQL's own limit: one millisecond more is refused.
+        await expect(
+          queryOnce(engine, cluster.adminWriterUrl, 'SET statement_timeout = 2147483648'),
+        ).rejects.toMatchObject({
+          message: 'invalid value for parameter "statement_timeout": "2147483648"',
+          hint: 'Value exceeds integer range.',
+        })
+      } else {
+        const { rows } = await sql<{ version: string; idle: unknown }>`
+          select @@version as version, @@session.wait_timeout as idle`.execute(db)
+        // Whole seconds, rounded up.
+        expect(Number(rows[0]?.idle)).toBe(2_147_484)
+        // MariaDB takes seconds (it would silently truncate anything above 31536000), MySQL milliseconds.
+        const mariaDb = /mariadb/i.test(rows[0]?.version ?? '')
+        const { rows: timeout } = await (mariaDb
+          ? sql<{ value: unknown }>`select @@session.max_statement_time as value`
+          : sql<{ value: unknown }>`select @@session.max_execution_time as value`
+        ).execute(db)
+        expect(Number(timeout[0]?.value)).toBe(mariaDb ? MAX_TIMER_MS / 1000 : MAX_TIMER_MS)
+      }
     } finally {
       await db.destroy()
     }

@@ -214,6 +214,47 @@ describe('withRetry without a database server', () => {
     }
     expect(await withRetry(run, { retries: Infinity, minDelayMs: 5_000 })).toBe(1)
   })
+
+  it('rejects a signal that is not an AbortSignal with a ConfigError, before calling fn', async () => {
+    let calls = 0
+    const run = async () => ++calls
+    for (const signal of ['x', 5_000, {}, { aborted: false }, () => undefined, null]) {
+      const error = await failure(withRetry(run, { signal } as never))
+      expect(error).toBeInstanceOf(ConfigError)
+      expect(error).not.toBeInstanceOf(TypeError)
+      expect((error as ConfigError).setting).toBe('withRetry.signal')
+      expect((error as ConfigError).detail).toMatch(/^expected an AbortSignal \(/)
+    }
+    expect(((await failure(withRetry(run, { signal: 'x' } as never))) as ConfigError).detail).toMatch(
+      / got 'x'$/,
+    )
+    expect(calls).toBe(0)
+    // A real one is accepted, and so is one of another implementation (another realm's, such as a
+    // test environment's AbortController): what withRetry uses of it is checked, not its class.
+    const foreign = Object.assign(new EventTarget(), { aborted: false, throwIfAborted: () => undefined })
+    expect(foreign).not.toBeInstanceOf(AbortSignal)
+    expect(await withRetry(run, { signal: new AbortController().signal })).toBe(1)
+    expect(await withRetry(run, { signal: foreign as unknown as AbortSignal })).toBe(2)
+  })
+
+  it('rejects delays longer than a Node.js timer accepts, naming the option and the maximum', async () => {
+    const run = async () => 1
+    // 2^31 ms would make setTimeout fire after 1 ms: the backoff would be skipped altogether.
+    for (const [options, setting] of [
+      [{ minDelayMs: 2 ** 31 }, 'withRetry.minDelayMs'],
+      [{ maxDelayMs: 2 ** 31 }, 'withRetry.maxDelayMs'],
+      [{ minDelayMs: 10, maxDelayMs: 2_147_483_647.5 }, 'withRetry.maxDelayMs'],
+    ] as const) {
+      const error = await failure(withRetry(run, options))
+      expect(error).toBeInstanceOf(ConfigError)
+      expect((error as ConfigError).setting).toBe(setting)
+      expect((error as ConfigError).detail).toMatch(
+        /^expected a number from 0 to 2147483647 \(milliseconds; about 24\.8 days, the longest delay a Node\.js timer accepts\), got /,
+      )
+    }
+    // The maximum itself is fine, and so is any total budget: maxElapsedMs is compared, never waited for.
+    expect(await withRetry(run, { minDelayMs: 2_147_483_647, maxElapsedMs: 2 ** 40 })).toBe(1)
+  })
 })
 
 describeEngines('withRetry', (engine, info) => {

@@ -16,6 +16,12 @@ export interface ClusterInfo {
   readonly adminReaderUrl: string
   /** The app user's password, when known, so tests can check it never leaks. */
   readonly password?: string
+  /**
+   * Where the writer also listens on a Unix socket, for servers started here: PostgreSQL's socket
+   * directory (the port in writerUrl picks the socket file), MariaDB's socket file. There, `app`
+   * logs in as on TCP (MariaDB: as 'app'@'localhost', same password; PostgreSQL: trust).
+   */
+  readonly writerSocket?: string
   /** true when the servers came from *_WRITER_URL environment variables. */
   readonly external: boolean
 }
@@ -83,9 +89,18 @@ async function provision(engine: Engine): Promise<RunningCluster | undefined> {
 }
 
 function local(cluster: Omit<ClusterInfo, 'external'> & { stop(): Promise<void> }): RunningCluster {
-  const { engine, writerUrl, readerUrl, adminWriterUrl, adminReaderUrl, password } = cluster
+  const { engine, writerUrl, readerUrl, adminWriterUrl, adminReaderUrl, password, writerSocket } = cluster
   return {
-    info: { engine, writerUrl, readerUrl, adminWriterUrl, adminReaderUrl, password, external: false },
+    info: {
+      engine,
+      writerUrl,
+      readerUrl,
+      adminWriterUrl,
+      adminReaderUrl,
+      password,
+      writerSocket,
+      external: false,
+    },
     stop: () => cluster.stop(),
   }
 }

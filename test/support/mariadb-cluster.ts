@@ -39,6 +39,8 @@ export interface MariaDbCluster {
   readonly adminReaderUrl: string
   /** The app user's password, so tests can check it never shows up in logs or errors. */
   readonly password: string
+  /** The primary's Unix socket file, in the cluster's own temp directory ('app'@'localhost' there). */
+  readonly writerSocket: string
   readonly primary: MariaDbServer
   readonly replica: MariaDbServer | undefined
   /** Kills both servers and removes their files. */
@@ -141,6 +143,7 @@ SET sql_log_bin = 1;
       adminWriterUrl: harness.admin(primaryPort, adminPassword, 'app'),
       adminReaderUrl: harness.admin(readerPort, adminPassword, 'app'),
       password,
+      writerSocket: socketOf(dir.path, 'primary'),
       primary,
       replica,
       stop: async () => {
@@ -216,6 +219,10 @@ async function installDataDir(
   )
 }
 
+function socketOf(baseDir: string, role: 'primary' | 'replica'): string {
+  return join(baseDir, `${role}.sock`)
+}
+
 /**
  * Each server's own tmpdir: with the shared /tmp, concurrent bootstraps (other clusters starting in
  * parallel test files) failed with "Could not remove temporary table '/tmp/#sql-temptable-...'".
@@ -258,7 +265,7 @@ function mariaDbServer(spec: MariaDbServerSpec): LocalServer {
         `--tmpdir=${tmpDirOf(dataDir)}`,
         `--port=${port}`,
         '--bind-address=127.0.0.1',
-        `--socket=${join(baseDir, `${role}.sock`)}`,
+        `--socket=${socketOf(baseDir, role)}`,
         `--pid-file=${join(baseDir, `${role}.pid`)}`,
         // The same file our stdout/stderr go to, so a failed start can show its tail.
         `--log-error=${logFile}`,

@@ -36,6 +36,11 @@ export interface PostgresCluster {
   readonly adminReaderUrl: string
   /** The app user's password, so tests can check it never shows up in logs or errors. */
   readonly password: string
+  /**
+   * The directory of both servers' Unix sockets (unix_socket_directories, in the cluster's own temp
+   * directory); each server's port picks its socket file. pg_hba trusts every local connection.
+   */
+  readonly writerSocket: string
   readonly primary: PostgresServer
   readonly replica: PostgresServer | undefined
   /** Stops both servers (immediate shutdown) and removes their files. */
@@ -110,6 +115,7 @@ export async function startPostgresCluster(options: PostgresClusterOptions = {})
       adminWriterUrl: adminUrl(primaryPort, 'app'),
       adminReaderUrl: adminUrl(readerPort, 'app'),
       password,
+      writerSocket: dir.path,
       primary,
       replica,
       stop: async () => {
