@@ -30,6 +30,8 @@ interface Lease {
   readonly connection: DatabaseConnection
   /** Set when the connection failed at the connection level: destroy it instead of pooling it. */
   discard: boolean
+  /** Set while #withDeadline waits for a statement on this lease: stops waiting, rejecting with `error`. */
+  abandon?: ((error: unknown) => void) | undefined
 }
 
 /** Marks an error with the endpoint it came from and the phase it happened in. */
@@ -64,6 +66,8 @@ export class RoutingConnection implements DatabaseConnection {
   #active: Lease | undefined
   #wantsSessionInfo = false
   #readOnlyTransaction = false
+  /** The signal of the statement being executed: one with a signal may be cancelled or killed. */
+  #signal: AbortSignal | undefined
 
   constructor(cluster: Cluster, target: RoutingTarget, scope: RoutingScope, log: Log) {
     this.#cluster = cluster
@@ -146,7 +150,14 @@ export class RoutingConnection implements DatabaseConnection {
     const lease = this.#active ?? this.#bound
     if (lease === undefined) return
     lease.discard = true
-    await lease.connection.killSession?.(controlProviderFor(lease.endpoint))
+    const kill = lease.connection.killSession?.(controlProviderFor(lease.endpoint))
+    await this.#abortInFlight(lease, kill, () => {
+      // Only now, once the server was told (or could not be): the session is gone either way. Kysely's
+      // MySQL driver destroyed the mysql2 connection before sending KILL, and mysql2 never answers a
+      // statement on a connection it destroyed, so stop waiting for it: the lease goes back now.
+      lease.endpoint.discard(lease.connection)
+      lease.abandon?.(this.#signal?.reason ?? new Error('kysely-resilient: the session was killed'))
+    })
   }
 
   /** Rolls back through the endpoint's Kysely driver, which discards the connection if that fails. */
@@ -202,6 +213,7 @@ export class RoutingConnection implements DatabaseConnection {
     compiledQuery: CompiledQuery,
     options?: AbortableOperationOptions,
   ): Promise<QueryResult<R>> {
+    this.#signal = options?.signal
     if (this.#bound === undefined && this.#scope === 'session') {
       this.#bound = await this.#leaseWithRetry(() => this.#sessionEndpoint(), options)
     }
@@ -358,28 +370,73 @@ export class RoutingConnection implements DatabaseConnection {
     this.#cluster.reportFailure(lease.endpoint, classification)
   }
 
-  /** Applies `pool.queryTimeoutMs`: past it, the connection is destroyed and the caller gets an error. */
+  /**
+   * Waits for the driver's answer to a statement on `lease`, but never on a connection that was
+   * destroyed under it: past `pool.queryTimeoutMs` the connection is destroyed and the caller gets a
+   * QueryTimeoutError; once killSession killed the session, the wait ends with the abort's reason.
+   * Some drivers never settle a statement whose connection was destroyed (mysql2 after `destroy()`),
+   * and the lease must not wait on it forever.
+   */
   #withDeadline<T>(lease: Lease, work: Promise<T>): Promise<T> {
     const timeoutMs = lease.endpoint.settings.pool.queryTimeoutMs
-    if (timeoutMs === undefined) return work
+    // No deadline and no signal (so no kill): nothing ends the wait early, the common fast path.
+    if (timeoutMs === undefined && this.#signal === undefined) return work
     return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        lease.discard = true
-        // Some drivers never settle a query whose socket was destroyed: reject ourselves.
-        lease.endpoint.discard(lease.connection)
-        reject(new QueryTimeoutError(lease.endpoint.name, timeoutMs))
-      }, timeoutMs)
+      let timer: NodeJS.Timeout | undefined
+      const stop = (): void => {
+        clearTimeout(timer)
+        if (lease.abandon === abandon) lease.abandon = undefined
+      }
+      const abandon = (error: unknown): void => {
+        stop()
+        reject(error)
+      }
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          lease.discard = true
+          lease.endpoint.discard(lease.connection)
+          abandon(new QueryTimeoutError(lease.endpoint.name, timeoutMs))
+        }, timeoutMs)
+      }
+      lease.abandon = abandon
       work.then(
         (value) => {
-          clearTimeout(timer)
+          stop()
           resolve(value)
         },
         (error: unknown) => {
-          clearTimeout(timer)
+          stop()
           reject(error)
         },
       )
     })
+  }
+
+  /**
+   * Waits for Kysely's driver to cancel or kill the statement in flight on `lease` (`abort`), for at
+   * most twice `connectTimeoutMs`, like probeRole: it opens a connection and sends one statement, and
+   * a server that never answers must not hold the lease. Then runs `after`.
+   */
+  async #abortInFlight(lease: Lease, abort: Promise<void> | undefined, after?: () => void): Promise<void> {
+    const timeoutMs = lease.endpoint.settings.pool.connectTimeoutMs * 2
+    let timer: NodeJS.Timeout | undefined
+    const bounded = new Promise<void>((resolve, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new Error(
+              `kysely-resilient: the ${lease.endpoint.name} endpoint did not confirm the cancel or kill ` +
+                `within ${timeoutMs} ms`,
+            ),
+          ),
+        timeoutMs,
+      )
+      Promise.resolve(abort).then(resolve, reject)
+    }).finally(() => {
+      clearTimeout(timer)
+      after?.()
+    })
+    await bounded
   }
 
   async #lease(endpoint: Endpoint, options?: AbortableOperationOptions): Promise<Lease> {
