@@ -30,6 +30,14 @@ interface Lease {
   readonly connection: DatabaseConnection
   /** Set when the connection failed at the connection level: destroy it instead of pooling it. */
   discard: boolean
+  /**
+   * The cancel or kill Kysely started for the statement in flight when its caller aborted; its
+   * control connection may still be connecting. Whatever the session does next waits for it: Kysely's
+   * drivers only cancel or kill the statement they were asked about, so a ROLLBACK sent first (it
+   * queues behind the statement) makes them skip the cancel, and a connection destroyed first ends
+   * the statement on this side only, while the server goes on running it and holding its locks.
+   */
+  aborting?: Promise<void> | undefined
   /** Set while #withDeadline waits for a statement on this lease: stops waiting, rejecting with `error`. */
   abandon?: ((error: unknown) => void) | undefined
 }
@@ -143,7 +151,7 @@ export class RoutingConnection implements DatabaseConnection {
     const lease = this.#active ?? this.#bound
     if (lease === undefined) return
     // The control statement must reach the same server as the query it cancels.
-    await lease.connection.cancelQuery?.(controlProviderFor(lease.endpoint))
+    await this.#abortInFlight(lease, lease.connection.cancelQuery?.(controlProviderFor(lease.endpoint)))
   }
 
   async killSession(_controlConnectionProvider: ControlConnectionProvider): Promise<void> {
@@ -165,6 +173,8 @@ export class RoutingConnection implements DatabaseConnection {
     const lease = this.#bound
     if (lease === undefined)
       throw new Error('kysely-resilient: rollback on a connection that is not in a transaction')
+    // Kysely rolls back as soon as an aborted statement rejects: let its cancel reach the server first.
+    if (lease.aborting !== undefined) await lease.aborting
     // The session already broke (a statement or the COMMIT lost its connection, or it is pinned to a
     // server that takes no writes): the connection is destroyed on release, and the server rolls an
     // open transaction back when its session ends. A ROLLBACK sent now can only fail, and Kysely's
@@ -191,7 +201,10 @@ export class RoutingConnection implements DatabaseConnection {
   async release(): Promise<void> {
     const lease = this.#bound
     this.#bound = undefined
-    if (lease !== undefined) await lease.endpoint.release(lease.connection, lease.discard)
+    if (lease === undefined) return
+    // A kill still on its way: destroying the connection first would leave the statement running.
+    if (lease.aborting !== undefined) await lease.aborting
+    await lease.endpoint.release(lease.connection, lease.discard)
   }
 
   /**
@@ -220,6 +233,8 @@ export class RoutingConnection implements DatabaseConnection {
     const bound = this.#bound
     if (bound === undefined) return this.#executeStatement<R>(compiledQuery, options)
 
+    // A cancel of the session's previous statement still on its way (see Lease.aborting).
+    if (bound.aborting !== undefined) await bound.aborting
     // Inside a session nothing is retried: the caller retries the whole unit of work.
     bound.endpoint.countQuery()
     try {
@@ -415,7 +430,8 @@ export class RoutingConnection implements DatabaseConnection {
   /**
    * Waits for Kysely's driver to cancel or kill the statement in flight on `lease` (`abort`), for at
    * most twice `connectTimeoutMs`, like probeRole: it opens a connection and sends one statement, and
-   * a server that never answers must not hold the lease. Then runs `after`.
+   * a server that never answers must not hold the lease. Then runs `after`. Meanwhile the session's
+   * next step waits for it (see Lease.aborting).
    */
   async #abortInFlight(lease: Lease, abort: Promise<void> | undefined, after?: () => void): Promise<void> {
     const timeoutMs = lease.endpoint.settings.pool.connectTimeoutMs * 2
@@ -436,7 +452,16 @@ export class RoutingConnection implements DatabaseConnection {
       clearTimeout(timer)
       after?.()
     })
-    await bounded
+    const settled = bounded.then(
+      () => undefined,
+      () => undefined,
+    )
+    lease.aborting = settled
+    try {
+      await bounded
+    } finally {
+      if (lease.aborting === settled) lease.aborting = undefined
+    }
   }
 
   async #lease(endpoint: Endpoint, options?: AbortableOperationOptions): Promise<Lease> {

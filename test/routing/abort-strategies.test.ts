@@ -9,8 +9,8 @@ import { marker, sessionId, sleepExpr } from '../support/fault-helpers.js'
 import { pollUntil } from '../support/poll.js'
 import { queryOnce } from '../support/sql.js'
 
-// Aborting a running statement with each of Kysely's `inflightQueryAbortStrategy` values, on its own
-// and as a stream. Two statements are aborted at once with pool max 2, so a slot
+// Aborting a running statement with each of Kysely's `inflightQueryAbortStrategy` values, on its own,
+// inside a transaction and as a stream. Two statements are aborted at once with pool max 2, so a slot
 // that never comes back shows at once. The caller gets the signal's reason as soon as it aborts, as
 // with plain Kysely; the server stops the statement ('cancel query') or the session ('kill session');
 // and both connections come back: promptly after 'cancel query' and 'kill session', when the statement
@@ -255,6 +255,32 @@ describeEngines('abort strategies', (engine, cluster) => {
       await serverStopped(strategy, ours, ids)
       await annotate(
         `rejected within ${Math.round(rejectedMs)} ms, connections back in ${Math.round(await back)} ms`,
+      )
+      await servesAgain(strategy, ids)
+    })
+
+    // No plain Kysely reference here: inside transaction().execute(), Kysely 0.29 sends ROLLBACK on
+    // the same connection as soon as the statement rejects, before its cancel connection is up; its
+    // drivers then take the statement for finished and skip the cancel or kill. The statement runs to
+    // its end on the server, and the transaction rejects only then (with MySQL's 'kill session', at
+    // once, with the failed ROLLBACK's error). createDb holds the ROLLBACK back until the cancel or
+    // kill has reached the server.
+    it(`'${strategy}': inside a transaction, the statement and then the transaction reject with the signal's reason; both slots come back`, async ({
+      annotate,
+    }) => {
+      const { ours, abortedAt, back, rejectedMs, ids } = await abortRunning('transaction', strategy)
+      await serverStopped(strategy, ours, ids)
+      let transactionMs = 0
+      for (const run of ours) {
+        const caller = await run.caller
+        expect(caller?.error).toBe(run.reason)
+        transactionMs = Math.max(transactionMs, caller!.at - abortedAt)
+      }
+      // After 'ignore query' the ROLLBACK queues behind the statement on its session.
+      expect(transactionMs).toBeLessThan(backWithinMs(strategy))
+      await annotate(
+        `statements rejected within ${Math.round(rejectedMs)} ms, transactions within ${Math.round(transactionMs)} ms, ` +
+          `connections back in ${Math.round(await back)} ms`,
       )
       await servesAgain(strategy, ids)
     })
