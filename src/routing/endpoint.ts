@@ -62,6 +62,14 @@ interface MysqlReplicaStatus {
   readonly Exec_Master_Log_Pos?: number | string
 }
 
+/**
+ * A statement whose wait may be ended from outside (a killed session): {@link Endpoint.watch} sets
+ * `abandon` while it waits, and clears it once the statement settles.
+ */
+export interface Abandonable {
+  abandon?: ((error: unknown) => void) | undefined
+}
+
 /** Where an endpoint notes the raw driver connection under Kysely's connection object. */
 const RAW = Symbol('kysely-resilient.raw-connection')
 
@@ -198,24 +206,34 @@ export class Endpoint {
    * monitor. Either one fails the caller and calls `cut` (which must destroy the connection: some
    * drivers never settle a query whose socket was destroyed, so the caller is rejected here).
    */
-  watch<T>(work: Promise<T>, cut: () => void): Promise<T> {
+  watch<T>(work: Promise<T>, cut: () => void, abandonable?: Abandonable): Promise<T> {
     const monitor = this.#monitor
     const timeoutMs = this.settings.pool.queryTimeoutMs
-    if (!monitor.enabled && timeoutMs === undefined) return work
+    if (!monitor.enabled && timeoutMs === undefined && abandonable === undefined) return work
     return new Promise<T>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined
       let settled = false
+      const finish = (): void => {
+        settled = true
+        clearTimeout(timer)
+        monitor.end(watched)
+        if (abandonable !== undefined && abandonable.abandon === abandon) abandonable.abandon = undefined
+      }
+      const abandon = (error: unknown): void => {
+        if (settled) return
+        finish()
+        reject(error)
+      }
       const watched: Watched = {
         startedAt: performance.now(),
         fail: (error) => {
           if (settled) return
-          settled = true
-          clearTimeout(timer)
-          monitor.end(watched)
+          finish()
           cut()
           reject(error)
         },
       }
+      if (abandonable !== undefined) abandonable.abandon = abandon
       if (timeoutMs !== undefined) {
         timer = setTimeout(() => watched.fail(new QueryTimeoutError(this.name, timeoutMs)), timeoutMs)
       }
@@ -230,16 +248,12 @@ export class Endpoint {
       work.then(
         (value) => {
           if (settled) return
-          settled = true
-          clearTimeout(timer)
-          monitor.end(watched)
+          finish()
           resolve(value)
         },
         (error: unknown) => {
           if (settled) return
-          settled = true
-          clearTimeout(timer)
-          monitor.end(watched)
+          finish()
           reject(error)
         },
       )

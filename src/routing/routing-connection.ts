@@ -29,6 +29,16 @@ interface Lease {
   readonly connection: DatabaseConnection
   /** Set when the connection failed at the connection level: destroy it instead of pooling it. */
   discard: boolean
+  /**
+   * The cancel or kill Kysely started for the statement in flight when its caller aborted; its
+   * control connection may still be connecting. Whatever the session does next waits for it: Kysely's
+   * drivers only cancel or kill the statement they were asked about, so a ROLLBACK sent first (it
+   * queues behind the statement) makes them skip the cancel, and a connection destroyed first ends
+   * the statement on this side only, while the server goes on running it and holding its locks.
+   */
+  aborting?: Promise<void> | undefined
+  /** Set while #withDeadline waits for a statement on this lease: stops waiting, rejecting with `error`. */
+  abandon?: ((error: unknown) => void) | undefined
 }
 
 /** Marks an error with the endpoint it came from and the phase it happened in. */
@@ -63,6 +73,8 @@ export class RoutingConnection implements DatabaseConnection {
   #active: Lease | undefined
   #wantsSessionInfo = false
   #readOnlyTransaction = false
+  /** The signal of the statement being executed: one with a signal may be cancelled or killed. */
+  #signal: AbortSignal | undefined
 
   constructor(cluster: Cluster, target: RoutingTarget, scope: RoutingScope, log: Log) {
     this.#cluster = cluster
@@ -138,14 +150,21 @@ export class RoutingConnection implements DatabaseConnection {
     const lease = this.#active ?? this.#bound
     if (lease === undefined) return
     // The control statement must reach the same server as the query it cancels.
-    await lease.connection.cancelQuery?.(controlProviderFor(lease.endpoint))
+    await this.#abortInFlight(lease, lease.connection.cancelQuery?.(controlProviderFor(lease.endpoint)))
   }
 
   async killSession(_controlConnectionProvider: ControlConnectionProvider): Promise<void> {
     const lease = this.#active ?? this.#bound
     if (lease === undefined) return
     lease.discard = true
-    await lease.connection.killSession?.(controlProviderFor(lease.endpoint))
+    const kill = lease.connection.killSession?.(controlProviderFor(lease.endpoint))
+    await this.#abortInFlight(lease, kill, () => {
+      // Only now, once the server was told (or could not be): the session is gone either way. Kysely's
+      // MySQL driver destroyed the mysql2 connection before sending KILL, and mysql2 never answers a
+      // statement on a connection it destroyed, so stop waiting for it: the lease goes back now.
+      lease.endpoint.discard(lease.connection)
+      lease.abandon?.(this.#signal?.reason ?? new Error('kysely-resilient: the session was killed'))
+    })
   }
 
   /** Rolls back through the endpoint's Kysely driver, which discards the connection if that fails. */
@@ -153,6 +172,8 @@ export class RoutingConnection implements DatabaseConnection {
     const lease = this.#bound
     if (lease === undefined)
       throw new Error('kysely-resilient: rollback on a connection that is not in a transaction')
+    // Kysely rolls back as soon as an aborted statement rejects: let its cancel reach the server first.
+    if (lease.aborting !== undefined) await lease.aborting
     // The session already broke (a statement or the COMMIT lost its connection, or it is pinned to a
     // server that takes no writes): the connection is destroyed on release, and the server rolls an
     // open transaction back when its session ends. A ROLLBACK sent now can only fail, and Kysely's
@@ -179,7 +200,10 @@ export class RoutingConnection implements DatabaseConnection {
   async release(): Promise<void> {
     const lease = this.#bound
     this.#bound = undefined
-    if (lease !== undefined) await lease.endpoint.release(lease.connection, lease.discard)
+    if (lease === undefined) return
+    // A kill still on its way: destroying the connection first would leave the statement running.
+    if (lease.aborting !== undefined) await lease.aborting
+    await lease.endpoint.release(lease.connection, lease.discard)
   }
 
   /**
@@ -201,12 +225,15 @@ export class RoutingConnection implements DatabaseConnection {
     compiledQuery: CompiledQuery,
     options?: AbortableOperationOptions,
   ): Promise<QueryResult<R>> {
+    this.#signal = options?.signal
     if (this.#bound === undefined && this.#scope === 'session') {
       this.#bound = await this.#leaseWithRetry(() => this.#sessionEndpoint(), options)
     }
     const bound = this.#bound
     if (bound === undefined) return this.#executeStatement<R>(compiledQuery, options)
 
+    // A cancel of the session's previous statement still on its way (see Lease.aborting).
+    if (bound.aborting !== undefined) await bound.aborting
     // Inside a session nothing is retried: the caller retries the whole unit of work.
     if (bound.endpoint.unresponsive) {
       // Not sent: fail before writing to a server known not to answer.
@@ -371,14 +398,60 @@ export class RoutingConnection implements DatabaseConnection {
   }
 
   /**
-   * Runs the statement under its endpoint's watch (`pool.queryTimeoutMs`, the liveness monitor):
-   * past either, the connection is destroyed and the caller gets the error.
+   * Waits for the driver's answer to a statement on `lease` under its endpoint's watch, but never on
+   * a connection that was destroyed under it: past `pool.queryTimeoutMs`, or once the liveness
+   * monitor finds the server silent, the connection is destroyed and the caller gets the error; once
+   * killSession killed the session, the wait ends with the abort's reason. Some drivers never settle
+   * a statement whose connection was destroyed (mysql2 after `destroy()`), and the lease must not
+   * wait on it forever.
    */
   #withDeadline<T>(lease: Lease, work: Promise<T>): Promise<T> {
-    return lease.endpoint.watch(work, () => {
-      lease.discard = true
-      lease.endpoint.discard(lease.connection)
+    return lease.endpoint.watch(
+      work,
+      () => {
+        lease.discard = true
+        lease.endpoint.discard(lease.connection)
+      },
+      // Only a statement with a signal can be killed, so only then may the wait end early that way.
+      this.#signal === undefined ? undefined : lease,
+    )
+  }
+
+  /**
+   * Waits for Kysely's driver to cancel or kill the statement in flight on `lease` (`abort`), for at
+   * most twice `connectTimeoutMs`, like probeRole: it opens a connection and sends one statement, and
+   * a server that never answers must not hold the lease. Then runs `after`. Meanwhile the session's
+   * next step waits for it (see Lease.aborting).
+   */
+  async #abortInFlight(lease: Lease, abort: Promise<void> | undefined, after?: () => void): Promise<void> {
+    const timeoutMs = lease.endpoint.settings.pool.connectTimeoutMs * 2
+    let timer: NodeJS.Timeout | undefined
+    const bounded = new Promise<void>((resolve, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new Error(
+              `kysely-resilient: the ${lease.endpoint.name} endpoint did not confirm the cancel or kill ` +
+                `within ${timeoutMs} ms`,
+            ),
+          ),
+        timeoutMs,
+      )
+      Promise.resolve(abort).then(resolve, reject)
+    }).finally(() => {
+      clearTimeout(timer)
+      after?.()
     })
+    const settled = bounded.then(
+      () => undefined,
+      () => undefined,
+    )
+    lease.aborting = settled
+    try {
+      await bounded
+    } finally {
+      if (lease.aborting === settled) lease.aborting = undefined
+    }
   }
 
   async #lease(endpoint: Endpoint, options?: AbortableOperationOptions): Promise<Lease> {
