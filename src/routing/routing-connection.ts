@@ -39,6 +39,12 @@ interface Lease {
   aborting?: Promise<void> | undefined
   /** Set while #withDeadline waits for a statement on this lease: stops waiting, rejecting with `error`. */
   abandon?: ((error: unknown) => void) | undefined
+  /**
+   * Set by killSession: the session ends because the caller aborted with `'kill session'`, not
+   * because its server failed, so the errors that follow (57P01, a lost connection) say nothing
+   * about the endpoint's health.
+   */
+  killed?: boolean
 }
 
 /** Marks an error with the endpoint it came from and the phase it happened in. */
@@ -157,6 +163,7 @@ export class RoutingConnection implements DatabaseConnection {
     const lease = this.#active ?? this.#bound
     if (lease === undefined) return
     lease.discard = true
+    lease.killed = true
     const kill = lease.connection.killSession?.(controlProviderFor(lease.endpoint))
     await this.#abortInFlight(lease, kill, () => {
       // Only now, once the server was told (or could not be): the session is gone either way. Kysely's
@@ -274,7 +281,8 @@ export class RoutingConnection implements DatabaseConnection {
         lease.endpoint.countQuery()
         return await this.#withDeadline(lease, lease.connection.executeQuery<R>(compiledQuery, options))
       } catch (error) {
-        failure = new AttemptError(error, endpoint, 'query')
+        // A session we killed for the caller is no sign of trouble on the endpoint: not reported.
+        failure = new AttemptError(error, lease.killed === true ? undefined : endpoint, 'query')
         if (failure.classification.connectionLost) lease.discard = true
       } finally {
         this.#active = undefined
@@ -394,6 +402,7 @@ export class RoutingConnection implements DatabaseConnection {
     // not a sign that the writer moved.
     if (classification.category === 'read-only' && this.#readOnlyTransaction) return
     if (classification.connectionLost) lease.discard = true
+    if (lease.killed === true) return
     this.#cluster.reportFailure(lease.endpoint, classification)
   }
 

@@ -5,7 +5,7 @@ import Cursor from 'pg-cursor'
 import { afterAll, afterEach, beforeAll, beforeEach, expect, it } from 'vitest'
 import { createDb, type ResilientDb } from '../../src/index.js'
 import { describeEngines, type Engine } from '../support/database.js'
-import { marker, sessionId, sleepExpr } from '../support/fault-helpers.js'
+import { collectEvents, type EventLog, marker, sessionId, sleepExpr } from '../support/fault-helpers.js'
 import { pollUntil } from '../support/poll.js'
 import { queryOnce } from '../support/sql.js'
 
@@ -162,6 +162,8 @@ describeEngines('abort strategies', (engine, cluster) => {
     await plain?.destroy()
   })
 
+  let events: EventLog
+
   beforeEach(() => {
     // A leaked slot makes the next statement fail within the acquire timeout instead of hanging.
     db = createDb<Database>({
@@ -169,6 +171,7 @@ describeEngines('abort strategies', (engine, cluster) => {
       writer: cluster.writerUrl,
       pool: { max: 2, acquireTimeoutMs: 3_000 },
     })
+    events = collectEvents(db)
   })
 
   afterEach(async () => {
@@ -245,6 +248,10 @@ describeEngines('abort strategies', (engine, cluster) => {
     expect(ids.includes(Number(next.id))).toBe(strategy !== 'kill session')
     expect(db.stats().writer).toMatchObject({ inUse: 0, waiting: 0 })
     expect(db.stats().writer.total).toBeLessThanOrEqual(2)
+    // An abort is the caller's decision, not a failing server: a session killed for it must not make
+    // the writer suspect (idle connections evicted, discovery) nor raise an 'error' event.
+    expect(events.error).toEqual([])
+    expect(events.retry).toEqual([])
   }
 
   for (const strategy of STRATEGIES) {
