@@ -69,7 +69,7 @@ interface Waiter<C> {
  * between half its ceiling and the ceiling ("equal jitter"), so the processes refused together do
  * not come back together, and none comes back sooner than half the ceiling.
  */
-const HOLDING_PAUSE_MS = 2_000
+const HOLDING_PAUSE_MS = 3_000
 const MAX_HOLDING_PAUSE_MS = 16_000
 /**
  * The same when the pool holds no connection, so its callers have nothing to wait for: shorter, and
@@ -91,6 +91,8 @@ const MAX_GIVE_BACK_AFTER_MS = 60_000
  * Connections reused at once, as under load, never wait.
  */
 const SETTLE_AFTER_IDLE_MS = 50
+/** While the server is short of slots, an idle connection is closed after this long (or idleTimeoutMs if shorter). */
+const SATURATED_IDLE_TIMEOUT_MS = 1_000
 /** The server counts as short of slots until this long after its last refusal. */
 const SATURATION_MEMORY_MS = 30_000
 
@@ -394,8 +396,12 @@ export class ConnectionPool<C> extends EventEmitter<{
 
   #pushIdle(entry: Entry<C>): void {
     entry.idleSince = Date.now()
-    if (this.options.idleTimeoutMs > 0) {
-      entry.idleTimer = setTimeout(() => this.#reapIdle(entry), this.options.idleTimeoutMs)
+    const idleTimeoutMs = this.options.idleTimeoutMs
+    if (idleTimeoutMs > 0) {
+      // A server short of slots needs them more than this pool needs an idle connection: another
+      // process may be waiting for one. (`min` still holds: #reapIdle keeps the floor.)
+      const timeoutMs = this.saturated ? Math.min(idleTimeoutMs, SATURATED_IDLE_TIMEOUT_MS) : idleTimeoutMs
+      entry.idleTimer = setTimeout(() => this.#reapIdle(entry), timeoutMs)
       entry.idleTimer.unref()
     }
     this.#idle.push(entry)
@@ -455,7 +461,9 @@ export class ConnectionPool<C> extends EventEmitter<{
     while (
       this.#waiters.length > this.#connecting &&
       this.#size() < this.options.max &&
-      this.#connecting < Math.floor(this.#openLimit)
+      this.#connecting < Math.floor(this.#openLimit) &&
+      // Past the size at which the server last refused, one open at a time tests for room.
+      (this.#ceiling === undefined || this.#size() < this.#ceiling || this.#connecting === 0)
     ) {
       this.#openFor(() => this.#waiters.length > 0)
     }
@@ -482,8 +490,11 @@ export class ConnectionPool<C> extends EventEmitter<{
           this.#ceiling = undefined
           this.#refusals = 0
         }
-        // One more open at once per round of successes: +1/limit per success.
-        this.#openLimit = Math.min(this.options.max, this.#openLimit + 1 / Math.floor(this.#openLimit))
+        // One more open at once per round of successes: +1/limit per success. Not during a pause: an
+        // open that was in flight with the refused ones must not widen the next try.
+        if (this.#growthTimer === undefined) {
+          this.#openLimit = Math.min(this.options.max, this.#openLimit + 1 / Math.floor(this.#openLimit))
+        }
         if (wanted()) this.#handOff(entry)
         else this.#pushIdle(entry)
         this.#grow()

@@ -763,7 +763,7 @@ describe('when the server refuses sessions (too many connections)', () => {
     expect(connector.refused).toBeGreaterThanOrEqual(1)
     expect(waiting.some((caller) => caller.settled)).toBe(false)
 
-    // Paused (2 s ceiling, equal jitter at 0.5: 1.5 s): releases serve every waiter, nothing is opened.
+    // Paused (3 s ceiling, equal jitter at 0.5: 2.25 s): releases serve every waiter, nothing is opened.
     const callsAtRefusal = connector.connectCalls
     let served = 0
     while (served < waiting.length) {
@@ -791,13 +791,14 @@ describe('when the server refuses sessions (too many connections)', () => {
     await flush()
     expect(connector.refused).toBe(1)
 
-    await vi.advanceTimersByTimeAsync(1_999)
+    // Holding a connection: the first pause's ceiling is 3 s (Math.random() = 1: the whole ceiling).
+    await vi.advanceTimersByTimeAsync(2_999)
     expect(connector.connectCalls).toBe(2)
     await vi.advanceTimersByTimeAsync(1)
     expect(connector.connectCalls).toBe(3)
     expect(connector.refused).toBe(2)
 
-    await vi.advanceTimersByTimeAsync(3_999)
+    await vi.advanceTimersByTimeAsync(5_999)
     expect(connector.connectCalls).toBe(3)
     await vi.advanceTimersByTimeAsync(1)
     await flush()
@@ -806,6 +807,22 @@ describe('when the server refuses sessions (too many connections)', () => {
     expect(waiters[0]?.value).toBeDefined()
     expect(pool.saturated).toBe(false)
     pool.release(a)
+  })
+
+  test('past the size at which the server refused, it tries one open at a time, however many wait', async () => {
+    useFakeClock()
+    vi.spyOn(Math, 'random').mockReturnValue(1)
+    const { pool, connector } = makePool({ max: 10, acquireTimeoutMs: 60_000 })
+    const held = [await pool.acquire(), await pool.acquire(), await pool.acquire()]
+    // An open that succeeds after the refusal (it was in flight with it) must not widen the next try.
+    connector.plan.push('refuse', 'ok', 'hang', 'hang')
+    const waiters = Array.from({ length: 6 }, () => track(pool.acquire()))
+    await flush()
+    expect(connector.refused).toBe(1)
+    await vi.advanceTimersByTimeAsync(3_000)
+    expect(pool.counts().connecting).toBe(1)
+    expect(waiters.filter((waiter) => waiter.settled)).toHaveLength(1)
+    for (const connection of held) pool.release(connection)
   })
 
   test("holding no connection, it retries refused opens with jittered backoff until the caller's deadline", async () => {
@@ -833,6 +850,28 @@ describe('when the server refuses sessions (too many connections)', () => {
     await vi.advanceTimersByTimeAsync(5_000)
     expect(caller.value).toBeDefined()
     expect(connector.refused).toBe(3)
+  })
+
+  test('while the server is short of slots, idle connections are closed after 1 s instead of idleTimeoutMs', async () => {
+    useFakeClock()
+    const { pool, connector, removals } = makePool({
+      max: 5,
+      idleTimeoutMs: 30_000,
+      acquireTimeoutMs: 60_000,
+    })
+    const held = [await pool.acquire(), await pool.acquire(), await pool.acquire()]
+    connector.plan.push('refuse')
+    const waiter = track(pool.acquire())
+    await flush()
+    expect(pool.saturated).toBe(true)
+    pool.release(held[0] as FakeConnection)
+    await flush()
+    expect(waiter.value).toBe(held[0])
+    // Demand drops: the released connections go idle, and are closed after 1 s, not 30 s.
+    pool.release(held[1] as FakeConnection)
+    pool.release(held[2] as FakeConnection)
+    await vi.advanceTimersByTimeAsync(1_000)
+    expect(removals.map((removal) => removal.reason)).toEqual(['idle', 'idle'])
   })
 
   test('while the server is short of slots, one connection is given back now and then, never the last', async () => {
