@@ -225,7 +225,7 @@ export class Endpoint {
         reject(error)
       }
       const watched: Watched = {
-        startedAt: performance.now(),
+        startedAt: monitor.now(),
         fail: (error) => {
           if (settled) return
           finish()
