@@ -192,20 +192,32 @@ export class LivenessMonitor<C> {
 
   async #pingOnce(): Promise<void> {
     clearTimeout(this.#connectionTimer)
-    let connection = this.#connection
-    if (connection === undefined) {
-      const opening = this.#probe.connect()
-      connection = await opening
-      if (this.#closed || this.#connection !== undefined) {
-        this.#probe.destroy(connection)
-        connection = this.#connection
-        if (connection === undefined) return
-      } else {
-        this.#connection = connection
+    const kept = this.#connection
+    if (kept !== undefined) {
+      try {
+        await this.#probe.ping(kept)
+        this.#keepConnection()
+        return
+      } catch {
+        // The kept connection may have died on its own (a NAT timeout, a frozen Lambda container):
+        // that says nothing about the server. Try once more over a fresh one, within the same deadline.
+        if (this.#connection === kept) this.#dropConnection()
       }
     }
+    let connection: C = await this.#probe.connect()
+    if (this.#closed || this.#connection !== undefined) {
+      this.#probe.destroy(connection)
+      if (this.#connection === undefined) return
+      connection = this.#connection
+    } else {
+      this.#connection = connection
+    }
     await this.#probe.ping(connection)
-    // Kept for the next probe, closed once no statement has needed one for a while.
+    this.#keepConnection()
+  }
+
+  /** Kept for the next probe, closed once no statement has needed one for a while. */
+  #keepConnection(): void {
     this.#connectionTimer = setTimeout(() => this.#dropConnection(), PROBE_CONNECTION_IDLE_MS)
     this.#connectionTimer.unref()
   }

@@ -5,7 +5,7 @@ import { LivenessMonitor, type LivenessProbe, type Watched } from '../../src/top
 // The monitor's decisions with a scripted probe and a fake clock; the real-server behaviour (SIGSTOP,
 // restarts) is in unresponsive-server.test.ts.
 
-type Answer = 'ok' | 'hang' | 'refused' | 'too-many'
+type Answer = 'ok' | 'hang' | 'refused' | 'too-many' | 'reset'
 
 class ScriptedProbe implements LivenessProbe<number> {
   readonly answers: Answer[] = []
@@ -26,6 +26,9 @@ class ScriptedProbe implements LivenessProbe<number> {
       return Promise.reject(
         Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED', syscall: 'connect' }),
       )
+    }
+    if (answer === 'reset') {
+      return Promise.reject(Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }))
     }
     if (answer === 'too-many') {
       return Promise.reject(
@@ -143,6 +146,22 @@ describe('LivenessMonitor', () => {
     expect(seen.map((event) => event.kind)).toEqual(['down', 'up'])
     const up = seen[1] as { kind: 'up'; downForMs: number }
     expect(up.downForMs).toBeGreaterThan(2_000)
+    monitor.close()
+  })
+
+  test('a kept probe connection that died on its own is replaced, not taken for a dead server', async () => {
+    const { monitor, probe, seen, failures, statement } = setup()
+    const first = statement()
+    await vi.advanceTimersByTimeAsync(700)
+    expect(probe.connects).toBe(1)
+    monitor.end(first)
+    // Later (after a NAT timeout, a thawed container): the kept connection is dead, the server is not.
+    statement()
+    probe.answers.push('reset', 'ok')
+    await vi.advanceTimersByTimeAsync(700)
+    expect(probe.connects).toBe(2)
+    expect(failures).toEqual([])
+    expect(seen).toEqual([])
     monitor.close()
   })
 
