@@ -1,4 +1,3 @@
-import { EventEmitter } from 'node:events'
 import type { ResolvedPoolOptions } from '../config/pool-options.js'
 import { ConnectTimeoutError, DatabaseDestroyedError, PoolTimeoutError } from '../errors.js'
 import { classifyError, isSessionRefusal, markConnectPhase } from '../retry/classify-error.js'
@@ -47,6 +46,14 @@ export type RemovalReason =
   | 'pool-ended'
   | 'failed-validation'
   | 'given-back'
+
+/**
+ * Sees connections leave the pool, e.g. a test or a metric. Called synchronously, as a close starts;
+ * the pool never depends on what it does.
+ */
+export interface PoolObserver<C> {
+  readonly onRemove?: (connection: C, reason: RemovalReason) => void
+}
 
 interface Entry<C> {
   readonly connection: C
@@ -112,13 +119,11 @@ const SATURATION_MEMORY_MS = 30_000
  * failures (unreachable, timed out, credentials rejected) fail the longest-waiting caller at once,
  * so the routing layer can retry elsewhere.
  */
-export class ConnectionPool<C> extends EventEmitter<{
-  connect: [connection: C]
-  remove: [connection: C, reason: RemovalReason]
-}> {
+export class ConnectionPool<C> {
   readonly name: string
   readonly options: ResolvedPoolOptions
   readonly #connector: PoolConnector<C>
+  readonly #observer: PoolObserver<C>
   readonly #idle: Entry<C>[] = []
   readonly #inUse = new Map<C, Entry<C>>()
   readonly #waiters: Waiter<C>[] = []
@@ -140,11 +145,16 @@ export class ConnectionPool<C> extends EventEmitter<{
   /** A connection was given back and the reopen that follows will tell whether somebody took its slot. */
   #gaveBack = false
 
-  constructor(name: string, connector: PoolConnector<C>, options: ResolvedPoolOptions) {
-    super()
+  constructor(
+    name: string,
+    connector: PoolConnector<C>,
+    options: ResolvedPoolOptions,
+    observer: PoolObserver<C> = {},
+  ) {
     this.name = name
     this.#connector = connector
     this.options = options
+    this.#observer = observer
     connector.onBroken = (connection) => this.#dropIdle(connection)
   }
 
@@ -298,7 +308,6 @@ export class ConnectionPool<C> extends EventEmitter<{
       this.#close(entry, 'pool-ended')
       throw new DatabaseDestroyedError()
     }
-    this.emit('connect', connection)
     return entry
   }
 
@@ -434,7 +443,7 @@ export class ConnectionPool<C> extends EventEmitter<{
 
   #close(entry: Entry<C>, reason: RemovalReason): void {
     this.#closing++
-    this.emit('remove', entry.connection, reason)
+    this.#observer.onRemove?.(entry.connection, reason)
     void this.#connector.close(entry.connection).finally(() => {
       this.#closing--
     })

@@ -98,9 +98,13 @@ function tooManyConnections(): Error {
 
 function makePool(options: Partial<ResolvedPoolOptions> = {}) {
   const connector = new FakeConnector()
-  const pool = new ConnectionPool<FakeConnection>('writer', connector, { ...POOL_DEFAULTS, ...options })
   const removals: Array<{ id: number; reason: RemovalReason }> = []
-  pool.on('remove', (connection, reason) => removals.push({ id: connection.id, reason }))
+  const pool = new ConnectionPool<FakeConnection>(
+    'writer',
+    connector,
+    { ...POOL_DEFAULTS, ...options },
+    { onRemove: (connection, reason) => removals.push({ id: connection.id, reason }) },
+  )
   return { pool, connector, removals }
 }
 
