@@ -128,7 +128,12 @@ export class ConnectionPool<C> {
   readonly #inUse = new Map<C, Entry<C>>()
   readonly #waiters: Waiter<C>[] = []
   #connecting = 0
-  #closing = 0
+  /**
+   * Opens and closes in flight, each removed once settled: end() awaits them instead of polling
+   * counters. An open is tracked until its connection is placed, so a close it starts (the pool
+   * ended meanwhile) is tracked before the open leaves the set.
+   */
+  readonly #pending = new Set<Promise<unknown>>()
   #ended = false
   #used = false
   /** How many opens may run at once; a fraction grows to the next integer over one round. */
@@ -272,9 +277,8 @@ export class ConnectionPool<C> {
       clearTimeout(entry.idleTimer)
       this.#close(entry, 'pool-ended')
     }
-    while (this.#connecting > 0 || this.#closing > 0) {
-      await new Promise((resolve) => setImmediate(resolve))
-    }
+    // Settling one may start another (an open that completes now closes its connection): go again.
+    while (this.#pending.size > 0) await Promise.allSettled(this.#pending)
   }
 
   /** Whether the server refused a session for lack of slots within the last 30 s. */
@@ -328,10 +332,7 @@ export class ConnectionPool<C> {
           clearTimeout(timer)
           if (timedOut) {
             // Too late: the caller has its error already. Do not leak the connection.
-            this.#closing++
-            void this.#connector.close(connection).finally(() => {
-              this.#closing--
-            })
+            this.#track(this.#connector.close(connection))
             return
           }
           resolve(connection)
@@ -442,11 +443,17 @@ export class ConnectionPool<C> {
   }
 
   #close(entry: Entry<C>, reason: RemovalReason): void {
-    this.#closing++
     this.#observer.onRemove?.(entry.connection, reason)
-    void this.#connector.close(entry.connection).finally(() => {
-      this.#closing--
-    })
+    this.#track(this.#connector.close(entry.connection))
+  }
+
+  /** Keeps `work` in `#pending` until it settles, for end() to await. */
+  #track(work: Promise<unknown>): void {
+    this.#pending.add(work)
+    const forget = (): void => {
+      this.#pending.delete(work)
+    }
+    work.then(forget, forget)
   }
 
   /** Gives a connection that is ready for use to the longest-waiting caller, or keeps it idle. */
@@ -485,7 +492,7 @@ export class ConnectionPool<C> {
     // Counted until the connection is placed (handed out or idle), in the same tick: a release in
     // between must not see a free slot that is about to be filled.
     this.#connecting++
-    this.#open().then(
+    const opening = this.#open().then(
       (entry) => {
         this.#connecting--
         if (this.#gaveBack) {
@@ -526,6 +533,7 @@ export class ConnectionPool<C> {
         this.#grow()
       },
     )
+    this.#track(opening)
   }
 
   /**
