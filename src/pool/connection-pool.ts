@@ -481,12 +481,15 @@ export class ConnectionPool<C> {
       // Past the size at which the server last refused, one open at a time tests for room.
       (this.#ceiling === undefined || this.#size() < this.#ceiling || this.#connecting === 0)
     ) {
-      this.#openFor(() => this.#waiters.length > 0)
+      this.#openOne()
     }
   }
 
-  /** Opens one connection; `wanted` says, once it is open, whether anyone still needs it. */
-  #openFor(wanted: () => boolean): void {
+  /**
+   * Opens one connection, for whoever waits once it is open (not necessarily the caller it was opened
+   * for: that one may have timed out or been served by a release), else kept idle.
+   */
+  #openOne(): void {
     // Past the ceiling, this open tests whether the server has room again.
     const beyondCeiling = this.#ceiling !== undefined && this.#size() >= this.#ceiling
     // Counted until the connection is placed (handed out or idle), in the same tick: a release in
@@ -511,8 +514,7 @@ export class ConnectionPool<C> {
         if (this.#growthTimer === undefined) {
           this.#openLimit = Math.min(this.options.max, this.#openLimit + 1 / Math.floor(this.#openLimit))
         }
-        if (wanted()) this.#handOff(entry)
-        else this.#pushIdle(entry)
+        this.#handOff(entry)
         this.#grow()
         this.#fillToMin()
       },
@@ -591,7 +593,7 @@ export class ConnectionPool<C> {
     if (!this.#used || this.#ended || this.#growthTimer !== undefined) return
     while (this.#size() < this.options.min && this.#connecting < Math.floor(this.#openLimit)) {
       // A background top-up failing is not anyone's error: the next acquire opens on demand.
-      this.#openFor(() => this.#waiters.length > 0)
+      this.#openOne()
     }
   }
 }
