@@ -1,4 +1,56 @@
 /**
+ * The `code` of every error this library throws itself, one per situation, stable across releases.
+ * A union rather than `string` so that a `switch` over it is checked: a misspelt code is a compile
+ * error, and a `never` default finds the codes a new release adds.
+ *
+ * @example
+ * ```ts
+ * import { ResilientError, type ResilientErrorCode } from 'kysely-resilient'
+ *
+ * function advice(code: ResilientErrorCode): string {
+ *   switch (code) {
+ *     case 'POOL_ACQUIRE_TIMEOUT':
+ *     case 'CONNECT_TIMEOUT':
+ *     case 'NO_READER_AVAILABLE':
+ *     case 'SERVER_UNRESPONSIVE':
+ *     case 'CREDENTIALS_UNAVAILABLE':
+ *       return 'try again later'
+ *     case 'QUERY_TIMEOUT':
+ *       return 'may or may not have run'
+ *     case 'CONFIG_INVALID':
+ *     case 'DRIVER_MISSING':
+ *     case 'DB_DESTROYED':
+ *     case 'CREDENTIALS_FAILED':
+ *     case 'AUTH_REJECTED':
+ *       return 'fix the setup'
+ *     default: {
+ *       const unknown: never = code
+ *       return unknown
+ *     }
+ *   }
+ * }
+ *
+ * try {
+ *   await db.selectFrom('person').selectAll().execute()
+ * } catch (err) {
+ *   if (err instanceof ResilientError) console.error(advice(err.code))
+ * }
+ * ```
+ */
+export type ResilientErrorCode =
+  | 'CONFIG_INVALID'
+  | 'DRIVER_MISSING'
+  | 'DB_DESTROYED'
+  | 'POOL_ACQUIRE_TIMEOUT'
+  | 'CONNECT_TIMEOUT'
+  | 'NO_READER_AVAILABLE'
+  | 'QUERY_TIMEOUT'
+  | 'SERVER_UNRESPONSIVE'
+  | 'CREDENTIALS_UNAVAILABLE'
+  | 'CREDENTIALS_FAILED'
+  | 'AUTH_REJECTED'
+
+/**
  * Base class of every error this library throws itself. Driver errors (from `pg`, `mysql2` or Node
  * sockets) are passed through untouched so callers keep their codes and stack traces.
  *
@@ -18,9 +70,9 @@ export class ResilientError extends Error {
   override name = 'ResilientError'
 
   /** A stable, machine-readable code such as `'CONFIG_INVALID'`. */
-  readonly code: string
+  readonly code: ResilientErrorCode
 
-  constructor(code: string, message: string, options?: ErrorOptions) {
+  constructor(code: ResilientErrorCode, message: string, options?: ErrorOptions) {
     super(message, options)
     this.code = code
   }

@@ -29,6 +29,7 @@ export {
   PoolTimeoutError,
   QueryTimeoutError,
   ResilientError,
+  type ResilientErrorCode,
   ServerUnresponsiveError,
 } from './errors.js'
 export type {

@@ -1,4 +1,3 @@
-import { EventEmitter } from 'node:events'
 import type { ResolvedPoolOptions } from '../config/pool-options.js'
 import { ConnectTimeoutError, DatabaseDestroyedError, PoolTimeoutError } from '../errors.js'
 import { classifyError, isSessionRefusal, markConnectPhase } from '../retry/classify-error.js'
@@ -47,6 +46,14 @@ export type RemovalReason =
   | 'pool-ended'
   | 'failed-validation'
   | 'given-back'
+
+/**
+ * Sees connections leave the pool, e.g. a test or a metric. Called synchronously, as a close starts;
+ * the pool never depends on what it does.
+ */
+export interface PoolObserver<C> {
+  readonly onRemove?: (connection: C, reason: RemovalReason) => void
+}
 
 interface Entry<C> {
   readonly connection: C
@@ -112,18 +119,21 @@ const SATURATION_MEMORY_MS = 30_000
  * failures (unreachable, timed out, credentials rejected) fail the longest-waiting caller at once,
  * so the routing layer can retry elsewhere.
  */
-export class ConnectionPool<C> extends EventEmitter<{
-  connect: [connection: C]
-  remove: [connection: C, reason: RemovalReason]
-}> {
+export class ConnectionPool<C> {
   readonly name: string
   readonly options: ResolvedPoolOptions
   readonly #connector: PoolConnector<C>
+  readonly #observer: PoolObserver<C>
   readonly #idle: Entry<C>[] = []
   readonly #inUse = new Map<C, Entry<C>>()
   readonly #waiters: Waiter<C>[] = []
   #connecting = 0
-  #closing = 0
+  /**
+   * Opens and closes in flight, each removed once settled: end() awaits them instead of polling
+   * counters. An open is tracked until its connection is placed, so a close it starts (the pool
+   * ended meanwhile) is tracked before the open leaves the set.
+   */
+  readonly #pending = new Set<Promise<unknown>>()
   #ended = false
   #used = false
   /** How many opens may run at once; a fraction grows to the next integer over one round. */
@@ -140,11 +150,16 @@ export class ConnectionPool<C> extends EventEmitter<{
   /** A connection was given back and the reopen that follows will tell whether somebody took its slot. */
   #gaveBack = false
 
-  constructor(name: string, connector: PoolConnector<C>, options: ResolvedPoolOptions) {
-    super()
+  constructor(
+    name: string,
+    connector: PoolConnector<C>,
+    options: ResolvedPoolOptions,
+    observer: PoolObserver<C> = {},
+  ) {
     this.name = name
     this.#connector = connector
     this.options = options
+    this.#observer = observer
     connector.onBroken = (connection) => this.#dropIdle(connection)
   }
 
@@ -262,9 +277,8 @@ export class ConnectionPool<C> extends EventEmitter<{
       clearTimeout(entry.idleTimer)
       this.#close(entry, 'pool-ended')
     }
-    while (this.#connecting > 0 || this.#closing > 0) {
-      await new Promise((resolve) => setImmediate(resolve))
-    }
+    // Settling one may start another (an open that completes now closes its connection): go again.
+    while (this.#pending.size > 0) await Promise.allSettled(this.#pending)
   }
 
   /** Whether the server refused a session for lack of slots within the last 30 s. */
@@ -298,7 +312,6 @@ export class ConnectionPool<C> extends EventEmitter<{
       this.#close(entry, 'pool-ended')
       throw new DatabaseDestroyedError()
     }
-    this.emit('connect', connection)
     return entry
   }
 
@@ -319,10 +332,7 @@ export class ConnectionPool<C> extends EventEmitter<{
           clearTimeout(timer)
           if (timedOut) {
             // Too late: the caller has its error already. Do not leak the connection.
-            this.#closing++
-            void this.#connector.close(connection).finally(() => {
-              this.#closing--
-            })
+            this.#track(this.#connector.close(connection))
             return
           }
           resolve(connection)
@@ -433,11 +443,17 @@ export class ConnectionPool<C> extends EventEmitter<{
   }
 
   #close(entry: Entry<C>, reason: RemovalReason): void {
-    this.#closing++
-    this.emit('remove', entry.connection, reason)
-    void this.#connector.close(entry.connection).finally(() => {
-      this.#closing--
-    })
+    this.#observer.onRemove?.(entry.connection, reason)
+    this.#track(this.#connector.close(entry.connection))
+  }
+
+  /** Keeps `work` in `#pending` until it settles, for end() to await. */
+  #track(work: Promise<unknown>): void {
+    this.#pending.add(work)
+    const forget = (): void => {
+      this.#pending.delete(work)
+    }
+    work.then(forget, forget)
   }
 
   /** Gives a connection that is ready for use to the longest-waiting caller, or keeps it idle. */
@@ -465,18 +481,21 @@ export class ConnectionPool<C> extends EventEmitter<{
       // Past the size at which the server last refused, one open at a time tests for room.
       (this.#ceiling === undefined || this.#size() < this.#ceiling || this.#connecting === 0)
     ) {
-      this.#openFor(() => this.#waiters.length > 0)
+      this.#openOne()
     }
   }
 
-  /** Opens one connection; `wanted` says, once it is open, whether anyone still needs it. */
-  #openFor(wanted: () => boolean): void {
+  /**
+   * Opens one connection, for whoever waits once it is open (not necessarily the caller it was opened
+   * for: that one may have timed out or been served by a release), else kept idle.
+   */
+  #openOne(): void {
     // Past the ceiling, this open tests whether the server has room again.
     const beyondCeiling = this.#ceiling !== undefined && this.#size() >= this.#ceiling
     // Counted until the connection is placed (handed out or idle), in the same tick: a release in
     // between must not see a free slot that is about to be filled.
     this.#connecting++
-    this.#open().then(
+    const opening = this.#open().then(
       (entry) => {
         this.#connecting--
         if (this.#gaveBack) {
@@ -495,8 +514,7 @@ export class ConnectionPool<C> extends EventEmitter<{
         if (this.#growthTimer === undefined) {
           this.#openLimit = Math.min(this.options.max, this.#openLimit + 1 / Math.floor(this.#openLimit))
         }
-        if (wanted()) this.#handOff(entry)
-        else this.#pushIdle(entry)
+        this.#handOff(entry)
         this.#grow()
         this.#fillToMin()
       },
@@ -517,6 +535,7 @@ export class ConnectionPool<C> extends EventEmitter<{
         this.#grow()
       },
     )
+    this.#track(opening)
   }
 
   /**
@@ -574,7 +593,7 @@ export class ConnectionPool<C> extends EventEmitter<{
     if (!this.#used || this.#ended || this.#growthTimer !== undefined) return
     while (this.#size() < this.options.min && this.#connecting < Math.floor(this.#openLimit)) {
       // A background top-up failing is not anyone's error: the next acquire opens on demand.
-      this.#openFor(() => this.#waiters.length > 0)
+      this.#openOne()
     }
   }
 }

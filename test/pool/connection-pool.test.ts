@@ -27,6 +27,8 @@ class FakeConnector implements PoolConnector<FakeConnection> {
   /** How each `validate` call ends, in order (then `'ok'`); `validated` records the calls. */
   readonly validatePlan: ConnectPlan[] = []
   readonly validated: FakeConnection[] = []
+  /** When set, every `close` waits for it before it completes. */
+  closeGate: Promise<void> | undefined
   connectCalls = 0
   /** Opens the "server" refused with too-many-connections. */
   refused = 0
@@ -70,6 +72,7 @@ class FakeConnector implements PoolConnector<FakeConnection> {
 
   async close(connection: FakeConnection): Promise<void> {
     await Promise.resolve()
+    await this.closeGate
     this.live--
     this.closed.push(connection)
   }
@@ -98,9 +101,13 @@ function tooManyConnections(): Error {
 
 function makePool(options: Partial<ResolvedPoolOptions> = {}) {
   const connector = new FakeConnector()
-  const pool = new ConnectionPool<FakeConnection>('writer', connector, { ...POOL_DEFAULTS, ...options })
   const removals: Array<{ id: number; reason: RemovalReason }> = []
-  pool.on('remove', (connection, reason) => removals.push({ id: connection.id, reason }))
+  const pool = new ConnectionPool<FakeConnection>(
+    'writer',
+    connector,
+    { ...POOL_DEFAULTS, ...options },
+    { onRemove: (connection, reason) => removals.push({ id: connection.id, reason }) },
+  )
   return { pool, connector, removals }
 }
 
@@ -636,6 +643,30 @@ describe('end()', () => {
     expect(connector.closed).toEqual(connector.opened)
     expect(connector.live).toBe(0)
     expect(pool.counts()).toEqual({ total: 0, idle: 0, inUse: 0, waiting: 0, connecting: 0 })
+  })
+
+  test('waits for a slow close started by an open that completes after end()', async () => {
+    const { pool, connector } = makePool({ max: 1 })
+    connector.plan.push('hang')
+    const opening = track(pool.acquire())
+    await flush()
+    let finishCloses = (): void => {}
+    connector.closeGate = new Promise((resolve) => {
+      finishCloses = resolve
+    })
+
+    const ended = track(pool.end())
+    connector.hanging[0]?.succeed()
+    for (let turn = 0; turn < 5; turn++) await flush()
+    expect(ended.settled).toBe(false)
+    expect(connector.live).toBe(1)
+
+    finishCloses()
+    for (let turn = 0; turn < 2; turn++) await flush()
+    expect(ended.settled).toBe(true)
+    expect(opening.error).toBeInstanceOf(DatabaseDestroyedError)
+    expect(connector.live).toBe(0)
+    expect(connector.closed).toEqual(connector.opened)
   })
 
   test('calling end() twice is harmless', async () => {
