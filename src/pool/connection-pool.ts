@@ -57,7 +57,6 @@ export interface PoolObserver<C> {
 
 interface Entry<C> {
   readonly connection: C
-  readonly openedAt: number
   readonly expiresAt: number
   idleTimer: NodeJS.Timeout | undefined
   /** When it was last put back in the pool. */
@@ -300,19 +299,7 @@ export class ConnectionPool<C> {
     const connection = await this.#connectWithDeadline()
     // A little jitter so connections opened together are not all recycled together.
     const lifetime = this.options.maxLifetimeMs * (1 - Math.random() * 0.1)
-    const now = Date.now()
-    const entry: Entry<C> = {
-      connection,
-      openedAt: now,
-      expiresAt: now + lifetime,
-      idleTimer: undefined,
-      idleSince: 0,
-    }
-    if (this.#ended) {
-      this.#close(entry, 'pool-ended')
-      throw new DatabaseDestroyedError()
-    }
-    return entry
+    return { connection, expiresAt: Date.now() + lifetime, idleTimer: undefined, idleSince: 0 }
   }
 
   /**
@@ -498,6 +485,11 @@ export class ConnectionPool<C> {
     const opening = this.#open().then(
       (entry) => {
         this.#connecting--
+        // Checked here, in the tick the connection is placed: end() may have run since it opened.
+        if (this.#ended) {
+          this.#close(entry, 'pool-ended')
+          return
+        }
         if (this.#gaveBack) {
           // The slot given back was still free: nobody was waiting for it.
           this.#gaveBack = false
@@ -592,7 +584,8 @@ export class ConnectionPool<C> {
   #fillToMin(): void {
     if (!this.#used || this.#ended || this.#growthTimer !== undefined) return
     while (this.#size() < this.options.min && this.#connecting < Math.floor(this.#openLimit)) {
-      // A background top-up failing is not anyone's error: the next acquire opens on demand.
+      // A failed top-up fails the longest waiter, if any, like every failed open; with nobody waiting
+      // it is nobody's error, and the next acquire opens on demand.
       this.#openOne()
     }
   }
