@@ -297,6 +297,17 @@ export interface RoutingConfig {
    * Default: `5_000`. Example: `30_000`.
    */
   readonly readerCooldownMs?: number
+  /**
+   * Tables whose SELECTs always go to the writer, because a replica that has not yet replayed the
+   * latest writes would answer them wrongly. Matched by table name (without schema) against the FROM
+   * and JOINs of a SELECT. Kysely's migration tables (`kysely_migration`, `kysely_migration_lock`) are
+   * always included; list your own here when you give Kysely's `Migrator` a `migrationTableName` or
+   * `migrationLockTableName`. SELECTs from `pg_catalog` and `information_schema` (Kysely's
+   * `db.introspection`) always go to the writer too.
+   *
+   * Default: `[]` (just Kysely's two tables). Example: `['app_migration', 'app_migration_lock']`.
+   */
+  readonly writerTables?: ReadonlyArray<string>
 }
 
 /**

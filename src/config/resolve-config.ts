@@ -4,6 +4,11 @@ import type { AuthConfig } from '../auth/auth-config.js'
 import { regionFromRdsHost } from '../auth/credential-source.js'
 import { PASSWORD_AUTH, type ResolvedAuth, resolveAuth } from '../auth/resolve-auth.js'
 import { ConfigError } from '../errors.js'
+import {
+  DEFAULT_WRITER_TABLES,
+  type WriterTables,
+  writerTables as withWriterTables,
+} from '../routing/classify-statement.js'
 import { type ResolvedTls, resolveTls } from '../tls/resolve-tls.js'
 import type { TlsConfig } from '../tls/tls-config.js'
 import type {
@@ -29,6 +34,8 @@ export interface ResolvedConfig {
   readonly maxReplicaLagMs: number | undefined
   readonly lagCheckIntervalMs: number
   readonly readerCooldownMs: number
+  /** Kysely's migration tables plus `routing.writerTables`. */
+  readonly writerTables: WriterTables
   readonly retry: ResolvedRetry
   readonly log: LogConfig | undefined
   readonly plugins: ReadonlyArray<KyselyPlugin>
@@ -80,6 +87,7 @@ const ROUTING_KEYS = [
   'maxReplicaLagMs',
   'lagCheckIntervalMs',
   'readerCooldownMs',
+  'writerTables',
 ] as const
 const DIALECTS: ReadonlyArray<SqlDialect> = ['postgres', 'mysql']
 const READER_STRATEGIES: ReadonlyArray<ReaderStrategy> = ['round-robin', 'random', 'least-busy']
@@ -153,6 +161,7 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
   let maxReplicaLagMs: number | undefined
   let lagCheckIntervalMs = 1_000
   let readerCooldownMs = 5_000
+  let writerTables = DEFAULT_WRITER_TABLES
   if (config.routing !== undefined) {
     const routing = config.routing as Record<string, unknown>
     if (!isPlainObject(routing)) {
@@ -182,6 +191,24 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
     maxReplicaLagMs = ms('maxReplicaLagMs', 1)
     lagCheckIntervalMs = ms('lagCheckIntervalMs', 10) ?? lagCheckIntervalMs
     readerCooldownMs = ms('readerCooldownMs', 1) ?? readerCooldownMs
+    if (routing.writerTables !== undefined) {
+      const tables = routing.writerTables
+      if (!Array.isArray(tables)) {
+        throw new ConfigError(
+          'routing.writerTables',
+          `expected an array of table names, got ${describeValue(tables)}`,
+        )
+      }
+      tables.forEach((table: unknown, index) => {
+        if (typeof table !== 'string' || table === '') {
+          throw new ConfigError(
+            `routing.writerTables[${index}]`,
+            `expected a non-empty table name, got ${describeValue(table)}`,
+          )
+        }
+      })
+      writerTables = withWriterTables(tables as string[])
+    }
   }
 
   let retry = RETRY_DEFAULTS
@@ -250,6 +277,7 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
     maxReplicaLagMs,
     lagCheckIntervalMs,
     readerCooldownMs,
+    writerTables,
     retry,
     log: config.log,
     plugins: Object.freeze([...(config.plugins ?? [])]),

@@ -224,7 +224,8 @@ export class RoutingConnection implements DatabaseConnection {
   #isRead(compiledQuery: CompiledQuery): boolean {
     return (
       this.#target === 'reader' ||
-      (this.#target === 'auto' && isReadOnlyStatement(compiledQuery.query, compiledQuery.sql))
+      (this.#target === 'auto' &&
+        isReadOnlyStatement(compiledQuery.query, compiledQuery.sql, this.#cluster.config.writerTables))
     )
   }
 

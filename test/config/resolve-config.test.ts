@@ -805,3 +805,32 @@ describe('retry budget and liveness probe settings', () => {
     )
   })
 })
+
+describe('routing.writerTables', () => {
+  test("defaults to Kysely's migration tables; names given are added to them", () => {
+    expect([...resolveConfig({ dialect: 'postgres', writer: pgUrl }).writerTables.names]).toEqual([
+      'kysely_migration',
+      'kysely_migration_lock',
+    ])
+    const resolved = resolveConfig({
+      dialect: 'postgres',
+      writer: pgUrl,
+      routing: { writerTables: ['app_migration'] },
+    })
+    expect([...resolved.writerTables.names]).toEqual([
+      'kysely_migration',
+      'kysely_migration_lock',
+      'app_migration',
+    ])
+  })
+
+  test.each([
+    ['a string', 'app_migration', 'routing.writerTables'],
+    ['an empty name', ['app_migration', ''], 'routing.writerTables[1]'],
+    ['a number', [1], 'routing.writerTables[0]'],
+  ])('%s is a ConfigError naming the setting', (_name, writerTables, setting) => {
+    expect(configError({ dialect: 'postgres', writer: pgUrl, routing: { writerTables } }).setting).toBe(
+      setting,
+    )
+  })
+})

@@ -13,8 +13,19 @@ import {
   PostgresQueryCompiler,
   sql,
 } from 'kysely'
+import {
+  DEFAULT_MIGRATION_LOCK_TABLE,
+  DEFAULT_MIGRATION_TABLE,
+  type Migration,
+  Migrator,
+} from 'kysely/migration'
 import { describe, expect, test } from 'vitest'
-import { isReadOnlyStatement } from '../../src/routing/classify-statement.js'
+import {
+  DEFAULT_WRITER_TABLES,
+  isReadOnlyStatement,
+  KYSELY_MIGRATION_TABLES,
+  writerTables,
+} from '../../src/routing/classify-statement.js'
 
 interface Database {
   person: { id: Generated<number>; name: string; data: unknown }
@@ -371,3 +382,128 @@ describe('parameter values never change the verdict', () => {
     expect(readOnly(pg.insertInto('person').values({ name: 'Ada', data: bigJson }))).toBe(false)
   })
 })
+
+describe('selects of state a lagging replica would answer wrongly', () => {
+  // Kysely's Migrator and db.introspection read migration and schema state, which must be the
+  // writer's: a replica that has not replayed the latest migration reports it as not yet run.
+  const writerReads: Array<[string, () => Compilable]> = [
+    [
+      "the Migrator's executed-migrations query",
+      () => untyped(pg).selectFrom('kysely_migration').select(['name', 'timestamp']),
+    ],
+    [
+      "the Migrator's lock-row query",
+      () => untyped(pg).selectFrom('kysely_migration_lock').where('id', '=', 'migration_lock').select('id'),
+    ],
+    [
+      'a migration table in its own schema',
+      () => untyped(pg).withSchema('migrations').selectFrom('kysely_migration').selectAll(),
+    ],
+    [
+      'a migration table under an alias',
+      () => untyped(mysql).selectFrom('kysely_migration as m').select('m.name'),
+    ],
+    [
+      'a migration table joined',
+      () =>
+        untyped(pg)
+          .selectFrom('person')
+          .innerJoin('kysely_migration as m', 'm.name', 'person.name')
+          .selectAll(),
+    ],
+    ['a pg_catalog table', () => untyped(pg).selectFrom('pg_catalog.pg_class').select('relname')],
+    ['an information_schema table', () => untyped(mysql).selectFrom('information_schema.tables').selectAll()],
+    [
+      'INFORMATION_SCHEMA in upper case',
+      () => untyped(mysql).selectFrom('INFORMATION_SCHEMA.TABLES').selectAll(),
+    ],
+  ]
+
+  test.each(writerReads)('%s', (_name, build) => {
+    expect(readOnly(build())).toBe(false)
+  })
+
+  test("the default tables are Kysely's", () => {
+    expect([...KYSELY_MIGRATION_TABLES]).toEqual([DEFAULT_MIGRATION_TABLE, DEFAULT_MIGRATION_LOCK_TABLE])
+  })
+
+  test('tables with similar names are still read from a replica', () => {
+    expect(readOnly(untyped(pg).selectFrom('migration').selectAll())).toBe(true)
+    expect(readOnly(untyped(pg).selectFrom('kysely_migrations').selectAll())).toBe(true)
+    expect(readOnly(untyped(pg).withSchema('kysely_migration').selectFrom('person').selectAll())).toBe(true)
+    expect(readOnly(untyped(pg).selectFrom('app.pg_class').selectAll())).toBe(true)
+  })
+
+  test('custom writer tables are added to Kysely tables: both read from the writer', () => {
+    const tables = writerTables(['app_migration'])
+    const custom = untyped(pg).selectFrom('app_migration').select(['name', 'timestamp']).compile()
+    const kysely = untyped(pg).selectFrom('kysely_migration').selectAll().compile()
+    const person = pg.selectFrom('person').selectAll().compile()
+    expect(isReadOnlyStatement(custom.query, custom.sql, tables)).toBe(false)
+    expect(isReadOnlyStatement(custom.query, custom.sql)).toBe(true)
+    expect(isReadOnlyStatement(kysely.query, kysely.sql, tables)).toBe(false)
+    expect(isReadOnlyStatement(person.query, person.sql, tables)).toBe(true)
+  })
+
+  describe.each([
+    ['postgres', postgresDialect],
+    ['mysql', mysqlDialect],
+  ] as const)('every statement of Kysely on %s', (_engine, dialect) => {
+    /** A Kysely that records every statement it compiles (the driver answers with no rows). */
+    function recording(): { db: Kysely<unknown>; statements: CompiledQuery[] } {
+      const statements: CompiledQuery[] = []
+      const db = new Kysely<unknown>({
+        dialect,
+        log: (event) => {
+          statements.push(event.query)
+        },
+      })
+      return { db, statements }
+    }
+
+    test('db.introspection reads the writer', async () => {
+      const { db, statements } = recording()
+      await db.introspection.getSchemas()
+      await db.introspection.getTables()
+      await db.introspection.getTables({ withInternalKyselyTables: true })
+      expect(statements).toHaveLength(3)
+      for (const statement of statements) {
+        expect(isReadOnlyStatement(statement.query, statement.sql), statement.sql).toBe(false)
+      }
+    })
+
+    test.each([
+      ['default tables', {}, DEFAULT_WRITER_TABLES],
+      [
+        'custom tables in their own schema',
+        {
+          migrationTableName: 'app_migration',
+          migrationLockTableName: 'app_lock',
+          migrationTableSchema: 'ops',
+        },
+        writerTables(['app_migration', 'app_lock']),
+      ],
+    ])('the Migrator (%s) reads nothing from a replica', async (_name, names, tables) => {
+      const { db, statements } = recording()
+      const migration: Migration = { up: async () => {}, down: async () => {} }
+      const migrator = new Migrator({
+        db,
+        provider: { getMigrations: async () => ({ '001': migration, '002': migration }) },
+        ...names,
+      })
+      expect((await migrator.migrateToLatest()).error).toBeUndefined()
+      await migrator.getMigrations()
+      const selects = statements.filter((statement) => statement.query.kind === 'SelectQueryNode')
+      // getTables, the lock row, the executed migrations (plus getSchemas with a schema).
+      expect(selects.length).toBeGreaterThanOrEqual(3)
+      for (const statement of statements) {
+        expect(isReadOnlyStatement(statement.query, statement.sql, tables), statement.sql).toBe(false)
+      }
+    })
+  })
+})
+
+/** The same Kysely without a table type: these tests select from tables outside `Database`. */
+function untyped(db: Kysely<Database>): Kysely<Record<string, Record<string, unknown>>> {
+  return db as unknown as Kysely<Record<string, Record<string, unknown>>>
+}

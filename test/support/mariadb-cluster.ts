@@ -23,6 +23,13 @@ export interface MariaDbClusterOptions {
    * own connections, replication included) then use TLS without verification. Default: no TLS.
    */
   readonly tls?: ServerTlsOptions
+  /**
+   * Make the replica apply each transaction this long after the primary ran it (CHANGE MASTER TO
+   * MASTER_DELAY, in whole seconds: rounded up). MariaDB counts from the event's timestamp, which has
+   * one-second resolution, so a transaction shows up on the replica between delay - 1 s and delay
+   * after it committed. Set once the cluster is set up, so setup itself is not delayed. Default: none.
+   */
+  readonly replicaApplyDelayMs?: number
 }
 
 export interface MariaDbCluster {
@@ -133,6 +140,16 @@ SET sql_log_bin = 1;
       ])
       if (Number(waited?.result) !== 0) throw new Error('MariaDB replica did not catch up with the primary')
       await mysqlQuery(harness.app(replicaPort, password), 'SELECT 1')
+      if (options.replicaApplyDelayMs !== undefined) {
+        // MariaDB changes MASTER_DELAY only with both replication threads stopped.
+        await mysqlQuery(replicaAdmin, 'STOP SLAVE')
+        await mysqlQuery(
+          replicaAdmin,
+          `CHANGE MASTER TO MASTER_DELAY = ${Math.ceil(options.replicaApplyDelayMs / 1000)}`,
+        )
+        await mysqlQuery(replicaAdmin, 'START SLAVE')
+        await waitForReplicationThreads(replicaAdmin)
+      }
     }
 
     const readerPort = replica === undefined ? primaryPort : replicaPort

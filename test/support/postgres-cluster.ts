@@ -23,6 +23,12 @@ export interface PostgresClusterOptions {
    * replication) may still connect in plain text. Default: no TLS.
    */
   readonly tls?: ServerTlsOptions
+  /**
+   * Make the replica apply each commit this long after the primary made it (recovery_min_apply_delay):
+   * a replica that is reliably behind. WAL still streams and is flushed at once, only replay waits.
+   * Default: no delay.
+   */
+  readonly replicaApplyDelayMs?: number
 }
 
 export interface PostgresCluster {
@@ -96,7 +102,11 @@ export async function startPostgresCluster(options: PostgresClusterOptions = {})
         { user, cwd: dir.path },
       )
       // The copied postgresql.conf names the primary's port; a later line wins.
-      await appendFile(join(replicaDir, 'postgresql.conf'), `port = ${replicaPort}\n`)
+      const delay =
+        options.replicaApplyDelayMs === undefined
+          ? ''
+          : `recovery_min_apply_delay = '${options.replicaApplyDelayMs}ms'\n`
+      await appendFile(join(replicaDir, 'postgresql.conf'), `port = ${replicaPort}\n${delay}`)
       replica = postgresServer('PostgreSQL replica', binDir, user, dir.path, replicaDir, replicaPort)
       servers.push(replica)
       await replica.start()
