@@ -184,6 +184,15 @@ export class MysqlConnector implements PoolConnector<Connection> {
   destroy(connection: Connection): void {
     this.#broken.add(connection)
     connection.destroy()
+    // mysql2's destroy() only half-closes the socket (end()) and never answers the command in
+    // flight. Destroying the socket with an error closes it now and fails that command with it, so a
+    // statement cut off by the pool's deadlines settles instead of waiting forever.
+    const stream = (
+      connection as unknown as { stream?: { destroyed?: boolean; destroy(error?: Error): void } }
+    ).stream
+    if (stream !== undefined && stream.destroyed !== true) {
+      stream.destroy(new Error('kysely-resilient: the connection was destroyed'))
+    }
   }
 
   /**

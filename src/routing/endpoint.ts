@@ -209,7 +209,10 @@ export class Endpoint {
   watch<T>(work: Promise<T>, cut: () => void, abandonable?: Abandonable): Promise<T> {
     const monitor = this.#monitor
     const timeoutMs = this.settings.pool.queryTimeoutMs
-    if (!monitor.enabled && timeoutMs === undefined && abandonable === undefined) return work
+    if (timeoutMs === undefined && abandonable === undefined) {
+      if (!monitor.enabled) return work
+      return this.#watchLiveness(work, cut)
+    }
     return new Promise<T>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined
       let settled = false
@@ -258,6 +261,37 @@ export class Endpoint {
         },
       )
     })
+  }
+
+  /**
+   * The common case (no `queryTimeoutMs`, no abort signal), kept cheap because every statement pays
+   * it: only the liveness monitor watches. Failing the statement destroys its connection, which makes
+   * the driver reject the statement in flight (both drivers do once the socket is destroyed), and the
+   * caller gets the monitor's error instead of the driver's.
+   */
+  #watchLiveness<T>(work: Promise<T>, cut: () => void): Promise<T> {
+    const monitor = this.#monitor
+    const watched: Watched & { failedWith?: Error } = {
+      startedAt: monitor.now(),
+      fail: (error) => {
+        watched.failedWith = error
+        cut()
+      },
+    }
+    // Sent to a server already known not to answer: the outcome is unknown, fail now.
+    if (monitor.unresponsive)
+      watched.fail(new ServerUnresponsiveError(this.name, this.settings.pool.probeTimeoutMs))
+    else monitor.start(watched)
+    return work.then(
+      (value) => {
+        monitor.end(watched)
+        return value
+      },
+      (error: unknown) => {
+        monitor.end(watched)
+        throw watched.failedWith ?? error
+      },
+    )
   }
 
   /**
