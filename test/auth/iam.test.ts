@@ -10,8 +10,9 @@ import type { CreateDbConfig } from '../../src/config/create-db-config.js'
 import type { EndpointSettings } from '../../src/config/endpoint-settings.js'
 import { resolveConfig } from '../../src/config/resolve-config.js'
 import { MysqlConnector } from '../../src/dialect/mysql-connector.js'
-import { ConfigError, createDb } from '../../src/index.js'
+import { createDb } from '../../src/index.js'
 import { loadRdsCaBundle } from '../../src/tls/rds-ca-bundle.js'
+import { configError } from '../support/config-error.js'
 import { registerSecret } from '../support/secrets.js'
 
 // RDS IAM authentication with the real @aws-sdk/rds-signer: tokens are signed locally from static test
@@ -118,17 +119,6 @@ function iamWriter(
     tls: 'rds',
   })
   return config.writers[0] as EndpointSettings
-}
-
-function configError(config: unknown): ConfigError {
-  let thrown: unknown
-  try {
-    createDb(config as CreateDbConfig)
-  } catch (error) {
-    thrown = error
-  }
-  expect(thrown, 'createDb accepted an invalid config').toBeInstanceOf(ConfigError)
-  return thrown as ConfigError
 }
 
 // AWS_REGION changes what IAM auth signs for; a developer's shell or a CI runner on AWS may set it.

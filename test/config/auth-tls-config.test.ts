@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto'
 import { inspect } from 'node:util'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { resolveConfig } from '../../src/config/resolve-config.js'
-import { ConfigError, type CreateDbConfig, createDb } from '../../src/index.js'
+import { type ConfigError, type CreateDbConfig, createDb } from '../../src/index.js'
+import { configError } from '../support/config-error.js'
 import { registerSecret } from '../support/secrets.js'
 
 // Validation of the `auth` and `tls` settings: every mistake is a ConfigError at createDb time that names
@@ -18,17 +19,6 @@ registerSecret(KEY_BODY, 'client key body (auth-tls-config.test.ts)')
 const CLIENT_KEY = `-----BEGIN PRIVATE KEY-----\n${KEY_BODY}\n-----END PRIVATE KEY-----\n`
 const CA = '-----BEGIN CERTIFICATE-----\nMIIBfake-ca\n-----END CERTIFICATE-----\n'
 const CERT = '-----BEGIN CERTIFICATE-----\nMIIBfake-client-cert\n-----END CERTIFICATE-----\n'
-
-function configError(config: unknown): ConfigError {
-  let thrown: unknown
-  try {
-    createDb(config as CreateDbConfig)
-  } catch (error) {
-    thrown = error
-  }
-  expect(thrown, 'createDb accepted an invalid config').toBeInstanceOf(ConfigError)
-  return thrown as ConfigError
-}
 
 /** Rejected with `setting`, and a message that says what was expected. */
 function expectRejected(config: unknown, setting: string, expected: RegExp): ConfigError {

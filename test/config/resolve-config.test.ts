@@ -4,7 +4,8 @@ import { describe, expect, test } from 'vitest'
 import { MAX_TIMER_MS } from '../../src/config/number-setting.js'
 import { POOL_KEYS } from '../../src/config/pool-options.js'
 import { resolveConfig } from '../../src/config/resolve-config.js'
-import { ConfigError, type CreateDbConfig, createDb, ResilientError } from '../../src/index.js'
+import { type ConfigError, type CreateDbConfig, createDb, ResilientError } from '../../src/index.js'
+import { configError } from '../support/config-error.js'
 import { getFreePort } from '../support/ports.js'
 
 const PASSWORD = 'Sup3r-S3cret-pw'
@@ -12,18 +13,6 @@ const PASSWORD = 'Sup3r-S3cret-pw'
 const URL_PASSWORD_ENCODED = 'Ur1%40Secret-pw'
 const URL_PASSWORD_DECODED = 'Ur1@Secret-pw'
 const SECRETS = [PASSWORD, URL_PASSWORD_ENCODED, URL_PASSWORD_DECODED]
-
-/** Runs `createDb` on a config that must be rejected and returns the ConfigError. */
-function configError(config: unknown): ConfigError {
-  let thrown: unknown
-  try {
-    createDb(config as CreateDbConfig)
-  } catch (error) {
-    thrown = error
-  }
-  expect(thrown, 'createDb accepted an invalid config').toBeInstanceOf(ConfigError)
-  return thrown as ConfigError
-}
 
 function expectNoSecret(text: string): void {
   for (const secret of SECRETS) expect(text).not.toContain(secret)

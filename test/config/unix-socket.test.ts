@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest'
 import { resolveConfig } from '../../src/config/resolve-config.js'
 import { ConfigError, type CreateDbConfig, createDb } from '../../src/index.js'
 import { configFromEnv } from '../../src/lambda/config-from-env.js'
+import { configError } from '../support/config-error.js'
 import { type ClusterInfo, clusters } from '../support/database.js'
 
 // A Unix-socket host: an absolute path, as pg and libpq take it (PostgreSQL: the socket's directory;
@@ -13,17 +14,6 @@ import { type ClusterInfo, clusters } from '../support/database.js'
 const PG_SOCKET_DIR = '/var/run/postgresql'
 const MYSQL_SOCKET = '/run/mysqld/mysqld.sock'
 const SECRET = 'Sock3t-S3cret-pw'
-
-function configError(config: unknown): ConfigError {
-  let thrown: unknown
-  try {
-    createDb(config as CreateDbConfig)
-  } catch (error) {
-    thrown = error
-  }
-  expect(thrown, 'createDb accepted an invalid config').toBeInstanceOf(ConfigError)
-  return thrown as ConfigError
-}
 
 function writerOf(config: CreateDbConfig) {
   return resolveConfig(config).writers[0]!
