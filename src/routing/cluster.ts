@@ -45,6 +45,11 @@ export interface ReaderStats extends EndpointStats {
    * read-your-writes needs it; undefined until then.
    */
   readonly replayPosition?: string
+  /**
+   * The reader's replay lag in milliseconds at the last lag check (`routing.maxReplicaLagMs`;
+   * undefined without it). `Infinity` while its replication is stopped with changes pending.
+   */
+  readonly lagMs?: number
 }
 
 interface Topology {
@@ -210,10 +215,12 @@ export class Cluster {
       writers: topology.writers.candidates.map((endpoint) => endpoint.stats()),
       readers: topology.readers.map((reader) => {
         const replayPosition = this.consistency.replayPosition(reader)
+        const lagMs = topology.health.lagMs(reader)
         return {
           ...reader.stats(),
           healthy: !topology.health.isEjected(reader),
           ...(replayPosition === undefined ? {} : { replayPosition }),
+          ...(lagMs === undefined ? {} : { lagMs }),
         }
       }),
     }
