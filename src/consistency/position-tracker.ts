@@ -52,6 +52,7 @@ export class PositionTracker<E extends PositionSource> {
   readonly #replayed = new Map<E, ReadPosition>()
   readonly #waiters = new Set<Waiter<E>>()
   #polling = false
+  #inFlight: Promise<void> | undefined
   #pollTimer: NodeJS.Timeout | undefined
   #lastPollAt = Number.NEGATIVE_INFINITY
   #closed = false
@@ -207,13 +208,26 @@ export class PositionTracker<E extends PositionSource> {
     return fetch
   }
 
+  /**
+   * Reads every reader's replay position now, whatever the poll interval (the lag check's round,
+   * which has its own interval); shares a poll already in flight.
+   */
+  pollNow(): Promise<void> {
+    if (this.#closed) return Promise.resolve()
+    if (this.#inFlight !== undefined) return this.#inFlight
+    clearTimeout(this.#pollTimer)
+    this.#pollTimer = undefined
+    this.#poll()
+    return this.#inFlight ?? Promise.resolve()
+  }
+
   #poll(): void {
     if (this.#closed) return
     this.#polling = true
     const generation = this.#generation
     const latest = this.#latest
     const writerServerId = latest?.engine === 'mariadb' ? latest.serverId : undefined
-    void Promise.all(
+    this.#inFlight = Promise.all(
       this.#host.healthyReaders().map(async (reader) => {
         try {
           const read = await reader.replayPosition(writerServerId)
@@ -227,6 +241,7 @@ export class PositionTracker<E extends PositionSource> {
       }),
     ).then(() => {
       this.#polling = false
+      this.#inFlight = undefined
       this.#lastPollAt = performance.now()
       for (const waiter of [...this.#waiters]) {
         const ready = this.covering(waiter.required)

@@ -129,6 +129,23 @@ export class ReadYourWrites<E extends PositionSource> {
     return this.#host.writer()
   }
 
+  /**
+   * The readers in rotation that have replayed everything the writer had written when this was
+   * called: their lag is zero, exactly, whatever a time-based measure says. Reads the writer's
+   * position, then every reader's (which read-your-writes reuses). Empty when the engine keeps no
+   * comparable positions.
+   */
+  async caughtUp(): Promise<ReadonlySet<E>> {
+    let position: ReplicationPosition
+    try {
+      position = await this.#tracker.freshWriterPosition()
+    } catch {
+      return new Set()
+    }
+    await this.#tracker.pollNow()
+    return new Set(this.#tracker.covering([position]))
+  }
+
   /** The replay position last read from `reader`, for `db.stats()`. */
   replayPosition(reader: E): string | undefined {
     return this.#tracker.replayedBy(reader)?.text

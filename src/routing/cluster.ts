@@ -263,6 +263,7 @@ export class Cluster {
       cooldownMs: this.config.readerCooldownMs,
       maxReplicaLagMs: this.config.maxReplicaLagMs,
       lagCheckIntervalMs: this.config.lagCheckIntervalMs,
+      caughtUp: () => this.consistency.caughtUp(),
     })
     await writers.initialize()
     return { writers, readers, health }

@@ -7,6 +7,11 @@ export interface ReaderHealthOptions {
   readonly cooldownMs: number
   readonly maxReplicaLagMs: number | undefined
   readonly lagCheckIntervalMs: number
+  /**
+   * The readers that have replayed everything the writer had written (compared by replication
+   * position): their lag is 0 without asking them for a time-based one.
+   */
+  readonly caughtUp?: () => Promise<ReadonlySet<Endpoint>>
 }
 
 interface Ejection {
@@ -120,10 +125,18 @@ export class ReaderHealth {
   async #checkLag(): Promise<void> {
     const max = this.#options.maxReplicaLagMs
     if (max === undefined || this.#closed) return
+    // Positions first: exact where they say "caught up" (a time-based lag has MariaDB's whole
+    // seconds, and PostgreSQL's cannot see WAL not yet received). Time measures the others.
+    const caughtUp = (await this.#options.caughtUp?.().catch(() => undefined)) ?? new Set<Endpoint>()
+    if (this.#closed) return
     await Promise.all(
       this.#readers
         .filter((reader) => !this.#ejected.has(reader))
         .map(async (reader) => {
+          if (caughtUp.has(reader)) {
+            this.#lagMs.set(reader, 0)
+            return
+          }
           try {
             const lagMs = await reader.probeLag()
             this.#lagMs.set(reader, lagMs)
