@@ -25,6 +25,8 @@ export class ReaderHealth {
   readonly #events: ResilientEvents
   readonly #options: ReaderHealthOptions
   readonly #ejected = new Map<Endpoint, Ejection>()
+  /** Each reader's replay lag as last measured, for `db.stats()`. */
+  readonly #lagMs = new Map<Endpoint, number>()
   #lagTimer: NodeJS.Timeout | undefined
   #closed = false
 
@@ -46,6 +48,11 @@ export class ReaderHealth {
 
   isEjected(reader: Endpoint): boolean {
     return this.#ejected.has(reader)
+  }
+
+  /** The reader's replay lag at the last check (only measured with `maxReplicaLagMs`). */
+  lagMs(reader: Endpoint): number | undefined {
+    return this.#lagMs.get(reader)
   }
 
   /** A connection to `reader` could not be opened: take it out of rotation. */
@@ -85,9 +92,13 @@ export class ReaderHealth {
       const max = this.#options.maxReplicaLagMs
       // Without a lag limit only reachability matters (the lag query may need privileges).
       if (max === undefined) await reader.probeReachable()
-      else if ((await reader.probeLag()) > max) {
-        this.#scheduleProbe(reader, ejection)
-        return
+      else {
+        const lagMs = await reader.probeLag()
+        this.#lagMs.set(reader, lagMs)
+        if (lagMs > max) {
+          this.#scheduleProbe(reader, ejection)
+          return
+        }
       }
     } catch (error) {
       const { category, code } = classifyError(error, { phase: 'connect' })
@@ -115,6 +126,7 @@ export class ReaderHealth {
         .map(async (reader) => {
           try {
             const lagMs = await reader.probeLag()
+            this.#lagMs.set(reader, lagMs)
             if (lagMs > max) this.#eject(reader, 'lagging', lagMs)
           } catch (error) {
             const { category, code } = classifyError(error, { phase: 'connect' })

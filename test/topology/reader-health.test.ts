@@ -300,6 +300,8 @@ for (const engine of ENGINES) {
         expect(ejected.reason).toBe('lagging')
         expect(ejected.lagMs).toBeGreaterThan(maxReplicaLagMs)
         expect(db.stats().readers[0]?.healthy).toBe(false)
+        // The lag the ejection was decided on is what a health endpoint reads from stats.
+        expect(db.stats().readers[0]?.lagMs).toBeGreaterThan(maxReplicaLagMs)
         // Reads go to the writer meanwhile, and see the row the replica has not replayed.
         const writerQueries = db.stats().writer.queries
         const row = await db
@@ -314,6 +316,7 @@ for (const engine of ENGINES) {
         await waitForReplica(engine, cluster.adminWriterUrl, cluster.adminReaderUrl)
         await untilEvent(events['reader-restored'], (e) => e.endpoint === 'reader-0', 'the reader restored')
         expect(db.stats().readers[0]?.healthy).toBe(true)
+        expect(db.stats().readers[0]?.lagMs).toBeLessThanOrEqual(maxReplicaLagMs)
         const readerQueries = db.stats().readers[0]?.queries ?? 0
         expect(await readRole(db)).toBe('reader')
         expect(db.stats().readers[0]?.queries).toBe(readerQueries + 1)
