@@ -429,6 +429,8 @@ export class RoutingConnection implements DatabaseConnection {
     } finally {
       this.#active = undefined
       await lease.endpoint.release(lease.connection, lease.discard)
+      // A streamed write (`insert ... returning`) is a write like any other.
+      if (scope !== undefined && !read && writes(compiledQuery)) this.#cluster.consistency.noteWrite(scope)
     }
   }
 
