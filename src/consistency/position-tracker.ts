@@ -146,6 +146,8 @@ export class PositionTracker<E extends PositionSource> {
    * or with undefined after `timeoutMs`.
    */
   waitFor(required: ReadonlyArray<ReplicationPosition>, timeoutMs: number): Promise<E | undefined> {
+    // No reader in rotation: nothing to wait for.
+    if (this.#host.healthyReaders().length === 0) return Promise.resolve(undefined)
     return new Promise((resolve) => {
       const timer = setTimeout(() => waiter.resolve(undefined), timeoutMs)
       const waiter: Waiter<E> = {
@@ -243,9 +245,12 @@ export class PositionTracker<E extends PositionSource> {
       this.#polling = false
       this.#inFlight = undefined
       this.#lastPollAt = performance.now()
+      // Readers that failed the poll may have left rotation: with none left, waiting is pointless.
+      const none = this.#host.healthyReaders().length === 0
       for (const waiter of [...this.#waiters]) {
-        const ready = this.covering(waiter.required)
+        const ready = none ? [] : this.covering(waiter.required)
         if (ready.length > 0) waiter.resolve(this.#host.pick(ready))
+        else if (none) waiter.resolve(undefined)
       }
       if (this.#waiters.size > 0) this.requestPoll()
     })

@@ -81,7 +81,14 @@ export class Cluster {
       healthyReaders: () => this.#opened().health.healthy(),
       pick: (readers) => this.#selector.pick(readers),
       positionFailed: (endpoint, error) => {
-        const { category, code } = classifyError(error)
+        const classification = classifyError(error, { phase: 'connect' })
+        // A reader that cannot be reached leaves rotation like after a failed read, so reads waiting
+        // for it go to the writer at once instead of each waiting out consistency.maxWaitMs.
+        if (classification.connectionLost || classification.category === 'unavailable') {
+          this.reportFailure(endpoint, classification)
+          return
+        }
+        const { category, code } = classification
         this.events.emit('error', {
           endpoint: endpoint.name,
           category,
