@@ -3,7 +3,6 @@ import type { KyselyPlugin, LogConfig } from 'kysely'
 import type { AuthConfig } from '../auth/auth-config.js'
 import { regionFromRdsHost } from '../auth/credential-source.js'
 import { PASSWORD_AUTH, type ResolvedAuth, resolveAuth } from '../auth/resolve-auth.js'
-import type { ResolvedConsistency } from '../consistency/read-your-writes.js'
 import { ConfigError } from '../errors.js'
 import {
   DEFAULT_WRITER_TABLES,
@@ -41,6 +40,14 @@ export interface ResolvedConfig {
   readonly consistency: ResolvedConsistency
   readonly log: LogConfig | undefined
   readonly plugins: ReadonlyArray<KyselyPlugin>
+}
+
+/** `consistency` after validation, with every default applied. */
+export interface ResolvedConsistency {
+  readonly readYourWrites: 'scoped' | 'process'
+  readonly whenBehind: 'writer' | 'wait'
+  readonly maxWaitMs: number
+  readonly pollIntervalMs: number
 }
 
 /** Automatic statement retries with defaults applied. */

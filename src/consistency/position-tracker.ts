@@ -1,5 +1,10 @@
-import { NoPositionError, type ReadPosition } from '../dialect/replication-queries.js'
-import { covers, type ReplicationPosition, writerIdentity } from './replication-position.js'
+import {
+  covers,
+  NoPositionError,
+  type ReadPosition,
+  type ReplicationPosition,
+  writerIdentity,
+} from './replication-position.js'
 
 /** What the tracker needs of an endpoint: reading its positions. */
 export interface PositionSource {

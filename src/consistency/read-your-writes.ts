@@ -1,18 +1,10 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
 import type { SqlDialect } from '../config/create-db-config.js'
-import { NoPositionError } from '../dialect/replication-queries.js'
+import type { ResolvedConsistency } from '../config/resolve-config.js'
 import { ReplicationPositionUnavailableError } from '../errors.js'
 import { decodeToken, encodeToken } from './consistency-token.js'
 import { type PositionHost, type PositionSource, PositionTracker } from './position-tracker.js'
-import { later, type ReplicationPosition, writerIdentity } from './replication-position.js'
-
-/** `consistency` after validation, with every default applied. */
-export interface ResolvedConsistency {
-  readonly readYourWrites: 'scoped' | 'process'
-  readonly whenBehind: 'writer' | 'wait'
-  readonly maxWaitMs: number
-  readonly pollIntervalMs: number
-}
+import { later, NoPositionError, type ReplicationPosition, writerIdentity } from './replication-position.js'
 
 /** Where the db's reads normally go: what read-your-writes falls back on. */
 export interface ConsistencyHost<E extends PositionSource> extends PositionHost<E> {

@@ -25,6 +25,17 @@ export interface MariaDbPosition {
   readonly serverId?: number
 }
 
+/** A position read from a server, with the server's own text for `db.stats()`. */
+export interface ReadPosition {
+  readonly position: ReplicationPosition
+  readonly text: string
+}
+
+/** The engine keeps no position this library can compare (MySQL's GTID sets, MariaDB without a binlog). */
+export class NoPositionError extends Error {
+  override name = 'NoPositionError'
+}
+
 /** WAL page header sizes (XLogPageHeaderData / XLogLongPageHeaderData, MAXALIGNed on 64-bit builds). */
 const SHORT_PAGE_HEADER = 24n
 const LONG_PAGE_HEADER = 40n

@@ -1,23 +1,13 @@
 import { CompiledQuery, type DatabaseConnection } from 'kysely'
 import type { SqlDialect } from '../config/create-db-config.js'
 import {
+  NoPositionError,
   parseGtidPosition,
   parseLsn,
-  type ReplicationPosition,
+  type ReadPosition,
   reachableInsertLsn,
   timelineOfWalFile,
 } from '../consistency/replication-position.js'
-
-/** A position read from a server, with the server's own text for `db.stats()`. */
-export interface ReadPosition {
-  readonly position: ReplicationPosition
-  readonly text: string
-}
-
-/** The engine keeps no position this library can compare (MySQL's GTID sets, MariaDB without a binlog). */
-export class NoPositionError extends Error {
-  override name = 'NoPositionError'
-}
 
 // pg_walfile_name() names the file in the timeline that inserts now; it fails on a standby, so a
 // writer that was demoted answers with an error instead of a position of the wrong history.

@@ -11,6 +11,7 @@ import type { Client as PgClient } from 'pg'
 import type { CredentialCache } from '../auth/credential-cache.js'
 import { createCredentialCache } from '../auth/credential-source.js'
 import type { EndpointSettings } from '../config/endpoint-settings.js'
+import type { ReadPosition } from '../consistency/replication-position.js'
 import {
   loadMysql2,
   loadPg,
@@ -20,7 +21,7 @@ import {
 } from '../dialect/load-driver.js'
 import { MysqlConnector } from '../dialect/mysql-connector.js'
 import { PostgresConnector } from '../dialect/postgres-connector.js'
-import { type ReadPosition, readReplayPosition, readWriterPosition } from '../dialect/replication-queries.js'
+import { readReplayPosition, readWriterPosition } from '../dialect/replication-queries.js'
 import {
   ConnectTimeoutError,
   MissingDriverError,

@@ -1,9 +1,13 @@
 import { afterEach, describe, expect, it } from 'vitest'
+import type { ResolvedConsistency } from '../../src/config/resolve-config.js'
 import { encodeToken } from '../../src/consistency/consistency-token.js'
 import type { PositionSource } from '../../src/consistency/position-tracker.js'
-import { ReadYourWrites, type ResolvedConsistency } from '../../src/consistency/read-your-writes.js'
-import type { PostgresPosition } from '../../src/consistency/replication-position.js'
-import { NoPositionError, type ReadPosition } from '../../src/dialect/replication-queries.js'
+import { ReadYourWrites } from '../../src/consistency/read-your-writes.js'
+import {
+  NoPositionError,
+  type PostgresPosition,
+  type ReadPosition,
+} from '../../src/consistency/replication-position.js'
 
 // The read-your-writes logic without a server: which endpoint a read gets, how many position
 // statements it costs, and what a failover does to positions. Endpoints are fakes whose positions the
