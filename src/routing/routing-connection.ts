@@ -294,7 +294,7 @@ export class RoutingConnection implements DatabaseConnection {
         else if (scope === undefined) endpoint = this.#cluster.reader()
         else {
           const picked = this.#cluster.consistentReader(scope)
-          endpoint = picked instanceof Promise ? await picked : picked
+          endpoint = picked instanceof Promise ? await unlessAborted(picked, options?.signal) : picked
         }
         lease = await this.#lease(endpoint, options)
       } catch (error) {
@@ -377,7 +377,8 @@ export class RoutingConnection implements DatabaseConnection {
     for (let attempt = 1; ; attempt++) {
       let endpoint: Endpoint | undefined
       try {
-        endpoint = await pick()
+        const picked = pick()
+        endpoint = picked instanceof Promise ? await unlessAborted(picked, options?.signal) : picked
         return await this.#lease(endpoint, options)
       } catch (error) {
         const failure = new AttemptError(error, endpoint, 'connect')
@@ -548,6 +549,29 @@ function writes(compiledQuery: CompiledQuery): boolean {
   const { query } = compiledQuery
   if (query.kind === 'RawNode') return !TRANSACTION_CONTROL.test(compiledQuery.sql)
   return mayChangeData(query)
+}
+
+/**
+ * `work`, or the signal's reason as soon as the caller aborts: a read waiting for a replica
+ * (`consistency.whenBehind: 'wait'`) must not outlive its caller's cancellation.
+ */
+function unlessAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return work
+  if (signal.aborted) return Promise.reject(signal.reason)
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason)
+    signal.addEventListener('abort', onAbort, { once: true })
+    work.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort)
+        resolve(value)
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort)
+        reject(error)
+      },
+    )
+  })
 }
 
 function controlProviderFor(endpoint: Endpoint): ControlConnectionProvider {

@@ -577,6 +577,32 @@ for (const engine of ENGINES) {
       )
     }, 60_000)
 
+    it("whenBehind 'wait': a caller's abort ends a read waiting for the replica at once, with the signal's reason", async () => {
+      const cluster = clusterFor(engine, 'shared')
+      const maxWaitMs = 5_000
+      const db = open(engine, cluster, { consistency: { whenBehind: 'wait', maxWaitMs } })
+      const reason = new Error('the client went away')
+      const { outcome, endedAfterMs } = await db.withReadYourWrites(async () => {
+        await db.insertInto('ryw_item').values({ id: newId(), note: 'abort' }).execute()
+        const controller = new AbortController()
+        const startedAt = performance.now()
+        setTimeout(() => controller.abort(reason), 100)
+        const outcome = await db
+          .selectFrom('ryw_item')
+          .select('id')
+          .execute({ signal: controller.signal })
+          .then(
+            () => 'answered' as const,
+            (error: unknown) => error,
+          )
+        return { outcome, endedAfterMs: performance.now() - startedAt }
+      })
+      // Without the abort the read would wait for the replica (at least its 500 ms / 1-2 s delay), and
+      // only then reject when it finds its signal aborted.
+      expect(outcome).toBe(reason)
+      expect(endedAfterMs).toBeLessThan(450)
+    }, 30_000)
+
     it("whenBehind 'wait' with maxWaitMs shorter than the delay: the writer serves the read after about maxWaitMs", async () => {
       const cluster = clusterFor(engine, 'shared')
       const maxWaitMs = 200
