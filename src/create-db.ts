@@ -67,7 +67,7 @@ export interface ResilientDb<DB> extends Kysely<DB> {
    * or a GTID position). Costs one small statement on the writer.
    *
    * Rejects with `ReplicationPositionUnavailableError` when the engine keeps no position this
-   * library compares (MySQL's GTID sets are not supported yet; MariaDB without a binary log).
+   * library compares (MySQL with `gtid_mode` other than `ON`; MariaDB without a binary log).
    *
    * @example
    * ```ts

@@ -445,10 +445,10 @@ export class InvalidConsistencyTokenError extends ResilientError {
 
 /**
  * Thrown by `db.consistencyToken()` when the writer's replication position cannot be read: the
- * engine keeps none this library can compare (MySQL's GTID sets are not supported yet; MariaDB with
- * the binary log off), or the query failed (the failure is the `cause`). Reads that must see earlier
- * writes are not affected: without positions they run on the writer. `classifyError` says `'fatal'`;
- * classify the `cause` to tell a passing connection failure from an engine without positions.
+ * engine keeps none this library can compare: MySQL with `gtid_mode` other than `ON`, MariaDB with
+ * the binary log off. Reads that must see earlier writes are not affected: without positions they
+ * run on the writer. A query that fails for another reason (a lost connection) rejects with the
+ * driver's own error instead. `classifyError` says `'fatal'`.
  *
  * @example
  * ```ts

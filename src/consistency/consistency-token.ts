@@ -1,30 +1,40 @@
 import type { SqlDialect } from '../config/create-db-config.js'
 import { InvalidConsistencyTokenError } from '../errors.js'
-import { formatLsn, parseLsn, type ReplicationPosition } from './replication-position.js'
+import {
+  formatGtidSet,
+  formatLsn,
+  parseGtidSet,
+  parseLsn,
+  type ReplicationPosition,
+} from './replication-position.js'
 
 /** Version prefix: a later release that changes the encoding can still tell old tokens apart. */
 const PREFIX = 'rw1.'
 
 /** What a token holds, before base64url. Short keys: the token travels in cookies and headers. */
 interface TokenBody {
-  /** `'pg'` or `'mariadb'`. */
-  readonly e: 'pg' | 'mariadb'
-  /** PostgreSQL: timeline; MariaDB: the writer's server_id. */
-  readonly w: number
-  /** PostgreSQL: LSN text; MariaDB: `domain:seq` pairs joined by `_`. */
+  /** `'pg'`, `'mariadb'` or `'mysql'`. */
+  readonly e: 'pg' | 'mariadb' | 'mysql'
+  /** PostgreSQL: timeline; MariaDB: the writer's server_id; MySQL: the writer's server_uuid. */
+  readonly w: number | string
+  /** PostgreSQL: LSN text; MariaDB: `domain:seq` pairs joined by `_`; MySQL: the GTID set. */
   readonly p: string
 }
+
+const ENGINE_NAMES: Record<string, string> = { pg: 'PostgreSQL', mariadb: 'MariaDB', mysql: 'MySQL' }
 
 /** Encodes a writer position as a token: ASCII letters, digits, `.`, `-` and `_` only. */
 export function encodeToken(position: ReplicationPosition): string {
   const body: TokenBody =
     position.engine === 'postgres'
       ? { e: 'pg', w: position.timeline ?? 0, p: formatLsn(position.lsn) }
-      : {
-          e: 'mariadb',
-          w: position.serverId ?? 0,
-          p: [...position.domains].map(([domain, seq]) => `${domain}:${seq}`).join('_'),
-        }
+      : position.engine === 'mysql'
+        ? { e: 'mysql', w: position.serverUuid ?? '', p: formatGtidSet(position.sets) }
+        : {
+            e: 'mariadb',
+            w: position.serverId ?? 0,
+            p: [...position.domains].map(([domain, seq]) => `${domain}:${seq}`).join('_'),
+          }
   return PREFIX + Buffer.from(JSON.stringify(body)).toString('base64url')
 }
 
@@ -54,14 +64,19 @@ export function decodeToken(token: unknown, dialect: SqlDialect): ReplicationPos
     throw new InvalidConsistencyTokenError('its content is not what db.consistencyToken() makes')
   }
   const { e, w, p } = body as Partial<TokenBody>
-  if (!Number.isSafeInteger(w) || (w as number) < 0 || typeof p !== 'string') {
+  const writer = e === 'mysql' ? typeof w === 'string' : Number.isSafeInteger(w) && (w as number) >= 0
+  if (!writer || typeof p !== 'string') {
     throw new InvalidConsistencyTokenError('its content is not what db.consistencyToken() makes')
   }
-  const expected = dialect === 'postgres' ? 'pg' : 'mariadb'
-  if (e !== expected) {
+  if (dialect === 'postgres' ? e !== 'pg' : e !== 'mariadb' && e !== 'mysql') {
     throw new InvalidConsistencyTokenError(
-      `it was made by a ${e === 'pg' ? 'PostgreSQL' : e === 'mariadb' ? 'MariaDB' : 'different'} database, and this db's dialect is '${dialect}'`,
+      `it was made by a ${ENGINE_NAMES[String(e)] ?? 'different'} database, and this db's dialect is '${dialect}'`,
     )
+  }
+  if (e === 'mysql') {
+    const sets = parseGtidSet(p)
+    if (sets === undefined) throw new InvalidConsistencyTokenError('its GTID set is malformed')
+    return { engine: 'mysql', sets, serverUuid: w as string }
   }
   if (e === 'pg') {
     const lsn = parseLsn(p)

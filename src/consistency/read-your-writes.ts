@@ -23,6 +23,8 @@ export class ConsistencyScope {
   required: ReplicationPosition[] = []
   /** The number of the latest write not yet covered by `required`; 0 when there is none. */
   pendingSeq = 0
+  /** Reads since the latest write that ran on the writer because its position was not read yet. */
+  readsOnWriter = 0
   resolving: Promise<void> | undefined
 
   constructor(parent: ConsistencyScope | undefined) {
@@ -83,6 +85,7 @@ export class ReadYourWrites<E extends PositionSource> {
     const seq = this.#tracker.noteWrite()
     for (let current: ConsistencyScope | undefined = scope; current; current = current.parent) {
       current.pendingSeq = seq
+      current.readsOnWriter = 0
     }
   }
 
@@ -163,9 +166,15 @@ export class ReadYourWrites<E extends PositionSource> {
     for (let current: ConsistencyScope | undefined = scope; current; current = current.parent) {
       if (current.pendingSeq > 0) {
         known = false
-        this.#resolve(current).catch(() => {
-          // The read runs on the writer meanwhile; the next read tries again.
-        })
+        // The first read after a write runs on the writer without asking for its position: a replica
+        // rarely has a write that fresh, and a request that writes, reads once and ends (the common
+        // one) would pay a statement on the writer for nothing. From the second read on, the position
+        // is worth it: it lets the scope's later reads go back to the replicas.
+        if (++current.readsOnWriter > 1) {
+          this.#resolve(current).catch(() => {
+            // The read runs on the writer meanwhile; the next read tries again.
+          })
+        }
         continue
       }
       if (!this.#anchor(current)) {

@@ -3,6 +3,7 @@ import type { SqlDialect } from '../config/create-db-config.js'
 import {
   NoPositionError,
   parseGtidPosition,
+  parseGtidSet,
   parseLsn,
   type ReadPosition,
   reachableInsertLsn,
@@ -26,16 +27,17 @@ const PG_REPLAY_POSITION = CompiledQuery.raw(
           pg_size_bytes(current_setting('wal_segment_size')) as segment_size`,
 )
 
-const MARIADB_WRITER_POSITION = CompiledQuery.raw(
-  'select @@gtid_binlog_pos as pos, @@server_id as server_id, @@log_bin as log_bin',
+// SHOW VARIABLES rather than SELECT @@...: one statement that works on MariaDB and on MySQL, which
+// have different variables (a missing one is simply not listed instead of failing the statement).
+const MYSQL_WRITER_POSITION = CompiledQuery.raw(
+  `show global variables where Variable_name in
+     ('gtid_binlog_pos', 'log_bin', 'server_id', 'gtid_executed', 'gtid_mode', 'server_uuid')`,
 )
 
-const MARIADB_REPLAY_POSITION = CompiledQuery.raw(
-  'select @@gtid_slave_pos as slave_pos, @@gtid_binlog_pos as binlog_pos, @@server_id as server_id',
+const MYSQL_REPLAY_POSITION = CompiledQuery.raw(
+  `show global variables where Variable_name in
+     ('gtid_slave_pos', 'gtid_binlog_pos', 'server_id', 'gtid_executed')`,
 )
-
-/** MySQL's ER_UNKNOWN_SYSTEM_VARIABLE: `@@gtid_binlog_pos` exists only on MariaDB. */
-const UNKNOWN_SYSTEM_VARIABLE = 1193
 
 /**
  * The writer's current position, read after the writes it must cover completed. Throws
@@ -55,27 +57,30 @@ export async function readWriterPosition(
     }
     return { position: { engine: 'postgres', lsn, timeline }, text: String(row?.lsn) }
   }
-  let rows: ReadonlyArray<{ pos: string | null; server_id: number | string; log_bin: number | string }>
-  try {
-    ;({ rows } = await connection.executeQuery<{
-      pos: string | null
-      server_id: number | string
-      log_bin: number | string
-    }>(MARIADB_WRITER_POSITION))
-  } catch (error) {
-    if ((error as { errno?: unknown }).errno === UNKNOWN_SYSTEM_VARIABLE) {
-      throw new NoPositionError('the server is not MariaDB (MySQL GTID sets are not supported yet)')
+  const variables = await readVariables(connection, MYSQL_WRITER_POSITION)
+  const binlogPos = variables.get('gtid_binlog_pos')
+  if (binlogPos !== undefined) {
+    // MariaDB.
+    if (variables.get('log_bin') !== 'ON') {
+      throw new NoPositionError('the binary log is off (log_bin), so the writer keeps no GTID position')
     }
-    throw error
+    const domains = parseGtidPosition(binlogPos)
+    if (domains === undefined) throw new NoPositionError(`unexpected @@gtid_binlog_pos '${binlogPos}'`)
+    const serverId = Number(variables.get('server_id'))
+    return { position: { engine: 'mariadb', domains, serverId }, text: binlogPos }
   }
-  const row = rows[0]
-  if (row === undefined || Number(row.log_bin) !== 1) {
-    throw new NoPositionError('the binary log is off (log_bin), so the writer keeps no GTID position')
+  const executed = variables.get('gtid_executed')
+  const serverUuid = variables.get('server_uuid')
+  if (executed === undefined || serverUuid === undefined) {
+    throw new NoPositionError('the server reports neither a MariaDB GTID position nor a MySQL GTID set')
   }
-  const text = row.pos ?? ''
-  const domains = parseGtidPosition(text)
-  if (domains === undefined) throw new NoPositionError(`unexpected @@gtid_binlog_pos '${text}'`)
-  return { position: { engine: 'mariadb', domains, serverId: Number(row.server_id) }, text }
+  // Only with gtid_mode ON does every transaction get a GTID that replicas report.
+  if (variables.get('gtid_mode') !== 'ON') {
+    throw new NoPositionError(`gtid_mode is ${variables.get('gtid_mode') ?? 'unknown'}, not ON`)
+  }
+  const sets = parseGtidSet(executed)
+  if (sets === undefined) throw new NoPositionError('unexpected @@gtid_executed')
+  return { position: { engine: 'mysql', sets, serverUuid }, text: executed.replace(/\s+/g, '') }
 }
 
 /**
@@ -96,18 +101,30 @@ export async function readReplayPosition(
     const lsn = pgLsnOf(row)
     return lsn === undefined ? undefined : { position: { engine: 'postgres', lsn }, text: String(row.lsn) }
   }
-  const { rows } = await connection.executeQuery<{
-    slave_pos: string | null
-    binlog_pos: string | null
-    server_id: number | string
-  }>(MARIADB_REPLAY_POSITION)
-  const row = rows[0]
-  if (row === undefined) return undefined
-  // Not @@gtid_current_pos: on a replica someone wrote to directly, it would count local writes in
-  // the replicated domain and make the replica look further along than it is.
-  const text = (Number(row.server_id) === writerServerId ? row.binlog_pos : row.slave_pos) ?? ''
-  const domains = parseGtidPosition(text)
-  return domains === undefined ? undefined : { position: { engine: 'mariadb', domains }, text }
+  const variables = await readVariables(connection, MYSQL_REPLAY_POSITION)
+  const slavePos = variables.get('gtid_slave_pos')
+  if (slavePos !== undefined) {
+    // MariaDB. Not @@gtid_current_pos: on a replica someone wrote to directly, it would count local
+    // writes in the replicated domain and make the replica look further along than it is.
+    const isWriter = Number(variables.get('server_id')) === writerServerId
+    const text = (isWriter ? variables.get('gtid_binlog_pos') : slavePos) ?? ''
+    const domains = parseGtidPosition(text)
+    return domains === undefined ? undefined : { position: { engine: 'mariadb', domains }, text }
+  }
+  const executed = variables.get('gtid_executed')
+  const sets = executed === undefined ? undefined : parseGtidSet(executed)
+  return sets === undefined
+    ? undefined
+    : { position: { engine: 'mysql', sets }, text: (executed as string).replace(/\s+/g, '') }
+}
+
+/** The rows of a SHOW VARIABLES statement, by name. */
+async function readVariables(
+  connection: DatabaseConnection,
+  query: CompiledQuery,
+): Promise<Map<string, string>> {
+  const { rows } = await connection.executeQuery<{ Variable_name: string; Value: string | null }>(query)
+  return new Map(rows.map((row) => [row.Variable_name, row.Value ?? '']))
 }
 
 interface PgPositionRow {

@@ -102,7 +102,12 @@ describe('read-your-writes routing', () => {
       expect(ryw.readerFor(scope)).toBe(reader) // nothing written yet
       ryw.noteWrite(scope)
       writer.lsn = 150n
-      expect(ryw.readerFor(scope)).toBe(writer) // position unknown yet: read in the background
+      // The first read after the write: to the writer, and no position asked for (a request that
+      // writes, reads once and ends would pay for it in vain).
+      expect(ryw.readerFor(scope)).toBe(writer)
+      await settle(5)
+      expect(writer.writerFetches).toBe(0)
+      expect(ryw.readerFor(scope)).toBe(writer) // the second: the position is read in the background
       await until(() => writer.writerFetches === 1, 'the writer position read')
       await settle()
       reader.replayed = 149n
@@ -132,7 +137,10 @@ describe('read-your-writes routing', () => {
         }, []),
       ),
     )
-    for (const scope of scopes) ryw.readerFor(scope)
+    for (const scope of scopes) {
+      ryw.readerFor(scope)
+      ryw.readerFor(scope)
+    }
     expect(writer.writerFetches).toBe(1)
     // A write noted while that read is in flight needs a later one; only one runs at a time.
     const late = await ryw.run(async () => {
@@ -154,6 +162,7 @@ describe('read-your-writes routing', () => {
     await ryw.run(async () => {
       const scope = ryw.current()!
       ryw.noteWrite(scope)
+      ryw.readerFor(scope)
       ryw.readerFor(scope)
       await until(() => writer.writerFetches === 1, 'the writer position read')
       await settle()
@@ -218,6 +227,7 @@ describe('read-your-writes routing', () => {
       writer.lsn = 1_000n
       ryw.noteWrite(scope)
       ryw.readerFor(scope)
+      ryw.readerFor(scope)
       await until(() => writer.writerFetches === 1, 'the writer position read')
       await settle()
       // The promoted server's history: timeline 2, and less WAL than the old writer had written.
@@ -260,6 +270,7 @@ describe('read-your-writes routing', () => {
     await ryw.run(async () => {
       const scope = ryw.current()!
       ryw.noteWrite(scope)
+      expect(ryw.readerFor(scope)).toBe(writer)
       expect(ryw.readerFor(scope)).toBe(writer)
       await until(() => writer.writerFetches === 1, 'the writer position read')
       await settle()

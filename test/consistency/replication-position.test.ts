@@ -5,6 +5,7 @@ import {
   formatLsn,
   later,
   parseGtidPosition,
+  parseGtidSet,
   parseLsn,
   reachableInsertLsn,
   timelineOfWalFile,
@@ -90,6 +91,60 @@ describe('MariaDB positions', () => {
   })
 })
 
+describe('MySQL GTID sets', () => {
+  const A = '3e11fa47-71ca-11e1-9e33-c80aa9429562'
+  const B = '2174b383-5441-11e8-b90a-c80aa9429562'
+  const set = (text: string) => ({ engine: 'mysql', sets: parseGtidSet(text)! }) as const
+
+  it('parses @@gtid_executed as MySQL prints it: newlines, several intervals, single numbers, tags', () => {
+    expect(parseGtidSet(`${A.toUpperCase()}:1-5:11-18,\n${B}:1-77`)).toEqual(
+      new Map([
+        [
+          A,
+          [
+            [1n, 5n],
+            [11n, 18n],
+          ],
+        ],
+        [B, [[1n, 77n]]],
+      ]),
+    )
+    expect(parseGtidSet(`${A}:7`)).toEqual(new Map([[A, [[7n, 7n]]]]))
+    // MySQL 8.3+ tags: the intervals after a tag belong to `uuid:tag`.
+    expect(parseGtidSet(`${A}:1-3:batch:1-2`)).toEqual(
+      new Map([
+        [A, [[1n, 3n]]],
+        [`${A}:batch`, [[1n, 2n]]],
+      ]),
+    )
+    // Overlapping and adjacent intervals merge, as MySQL normalizes them.
+    expect(parseGtidSet(`${A}:1-3:4-6:5-9`)).toEqual(new Map([[A, [[1n, 9n]]]]))
+    expect(parseGtidSet('')).toEqual(new Map())
+    expect(parseGtidSet('not-a-uuid:1-3')).toBeUndefined()
+    expect(parseGtidSet(`${A}:5-1`)).toBeUndefined()
+    expect(parseGtidSet(A)).toBeUndefined()
+  })
+
+  it('a replica covers a set when it has every transaction of it, like WAIT_FOR_EXECUTED_GTID_SET', () => {
+    const required = { ...set(`${A}:1-10,${B}:1-3`), serverUuid: A }
+    expect(covers(set(`${A}:1-10,${B}:1-3`), required)).toBe(true)
+    expect(covers(set(`${A}:1-20,${B}:1-5`), required)).toBe(true)
+    // A gap inside a required interval: transaction 7 is missing.
+    expect(covers(set(`${A}:1-6:8-20,${B}:1-5`), required)).toBe(false)
+    expect(covers(set(`${A}:1-10`), required)).toBe(false)
+    expect(covers(set(''), { ...set(''), serverUuid: A })).toBe(true)
+  })
+
+  it('merges sets source by source, and tells writers apart by server_uuid', () => {
+    const a = { ...set(`${A}:1-5`), serverUuid: A }
+    expect(later(a, { ...set(`${A}:6-9,${B}:1`), serverUuid: A })).toEqual({
+      ...a,
+      sets: parseGtidSet(`${A}:1-9,${B}:1`),
+    })
+    expect(writerIdentity(a)).not.toBe(writerIdentity({ ...a, serverUuid: B }))
+  })
+})
+
 describe('consistency tokens', () => {
   it('round-trip a writer position, in characters safe for a cookie or a header', () => {
     const pg = { engine: 'postgres', lsn: parseLsn('16/B374D848')!, timeline: 3 } as const
@@ -101,6 +156,12 @@ describe('consistency tokens', () => {
     const mariaToken = encodeToken(maria)
     expect(mariaToken).toMatch(/^[A-Za-z0-9_.-]+$/)
     expect(decodeToken(mariaToken, 'mysql')).toEqual(maria)
+
+    const uuid = '3e11fa47-71ca-11e1-9e33-c80aa9429562'
+    const mysql = { engine: 'mysql', sets: parseGtidSet(`${uuid}:1-5:7:tag:1-2`)!, serverUuid: uuid } as const
+    const mysqlToken = encodeToken(mysql)
+    expect(mysqlToken).toMatch(/^[A-Za-z0-9_.-]+$/)
+    expect(decodeToken(mysqlToken, 'mysql')).toEqual(mysql)
   })
 
   it('anything else is an InvalidConsistencyTokenError that says what is wrong', () => {
