@@ -52,6 +52,8 @@ interface RunResult {
   readonly staleByKind: Readonly<Record<string, number>>
   /** The first few stale reads, what was expected and what came back, for the failure message. */
   readonly examples: ReadonlyArray<string>
+  /** Per catch-up window: how many reads it took until the replica served one ('never': not in time). */
+  readonly windows: ReadonlyArray<number | 'never'>
 }
 
 const started = new Map<Engine, OwnCluster>()
@@ -96,6 +98,7 @@ async function runWorkload(engine: Engine, db: ResilientDb<Tables>, prefix: stri
   let stale = 0
   const staleByKind: Record<string, number> = {}
   const examples: string[] = []
+  const windows: Array<number | 'never'> = []
 
   const noteStale = (kind: string, expected: unknown, actual: unknown) => {
     stale++
@@ -148,11 +151,13 @@ async function runWorkload(engine: Engine, db: ResilientDb<Tables>, prefix: stri
     const recent = tables.slice(-WINDOW_TABLES)
     const before = readerQueries(db)
     const deadline = performance.now() + WINDOW_DEADLINE_MS
-    for (let k = 0; readerQueries(db) === before && performance.now() < deadline; k++) {
+    let k = 0
+    for (; readerQueries(db) === before && performance.now() < deadline; k++) {
       const table = recent[k % recent.length] as string
       await check('old table, after catching up', expectedRows(table), readAll(table))
       await delay(10)
     }
+    windows.push(readerQueries(db) === before ? 'never' : k)
     for (const table of recent) {
       await check('old table, after catching up', expectedRows(table), readAll(table))
     }
@@ -227,6 +232,7 @@ async function runWorkload(engine: Engine, db: ResilientDb<Tables>, prefix: stri
     stale,
     staleByKind,
     examples,
+    windows,
   }
 }
 
@@ -237,7 +243,8 @@ function describeRun(engine: Engine, mode: string, result: RunResult): string {
   return (
     `[${engine}] ${mode}: ${result.statements} statements, ${result.byReplica} served by the replica, ` +
     `${result.byWriter} by the writer; ${result.stale} stale of ${result.reads} checked reads` +
-    (kinds === '' ? '' : ` (${kinds})`)
+    (kinds === '' ? '' : ` (${kinds})`) +
+    `; reads until the replica served one, per catch-up window: ${result.windows.join(', ')}`
   )
 }
 
