@@ -39,12 +39,70 @@ export interface ResilientDb<DB> extends Kysely<DB> {
   /** Connection counts and statements served, per endpoint. */
   stats(): DbStats
   /**
+   * Runs `fn` so that its reads see its own writes. Inside `fn` (and everything it awaits), a read
+   * that follows a write of the scope runs on a reader that has replayed that write, or on the
+   * writer (see `consistency.whenBehind`); reads of scopes that did not write stay on the readers.
+   * Tokens from {@link consistencyToken} given as `after` make the reads see those writes too, from
+   * another process or instance. Scopes nest. Resolves with what `fn` returns.
+   *
+   * Rejects with `InvalidConsistencyTokenError` when a token is not one `consistencyToken()` made.
+   *
+   * @example
+   * ```ts
+   * app.use((req, res, next) => {
+   *   db.withReadYourWrites(next, { after: req.get('x-consistency-token') ?? [] }).catch(next)
+   * })
+   *
+   * await db.withReadYourWrites(async () => {
+   *   await db.updateTable('cart').set({ total }).where('id', '=', id).execute()
+   *   return db.selectFrom('cart').selectAll().where('id', '=', id).executeTakeFirst() // sees the update
+   * })
+   * ```
+   */
+  withReadYourWrites<T>(fn: () => T | Promise<T>, options?: ReadYourWritesOptions): Promise<T>
+  /**
+   * A token for every write committed on the writer before the call, to hand to another process
+   * (a cookie, a header, a queue message): `withReadYourWrites(fn, { after: token })` there sees
+   * those writes. ASCII letters, digits, `.`, `-` and `_` only; not secret (it holds a WAL location
+   * or a GTID position). Costs one small statement on the writer.
+   *
+   * Rejects with `ReplicationPositionUnavailableError` when the engine keeps no position this
+   * library compares (MySQL's GTID sets are not supported yet; MariaDB without a binary log).
+   *
+   * @example
+   * ```ts
+   * await db.insertInto('order').values(order).execute()
+   * res.cookie('rw', await db.consistencyToken())
+   * // the next request, maybe on another instance:
+   * await db.withReadYourWrites(() => listOrders(user), { after: req.cookies.rw })
+   * ```
+   */
+  consistencyToken(): Promise<string>
+  /**
    * Listens to `'retry'`, `'failover'`, `'reader-ejected'`, `'reader-restored'` or `'error'`.
    * Payloads carry endpoint names, categories, codes and timings, never secrets.
    */
   on<K extends keyof ResilientEventMap>(event: K, listener: ResilientEventListener<K>): this
   /** Removes a listener added with `on`. */
   off<K extends keyof ResilientEventMap>(event: K, listener: ResilientEventListener<K>): this
+}
+
+/**
+ * Options of `db.withReadYourWrites`.
+ *
+ * @example
+ * ```ts
+ * await db.withReadYourWrites(() => loadOrders(userId), { after: message.consistencyToken })
+ * ```
+ */
+export interface ReadYourWritesOptions {
+  /**
+   * Tokens from `db.consistencyToken()` (of this db or another instance of the same database) whose
+   * writes the scope's reads must see. An empty array or list adds nothing.
+   *
+   * Default: none. Example: `req.get('x-consistency-token')`.
+   */
+  readonly after?: string | ReadonlyArray<string>
 }
 
 class ResilientKysely<DB> extends Kysely<DB> implements ResilientDb<DB> {
@@ -61,6 +119,20 @@ class ResilientKysely<DB> extends Kysely<DB> implements ResilientDb<DB> {
 
   stats(): DbStats {
     return this.#cluster.stats()
+  }
+
+  async withReadYourWrites<T>(fn: () => T | Promise<T>, options?: ReadYourWritesOptions): Promise<T> {
+    if (typeof fn !== 'function') {
+      throw new TypeError(`kysely-resilient: withReadYourWrites expects a function, got ${typeof fn}`)
+    }
+    const after = options?.after
+    const tokens = after === undefined ? [] : typeof after === 'string' ? [after] : [...after]
+    return this.#cluster.consistency.run(fn, tokens)
+  }
+
+  async consistencyToken(): Promise<string> {
+    await this.#cluster.open()
+    return this.#cluster.consistency.token()
   }
 
   on<K extends keyof ResilientEventMap>(event: K, listener: ResilientEventListener<K>): this {

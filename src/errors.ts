@@ -22,7 +22,10 @@
  *     case 'DB_DESTROYED':
  *     case 'CREDENTIALS_FAILED':
  *     case 'AUTH_REJECTED':
+ *     case 'INVALID_CONSISTENCY_TOKEN':
  *       return 'fix the setup'
+ *     case 'REPLICATION_POSITION_UNAVAILABLE':
+ *       return 'read from db.writer instead'
  *     default: {
  *       const unknown: never = code
  *       return unknown
@@ -49,6 +52,8 @@ export type ResilientErrorCode =
   | 'CREDENTIALS_UNAVAILABLE'
   | 'CREDENTIALS_FAILED'
   | 'AUTH_REJECTED'
+  | 'INVALID_CONSISTENCY_TOKEN'
+  | 'REPLICATION_POSITION_UNAVAILABLE'
 
 /**
  * Base class of every error this library throws itself. Driver errors (from `pg`, `mysql2` or Node
@@ -411,5 +416,62 @@ export class AuthenticationFailedError extends ResilientError {
     )
     this.endpoint = endpoint
     this.authType = authType
+  }
+}
+
+/**
+ * Thrown by `db.withReadYourWrites(fn, { after })` when a token is not one `db.consistencyToken()`
+ * made for a database of the same dialect: a truncated cookie, a header from another service. The
+ * message says what is wrong with it; tokens are not secret. `classifyError` says `'fatal'`.
+ *
+ * @example
+ * ```ts
+ * import { InvalidConsistencyTokenError } from 'kysely-resilient'
+ *
+ * try {
+ *   await db.withReadYourWrites(() => loadCart(id), { after: req.get('x-consistency') })
+ * } catch (err) {
+ *   if (err instanceof InvalidConsistencyTokenError) res.status(400).send(err.message)
+ * }
+ * ```
+ */
+export class InvalidConsistencyTokenError extends ResilientError {
+  override name = 'InvalidConsistencyTokenError'
+
+  constructor(problem: string) {
+    super('INVALID_CONSISTENCY_TOKEN', `Not a consistency token made by db.consistencyToken(): ${problem}.`)
+  }
+}
+
+/**
+ * Thrown by `db.consistencyToken()` when the writer's replication position cannot be read: the
+ * engine keeps none this library can compare (MySQL's GTID sets are not supported yet; MariaDB with
+ * the binary log off), or the query failed (the failure is the `cause`). Reads that must see earlier
+ * writes are not affected: without positions they run on the writer. `classifyError` says `'fatal'`;
+ * classify the `cause` to tell a passing connection failure from an engine without positions.
+ *
+ * @example
+ * ```ts
+ * import { ReplicationPositionUnavailableError } from 'kysely-resilient'
+ *
+ * const token = await db.consistencyToken().catch((err) => {
+ *   if (err instanceof ReplicationPositionUnavailableError) return undefined // readers use the writer
+ *   throw err
+ * })
+ * ```
+ */
+export class ReplicationPositionUnavailableError extends ResilientError {
+  override name = 'ReplicationPositionUnavailableError'
+
+  /** Name of the endpoint whose position was asked for. */
+  readonly endpoint: string
+
+  constructor(endpoint: string, problem: string, options?: ErrorOptions) {
+    super(
+      'REPLICATION_POSITION_UNAVAILABLE',
+      `Could not read the replication position of the ${endpoint} endpoint: ${problem}`,
+      options,
+    )
+    this.endpoint = endpoint
   }
 }

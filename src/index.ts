@@ -9,6 +9,7 @@ export type {
 } from './auth/auth-config.js'
 export type {
   AutoRetryConfig,
+  ConsistencyConfig,
   CreateDbConfig,
   EndpointConfig,
   EndpointOptions,
@@ -17,17 +18,19 @@ export type {
   RoutingConfig,
   SqlDialect,
 } from './config/create-db-config.js'
-export { createDb, type ResilientDb } from './create-db.js'
+export { createDb, type ReadYourWritesOptions, type ResilientDb } from './create-db.js'
 export {
   AuthenticationFailedError,
   ConfigError,
   ConnectTimeoutError,
   CredentialSourceError,
   DatabaseDestroyedError,
+  InvalidConsistencyTokenError,
   MissingDriverError,
   NoReaderAvailableError,
   PoolTimeoutError,
   QueryTimeoutError,
+  ReplicationPositionUnavailableError,
   ResilientError,
   type ResilientErrorCode,
   ServerUnresponsiveError,
@@ -61,6 +64,6 @@ export {
   type WithRetryOptions,
   withRetry,
 } from './retry/with-retry.js'
-export type { DbStats } from './routing/cluster.js'
+export type { DbStats, ReaderStats } from './routing/cluster.js'
 export type { EndpointStats } from './routing/endpoint.js'
 export type { TlsConfig, TlsOptions } from './tls/tls-config.js'

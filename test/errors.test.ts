@@ -5,10 +5,12 @@ import {
   ConnectTimeoutError,
   CredentialSourceError,
   DatabaseDestroyedError,
+  InvalidConsistencyTokenError,
   MissingDriverError,
   NoReaderAvailableError,
   PoolTimeoutError,
   QueryTimeoutError,
+  ReplicationPositionUnavailableError,
   ResilientError,
   type ResilientErrorCode,
   ServerUnresponsiveError,
@@ -31,6 +33,11 @@ const ERROR_BY_CODE: Record<ResilientErrorCode, ResilientError> = {
   CREDENTIALS_UNAVAILABLE: new CredentialSourceError('writer', 'iam', 'throttled', true),
   CREDENTIALS_FAILED: new CredentialSourceError('writer', 'secret', 'access denied', false),
   AUTH_REJECTED: new AuthenticationFailedError('writer', 'iam', 'app'),
+  INVALID_CONSISTENCY_TOKEN: new InvalidConsistencyTokenError('it is empty'),
+  REPLICATION_POSITION_UNAVAILABLE: new ReplicationPositionUnavailableError(
+    'writer',
+    'the binary log is off',
+  ),
 }
 
 /** Compiles only while every code has a case: the `never` assignment fails once one is missing. */
@@ -48,6 +55,8 @@ function retryable(code: ResilientErrorCode): boolean {
     case 'QUERY_TIMEOUT':
     case 'CREDENTIALS_FAILED':
     case 'AUTH_REJECTED':
+    case 'INVALID_CONSISTENCY_TOKEN':
+    case 'REPLICATION_POSITION_UNAVAILABLE':
       return false
     default: {
       const unhandled: never = code

@@ -311,6 +311,56 @@ export interface RoutingConfig {
 }
 
 /**
+ * Read-your-writes: which reads must see earlier writes, and what a read does when no reader has
+ * replayed them yet. Positions are the engine's own (PostgreSQL WAL locations, MariaDB GTIDs), so a
+ * read goes to a replica as soon as that replica has the writes, and never before. The `...Ms`
+ * settings are integers of at most `2_147_483_647`.
+ *
+ * @example
+ * ```ts
+ * createDb({ dialect: 'postgres', writer, readers, consistency: { readYourWrites: 'process' } })
+ * ```
+ */
+export interface ConsistencyConfig {
+  /**
+   * Which reads see earlier writes.
+   *
+   * - `'scoped'`: reads inside `db.withReadYourWrites(fn)` (the function and everything it awaits:
+   *   one HTTP request, one Lambda invocation, one job) see the writes made earlier in that scope and
+   *   the tokens given to it. Other reads are eventual: any healthy reader, as without this setting.
+   * - `'process'`: every read through this db sees every write this db completed before the read
+   *   started: for scripts, workers and test suites.
+   *
+   * Default: `'scoped'` (nothing changes until `withReadYourWrites` is used). Example: `'process'`.
+   */
+  readonly readYourWrites?: 'scoped' | 'process'
+  /**
+   * What a read does when it must see a write that no reader in rotation is known to have replayed:
+   * `'writer'` runs it on the writer at once (no added latency; the writer serves reads that follow
+   * writes until a replica catches up); `'wait'` waits up to `maxWaitMs` for a reader to replay it,
+   * then runs it on the writer (spares the writer, costs up to the replica lag per such read).
+   *
+   * Default: `'writer'`. Example: `'wait'`.
+   */
+  readonly whenBehind?: 'writer' | 'wait'
+  /**
+   * With `whenBehind: 'wait'`, the longest a read waits for a reader to replay what it must see
+   * (reading the writer's position included) before it runs on the writer.
+   *
+   * Default: `1_000`. Example: `200`.
+   */
+  readonly maxWaitMs?: number
+  /**
+   * How often the readers' replay positions are read while some read needs a position that no
+   * reader is known to have: one small statement per reader, shared by every waiting read. Nothing
+   * is polled while no read needs it.
+   *
+   * Default: `50`. Example: `20`.
+   */
+  readonly pollIntervalMs?: number
+}
+
+/**
  * Automatic retries of single statements outside transactions. Only what cannot apply work twice is
  * retried: a statement that never reached a server (`'unavailable'`), one that reached a node that
  * is no longer the writer (`'read-only'`), and a read whose connection broke (`'ambiguous'`). A write
@@ -416,6 +466,12 @@ export interface CreateDbConfig {
    * Default: `{}`. Example: `{ readerStrategy: 'random' }`.
    */
   readonly routing?: RoutingConfig
+  /**
+   * Read-your-writes on replicas; see {@link ConsistencyConfig}.
+   *
+   * Default: `{}` (`readYourWrites: 'scoped'`, `whenBehind: 'writer'`). Example: `{ readYourWrites: 'process' }`.
+   */
+  readonly consistency?: ConsistencyConfig
   /**
    * Automatic retries of single statements; see {@link AutoRetryConfig}. `false` turns them off.
    *

@@ -3,6 +3,7 @@ import type { KyselyPlugin, LogConfig } from 'kysely'
 import type { AuthConfig } from '../auth/auth-config.js'
 import { regionFromRdsHost } from '../auth/credential-source.js'
 import { PASSWORD_AUTH, type ResolvedAuth, resolveAuth } from '../auth/resolve-auth.js'
+import type { ResolvedConsistency } from '../consistency/read-your-writes.js'
 import { ConfigError } from '../errors.js'
 import {
   DEFAULT_WRITER_TABLES,
@@ -37,6 +38,7 @@ export interface ResolvedConfig {
   /** Kysely's migration tables plus `routing.writerTables`. */
   readonly writerTables: WriterTables
   readonly retry: ResolvedRetry
+  readonly consistency: ResolvedConsistency
   readonly log: LogConfig | undefined
   readonly plugins: ReadonlyArray<KyselyPlugin>
 }
@@ -65,9 +67,17 @@ const TOP_LEVEL_KEYS = [
   'pool',
   'routing',
   'retry',
+  'consistency',
   'log',
   'plugins',
 ] as const
+const CONSISTENCY_KEYS = ['readYourWrites', 'whenBehind', 'maxWaitMs', 'pollIntervalMs'] as const
+const CONSISTENCY_DEFAULTS: ResolvedConsistency = Object.freeze({
+  readYourWrites: 'scoped',
+  whenBehind: 'writer',
+  maxWaitMs: 1_000,
+  pollIntervalMs: 50,
+})
 const RETRY_KEYS = ['retries', 'minDelayMs', 'maxDelayMs', 'maxElapsedMs'] as const
 const ENDPOINT_KEYS = [
   'url',
@@ -243,6 +253,8 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
     })
   }
 
+  const consistency = resolveConsistency(config.consistency)
+
   if (config.plugins !== undefined && !Array.isArray(config.plugins)) {
     throw new ConfigError(
       'plugins',
@@ -279,8 +291,47 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
     readerCooldownMs,
     writerTables,
     retry,
+    consistency,
     log: config.log,
     plugins: Object.freeze([...(config.plugins ?? [])]),
+  })
+}
+
+/** Validates `consistency`; see `ConsistencyConfig`. */
+function resolveConsistency(input: unknown): ResolvedConsistency {
+  if (input === undefined) return CONSISTENCY_DEFAULTS
+  if (!isPlainObject(input)) {
+    throw new ConfigError('consistency', `expected an object, got ${describeValue(input)}`)
+  }
+  rejectUnknownKeys(input, CONSISTENCY_KEYS, 'consistency.')
+  const { readYourWrites, whenBehind } = input
+  if (readYourWrites !== undefined && readYourWrites !== 'scoped' && readYourWrites !== 'process') {
+    throw new ConfigError(
+      'consistency.readYourWrites',
+      `expected 'scoped' or 'process', got ${describeValue(readYourWrites)}`,
+    )
+  }
+  if (whenBehind !== undefined && whenBehind !== 'writer' && whenBehind !== 'wait') {
+    throw new ConfigError(
+      'consistency.whenBehind',
+      `expected 'writer' or 'wait', got ${describeValue(whenBehind)}`,
+    )
+  }
+  const maxWaitMs = numberSetting(input.maxWaitMs, 'consistency.maxWaitMs', { min: 1, milliseconds: true })
+  if (maxWaitMs !== undefined && whenBehind !== 'wait') {
+    // Only 'wait' waits: a bound given without it would be silently ignored.
+    throw new ConfigError(
+      'consistency.maxWaitMs',
+      "applies only with consistency.whenBehind: 'wait'; set that too, or remove maxWaitMs",
+    )
+  }
+  return Object.freeze({
+    readYourWrites: readYourWrites ?? CONSISTENCY_DEFAULTS.readYourWrites,
+    whenBehind: whenBehind ?? CONSISTENCY_DEFAULTS.whenBehind,
+    maxWaitMs: maxWaitMs ?? CONSISTENCY_DEFAULTS.maxWaitMs,
+    pollIntervalMs:
+      numberSetting(input.pollIntervalMs, 'consistency.pollIntervalMs', { min: 1, milliseconds: true }) ??
+      CONSISTENCY_DEFAULTS.pollIntervalMs,
   })
 }
 

@@ -296,6 +296,20 @@ const LIBRARY_RULES: ReadonlyMap<string, { readonly name: string; readonly rule:
     },
   ],
   [
+    'INVALID_CONSISTENCY_TOKEN',
+    {
+      name: 'InvalidConsistencyTokenError',
+      rule: rule('fatal', 'the consistency token is malformed or from another kind of database'),
+    },
+  ],
+  [
+    'REPLICATION_POSITION_UNAVAILABLE',
+    {
+      name: 'ReplicationPositionUnavailableError',
+      rule: rule('fatal', "the writer's replication position cannot be read"),
+    },
+  ],
+  [
     'DRIVER_MISSING',
     { name: 'MissingDriverError', rule: rule('fatal', 'the database driver package is not installed') },
   ],

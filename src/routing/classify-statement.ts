@@ -78,6 +78,15 @@ export function isReadOnlyStatement(
   return !containsWriteOrLock(node)
 }
 
+/**
+ * True when a statement may change data: anything but a SELECT, or a SELECT with a data-modifying
+ * CTE or a row lock (usually followed by a write in the same transaction). Unlike
+ * {@link isReadOnlyStatement}, SELECTs of migration tables and catalogs are not counted: they read.
+ */
+export function mayChangeData(node: RootOperationNode): boolean {
+  return node.kind !== 'SelectQueryNode' || containsWriteOrLock(node)
+}
+
 function readsWriterState(node: SelectQueryNode, writerTables: ReadonlySet<string>): boolean {
   const from = node.from
   if (from !== undefined) {

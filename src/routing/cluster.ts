@@ -1,8 +1,9 @@
 import type { EndpointSettings } from '../config/endpoint-settings.js'
 import type { ResolvedConfig } from '../config/resolve-config.js'
+import { type ConsistencyScope, ReadYourWrites } from '../consistency/read-your-writes.js'
 import { DatabaseDestroyedError, NoReaderAvailableError } from '../errors.js'
 import { ResilientEvents } from '../events/resilient-events.js'
-import { isSessionRefusal } from '../retry/classify-error.js'
+import { classifyError, isSessionRefusal } from '../retry/classify-error.js'
 import type { ErrorClassification } from '../retry/error-classification.js'
 import { ReaderHealth } from '../topology/reader-health.js'
 import { WriterTracker } from '../topology/writer-tracker.js'
@@ -24,7 +25,26 @@ export interface DbStats {
   /** Every writer candidate's counters, in config order (one entry for a single writer). */
   readonly writers: ReadonlyArray<EndpointStats>
   /** Each reader's counters, in config order. Empty when there are no readers. */
-  readonly readers: ReadonlyArray<EndpointStats & { readonly healthy: boolean }>
+  readonly readers: ReadonlyArray<ReaderStats>
+}
+
+/**
+ * One reader's counters in `db.stats()`.
+ *
+ * @example
+ * ```ts
+ * for (const reader of db.stats().readers) console.log(reader.name, reader.healthy, reader.replayPosition)
+ * ```
+ */
+export interface ReaderStats extends EndpointStats {
+  /** False while the reader is out of rotation (unreachable, or lagging past `maxReplicaLagMs`). */
+  readonly healthy: boolean
+  /**
+   * The replication position this reader last reported (PostgreSQL: the replayed WAL location, such
+   * as `'0/3000148'`; MariaDB: `@@gtid_slave_pos`, such as `'0-1-42'`). Read only while
+   * read-your-writes needs it; undefined until then.
+   */
+  readonly replayPosition?: string
 }
 
 interface Topology {
@@ -40,6 +60,8 @@ interface Topology {
 export class Cluster {
   readonly config: ResolvedConfig
   readonly events = new ResilientEvents()
+  /** Read-your-writes: scopes, tokens and the positions behind them. */
+  readonly consistency: ReadYourWrites<Endpoint>
   readonly #selector: ReaderSelector
   #topology: Topology | undefined
   #opening: Promise<Topology> | undefined
@@ -48,6 +70,23 @@ export class Cluster {
   constructor(config: ResolvedConfig) {
     this.config = config
     this.#selector = new ReaderSelector(config.readerStrategy)
+    this.consistency = new ReadYourWrites<Endpoint>(config.dialect, config.consistency, {
+      writer: () => this.writer(),
+      reader: () => this.reader(),
+      healthyReaders: () => this.#opened().health.healthy(),
+      pick: (readers) => this.#selector.pick(readers),
+      positionFailed: (endpoint, error) => {
+        const { category, code } = classifyError(error)
+        this.events.emit('error', {
+          endpoint: endpoint.name,
+          category,
+          code,
+          reason: 'replay position check failed',
+        })
+      },
+    })
+    // Positions of the old writer's history are not compared with the new one's.
+    this.events.on('failover', () => this.consistency.writerChanged())
   }
 
   get destroyed(): boolean {
@@ -95,6 +134,14 @@ export class Cluster {
       return writers.current
     }
     return this.#selector.pick(healthy)
+  }
+
+  /**
+   * The endpoint for a read that must see what `scope` wrote or was given: a reader that has replayed
+   * it, or the writer (see `consistency.whenBehind`). Only valid after `open()`.
+   */
+  consistentReader(scope: ConsistencyScope): Endpoint | Promise<Endpoint> {
+    return this.consistency.readerFor(scope)
   }
 
   /** Waits (at most `maxWaitMs`) for a writer discovery in progress, before a retry. */
@@ -161,16 +208,21 @@ export class Cluster {
     return {
       writer: topology.writers.current.stats(),
       writers: topology.writers.candidates.map((endpoint) => endpoint.stats()),
-      readers: topology.readers.map((reader) => ({
-        ...reader.stats(),
-        healthy: !topology.health.isEjected(reader),
-      })),
+      readers: topology.readers.map((reader) => {
+        const replayPosition = this.consistency.replayPosition(reader)
+        return {
+          ...reader.stats(),
+          healthy: !topology.health.isEjected(reader),
+          ...(replayPosition === undefined ? {} : { replayPosition }),
+        }
+      }),
     }
   }
 
   async destroy(): Promise<void> {
     if (this.#destroyed) return
     this.#destroyed = true
+    this.consistency.close()
     const topology = await this.#opening?.catch(() => undefined)
     if (topology === undefined) return
     topology.writers.close()

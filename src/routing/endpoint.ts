@@ -20,6 +20,7 @@ import {
 } from '../dialect/load-driver.js'
 import { MysqlConnector } from '../dialect/mysql-connector.js'
 import { PostgresConnector } from '../dialect/postgres-connector.js'
+import { type ReadPosition, readReplayPosition, readWriterPosition } from '../dialect/replication-queries.js'
 import {
   ConnectTimeoutError,
   MissingDriverError,
@@ -372,12 +373,33 @@ export class Endpoint {
     })
   }
 
-  /** Runs the library's own statement on a pooled connection; a failure discards the connection. */
+  /**
+   * The writer's replication position, read over a pooled connection after the caller's writes
+   * completed (see readWriterPosition). Not counted in `queries`, never seen by Kysely's logger.
+   */
+  writerPosition(): Promise<ReadPosition> {
+    return this.#withConnection((connection) => readWriterPosition(connection, this.settings.dialect))
+  }
+
+  /** How far this reader has replayed (see readReplayPosition); undefined when it cannot say. */
+  replayPosition(writerServerId: number | undefined): Promise<ReadPosition | undefined> {
+    return this.#withConnection((connection) =>
+      readReplayPosition(connection, this.settings.dialect, writerServerId),
+    )
+  }
+
+  /**
+   * Runs the library's own statement on a pooled connection, under the endpoint's watch (a silent
+   * server fails it like any statement); a failure discards the connection.
+   */
   async #withConnection<T>(work: (connection: DatabaseConnection) => Promise<T>): Promise<T> {
     const connection = await this.acquire()
     let failed = false
     try {
-      return await work(connection)
+      return await this.watch(work(connection), () => {
+        failed = true
+        this.discard(connection)
+      })
     } catch (error) {
       failed = true
       throw error

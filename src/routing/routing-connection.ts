@@ -7,10 +7,11 @@ import {
   type Log,
   type QueryResult,
 } from 'kysely'
+import type { ConsistencyScope } from '../consistency/read-your-writes.js'
 import { fullJitterDelay, sleep } from '../retry/backoff.js'
 import { classifyError } from '../retry/classify-error.js'
 import type { ErrorClassification, ErrorPhase } from '../retry/error-classification.js'
-import { isReadOnlyStatement } from './classify-statement.js'
+import { isReadOnlyStatement, mayChangeData } from './classify-statement.js'
 import type { Cluster } from './cluster.js'
 import type { Endpoint } from './endpoint.js'
 
@@ -81,6 +82,8 @@ export class RoutingConnection implements DatabaseConnection {
   #readOnlyTransaction = false
   /** The signal of the statement being executed: one with a signal may be cancelled or killed. */
   #signal: AbortSignal | undefined
+  /** The read-your-writes scope of a session that wrote on the writer: noted when it ends. */
+  #wroteIn: ConsistencyScope | undefined
 
   constructor(cluster: Cluster, target: RoutingTarget, scope: RoutingScope, log: Log) {
     this.#cluster = cluster
@@ -103,8 +106,14 @@ export class RoutingConnection implements DatabaseConnection {
     this.#readOnlyTransaction = accessMode === 'read only'
     if (this.#bound === undefined) {
       const toReader = this.#target === 'reader' || (this.#target === 'auto' && accessMode === 'read only')
+      const scope = this.#target === 'auto' ? this.#cluster.consistency.current() : undefined
       this.#bound = await this.#leaseWithRetry(
-        () => (toReader ? this.#cluster.reader() : this.#cluster.writer()),
+        () =>
+          !toReader
+            ? this.#cluster.writer()
+            : scope === undefined
+              ? this.#cluster.reader()
+              : this.#cluster.consistentReader(scope),
         options,
       )
     }
@@ -211,6 +220,11 @@ export class RoutingConnection implements DatabaseConnection {
     // A kill still on its way: destroying the connection first would leave the statement running.
     if (lease.aborting !== undefined) await lease.aborting
     await lease.endpoint.release(lease.connection, lease.discard)
+    // Only now: a writer position read before the COMMIT would not cover the transaction.
+    if (this.#wroteIn !== undefined) {
+      this.#cluster.consistency.noteWrite(this.#wroteIn)
+      this.#wroteIn = undefined
+    }
   }
 
   /**
@@ -249,6 +263,10 @@ export class RoutingConnection implements DatabaseConnection {
       throw bound.endpoint.unresponsiveError()
     }
     bound.endpoint.countQuery()
+    if (this.#wroteIn === undefined && bound.endpoint.role === 'writer' && this.#target !== 'reader') {
+      const scope = this.#cluster.consistency.current()
+      if (scope !== undefined && writes(compiledQuery)) this.#wroteIn = scope
+    }
     try {
       return await this.#withDeadline(bound, bound.connection.executeQuery<R>(compiledQuery, options))
     } catch (error) {
@@ -264,12 +282,20 @@ export class RoutingConnection implements DatabaseConnection {
   ): Promise<QueryResult<R>> {
     // Classified once: the tree walk is the routing layer's main cost per statement.
     const read = this.#isRead(compiledQuery)
+    // Read-your-writes: undefined (one flag test) unless a scope is in use. db.reader stays eventual.
+    const scope = this.#target === 'reader' ? undefined : this.#cluster.consistency.current()
+    const noteWrite = scope !== undefined && !read && writes(compiledQuery)
     const startedAt = performance.now()
     for (let attempt = 1; ; attempt++) {
       let endpoint: Endpoint | undefined
       let lease: Lease
       try {
-        endpoint = read ? this.#cluster.reader() : this.#cluster.writer()
+        if (!read) endpoint = this.#cluster.writer()
+        else if (scope === undefined) endpoint = this.#cluster.reader()
+        else {
+          const picked = this.#cluster.consistentReader(scope)
+          endpoint = picked instanceof Promise ? await picked : picked
+        }
         lease = await this.#lease(endpoint, options)
       } catch (error) {
         const failure = new AttemptError(error, endpoint, 'connect')
@@ -286,6 +312,8 @@ export class RoutingConnection implements DatabaseConnection {
         failure = new AttemptError(error, lease.killed === true ? undefined : endpoint, 'query')
         if (failure.classification.connectionLost) lease.discard = true
       } finally {
+        // Also after a failure: a write that was sent may have committed.
+        if (noteWrite) this.#cluster.consistency.noteWrite(scope)
         this.#active = undefined
         await lease.endpoint.release(lease.connection, lease.discard)
       }
@@ -341,7 +369,7 @@ export class RoutingConnection implements DatabaseConnection {
    * retried like a statement: nothing has been sent yet, so even a transaction can safely try again.
    */
   async #leaseWithRetry(
-    pick: () => Endpoint,
+    pick: () => Endpoint | Promise<Endpoint>,
     options: AbortableOperationOptions | undefined,
     read = false,
   ): Promise<Lease> {
@@ -349,7 +377,7 @@ export class RoutingConnection implements DatabaseConnection {
     for (let attempt = 1; ; attempt++) {
       let endpoint: Endpoint | undefined
       try {
-        endpoint = pick()
+        endpoint = await pick()
         return await this.#lease(endpoint, options)
       } catch (error) {
         const failure = new AttemptError(error, endpoint, 'connect')
@@ -380,8 +408,14 @@ export class RoutingConnection implements DatabaseConnection {
 
     // Only opening the connection is retried: once rows have been yielded, a retry would repeat them.
     const read = this.#isRead(compiledQuery)
+    const scope = this.#target === 'reader' ? undefined : this.#cluster.consistency.current()
     const lease = await this.#leaseWithRetry(
-      () => (read ? this.#cluster.reader() : this.#cluster.writer()),
+      () =>
+        !read
+          ? this.#cluster.writer()
+          : scope === undefined
+            ? this.#cluster.reader()
+            : this.#cluster.consistentReader(scope),
       options,
       read,
     )
@@ -498,6 +532,20 @@ export class RoutingConnection implements DatabaseConnection {
       queryDurationMillis: performance.now() - startTime,
     }))
   }
+}
+
+/** Kysely's own transaction statements (begin, commit, savepoints): they write nothing themselves. */
+const TRANSACTION_CONTROL =
+  /^\s*(?:begin|start\s+transaction|commit|rollback|savepoint|release\s+savepoint|set\s+transaction)\b/i
+
+/**
+ * Whether a statement on the writer may change data, for read-your-writes: anything but a plain
+ * SELECT (raw `sql` included: it may write) and Kysely's transaction statements.
+ */
+function writes(compiledQuery: CompiledQuery): boolean {
+  const { query } = compiledQuery
+  if (query.kind === 'RawNode') return !TRANSACTION_CONTROL.test(compiledQuery.sql)
+  return mayChangeData(query)
 }
 
 function controlProviderFor(endpoint: Endpoint): ControlConnectionProvider {

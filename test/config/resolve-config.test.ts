@@ -272,6 +272,41 @@ describe('invalid configs name the setting', () => {
       { dialect: 'postgres', writer: pgUrl, log: 'query' },
       'log',
     ],
+    [
+      'consistency that is not an object',
+      { dialect: 'postgres', writer: pgUrl, consistency: 'process' },
+      'consistency',
+    ],
+    [
+      'an unknown consistency mode',
+      { dialect: 'postgres', writer: pgUrl, consistency: { readYourWrites: 'always' } },
+      'consistency.readYourWrites',
+    ],
+    [
+      'an unknown whenBehind',
+      { dialect: 'postgres', writer: pgUrl, consistency: { whenBehind: 'reader' } },
+      'consistency.whenBehind',
+    ],
+    [
+      'maxWaitMs without whenBehind: wait (it would be ignored)',
+      { dialect: 'postgres', writer: pgUrl, consistency: { maxWaitMs: 500 } },
+      'consistency.maxWaitMs',
+    ],
+    [
+      'a zero maxWaitMs',
+      { dialect: 'postgres', writer: pgUrl, consistency: { whenBehind: 'wait', maxWaitMs: 0 } },
+      'consistency.maxWaitMs',
+    ],
+    [
+      'a fractional pollIntervalMs',
+      { dialect: 'postgres', writer: pgUrl, consistency: { pollIntervalMs: 0.5 } },
+      'consistency.pollIntervalMs',
+    ],
+    [
+      'an unknown consistency key',
+      { dialect: 'postgres', writer: pgUrl, consistency: { mode: 'x' } },
+      'consistency.mode',
+    ],
   ]
 
   test.each(cases)('%s', (_name, config, setting) => {
@@ -563,6 +598,7 @@ describe('defaults', () => {
         sessionIdleTimeoutMs: 1_000,
       },
       routing: { readerStrategy: 'least-busy' },
+      consistency: { readYourWrites: 'process', whenBehind: 'wait', maxWaitMs: 500, pollIntervalMs: 20 },
       log: ['error'],
       plugins: [],
     })
