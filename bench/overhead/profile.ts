@@ -78,14 +78,14 @@ function summarize(profile: Profiler.Profile, into: Costs): void {
 }
 
 async function main(): Promise<void> {
-  const server = await servers()
+  const server = await servers('postgres')
   const session = new Session()
   const dbs: Kysely<BenchDatabase>[] = []
   try {
     await setUp(server)
     const variants = {
-      plain: plainKysely(workload === 'select' ? server.readerUrl : server.writerUrl),
-      createDb: routedKysely(server.writerUrl, server.readerUrl),
+      plain: plainKysely('postgres', workload === 'select' ? server.readerUrl : server.writerUrl),
+      createDb: routedKysely('postgres', server.writerUrl, server.readerUrl),
     }
     dbs.push(variants.plain, variants.createDb)
     for (const db of dbs) await runOps(operation(db, workload, randomIds(2000)), 0, 2000, 1)

@@ -1,9 +1,13 @@
 /** Servers, schema, clients and operations shared by the overhead benchmark and its profiler. */
-import { Kysely, PostgresDialect, sql } from 'kysely'
+import { Kysely, MysqlDialect, PostgresDialect, sql } from 'kysely'
+import mysql from 'mysql2'
 import pg from 'pg'
-import { createDb, type ResilientDb } from '../../src/index.js'
+import { type CreateDbConfig, createDb, type ResilientDb } from '../../src/index.js'
+import { findMariaDbBinaries, findPostgresBinDir } from '../../test/support/binaries.js'
+import { startMariaDbCluster } from '../../test/support/mariadb-cluster.js'
 import { startPostgresCluster } from '../../test/support/postgres-cluster.js'
 import { waitForReplica } from '../../test/support/replication.js'
+import type { Engine } from '../../test/support/sql.js'
 import type { BenchDatabase } from './schema.js'
 
 export const ROWS = 1000
@@ -12,9 +16,22 @@ export const POOL_MAX = intFromEnv('BENCH_POOL_MAX', 10)
 // reaps (and later re-opens, with a SCRAM handshake) a connection in the middle of the run.
 const IDLE_TIMEOUT_MS = 120_000
 
-export type Workload = 'select' | 'insert'
+/**
+ * select: a point SELECT by primary key; insert: a one-row INSERT; update: a point UPDATE by primary
+ * key; pair: a point UPDATE, then a point SELECT of the row it changed, which must see the change.
+ */
+export type Workload = 'select' | 'insert' | 'update' | 'pair'
+
+export const ENGINE_NAME: Record<Engine, string> = { postgres: 'PostgreSQL', mysql: 'MariaDB' }
+
+/** Servers given by URL, per engine: the same variables the tests read. */
+const URL_VARIABLES: Record<Engine, { readonly writer: string; readonly reader: string }> = {
+  postgres: { writer: 'PG_WRITER_URL', reader: 'PG_READER_URL' },
+  mysql: { writer: 'MYSQL_WRITER_URL', reader: 'MYSQL_READER_URL' },
+}
 
 export interface Servers {
+  readonly engine: Engine
   readonly writerUrl: string
   readonly readerUrl: string
   readonly adminWriterUrl: string
@@ -25,32 +42,58 @@ export interface Servers {
   stop(): Promise<void>
 }
 
-export async function servers(): Promise<Servers> {
-  const writerUrl = process.env.PG_WRITER_URL
+/** Whether `servers(engine)` has anything to run on: URLs given, or local server binaries. */
+export function serversAvailable(engine: Engine): boolean {
+  if (process.env[URL_VARIABLES[engine].writer]) return true
+  return engine === 'postgres' ? findPostgresBinDir() !== undefined : findMariaDbBinaries() !== undefined
+}
+
+export async function servers(engine: Engine): Promise<Servers> {
+  const variables = URL_VARIABLES[engine]
+  const writerUrl = process.env[variables.writer]
   if (writerUrl !== undefined && writerUrl !== '') {
-    const readerUrl = process.env.PG_READER_URL || writerUrl
+    const readerUrl = process.env[variables.reader] || writerUrl
     return {
+      engine,
       writerUrl,
       readerUrl,
-      // pg_current_wal_insert_lsn() and pg_last_wal_replay_lsn() need no special role.
+      // The replay positions waitForReplica compares (pg_current_wal_insert_lsn() and
+      // pg_last_wal_replay_lsn(); @@gtid_binlog_pos and MASTER_GTID_WAIT) need no special role.
       adminWriterUrl: writerUrl,
       adminReaderUrl: readerUrl,
       description:
-        readerUrl === writerUrl ? 'PG_WRITER_URL (no reader given)' : 'PG_WRITER_URL + PG_READER_URL',
+        readerUrl === writerUrl
+          ? `${variables.writer} (no reader given)`
+          : `${variables.writer} + ${variables.reader}`,
       external: true,
       stop: async () => {},
     }
   }
-  const cluster = await startPostgresCluster()
+  const cluster = engine === 'postgres' ? await startPostgresCluster() : await startMariaDbCluster()
   return {
     ...cluster,
-    description: 'throwaway local primary + streaming replica',
+    engine,
+    description:
+      engine === 'postgres'
+        ? 'throwaway local primary + streaming replica'
+        : 'throwaway local primary + GTID replica',
     external: false,
     stop: () => cluster.stop(),
   }
 }
 
-export function plainKysely(connectionString: string): Kysely<BenchDatabase> {
+export function plainKysely(engine: Engine, connectionString: string): Kysely<BenchDatabase> {
+  if (engine === 'mysql') {
+    const pool = mysql.createPool({
+      uri: connectionString,
+      connectionLimit: POOL_MAX,
+      maxIdle: POOL_MAX,
+      idleTimeout: IDLE_TIMEOUT_MS,
+      // createDb turns TCP keepalive on by default; match it.
+      enableKeepAlive: true,
+    })
+    return new Kysely<BenchDatabase>({ dialect: new MysqlDialect({ pool }) })
+  }
   const pool = new pg.Pool({
     connectionString,
     max: POOL_MAX,
@@ -61,19 +104,39 @@ export function plainKysely(connectionString: string): Kysely<BenchDatabase> {
   return new Kysely<BenchDatabase>({ dialect: new PostgresDialect({ pool }) })
 }
 
-export function routedKysely(writerUrl: string, readerUrl: string | undefined): ResilientDb<BenchDatabase> {
+export function routedKysely(
+  engine: Engine,
+  writerUrl: string,
+  readerUrl: string | undefined,
+  consistency?: CreateDbConfig['consistency'],
+): ResilientDb<BenchDatabase> {
   return createDb<BenchDatabase>({
-    dialect: 'postgres',
+    dialect: engine,
     writer: writerUrl,
     ...(readerUrl !== undefined ? { readers: [readerUrl] } : {}),
     pool: { max: POOL_MAX, idleTimeoutMs: IDLE_TIMEOUT_MS },
+    ...(consistency !== undefined ? { consistency } : {}),
   })
 }
 
-/** Point SELECTs that found no row (the replica lagging behind): should stay 0. */
-export const counters = { missingRows: 0 }
+/**
+ * Point SELECTs that found no row (the replica lagging behind), and pair reads that did not see the
+ * UPDATE just before them: both should stay 0.
+ */
+export const counters = { missingRows: 0, staleReads: 0 }
 
-export function operation(db: Kysely<BenchDatabase>, workload: Workload, ids: ReadonlyArray<number>) {
+/** Runs a function in a read-your-writes scope (`db.withReadYourWrites`), for the pair workload. */
+export type Scope = (fn: () => Promise<void>) => Promise<void>
+
+// Every UPDATE writes a value no earlier one wrote, so the pair's read can tell its own write.
+let nextPayload = ROWS + 1
+
+export function operation(
+  db: Kysely<BenchDatabase>,
+  workload: Workload,
+  ids: ReadonlyArray<number>,
+  scope?: Scope,
+) {
   if (workload === 'select') {
     return async (i: number) => {
       const row = await db
@@ -82,6 +145,33 @@ export function operation(db: Kysely<BenchDatabase>, workload: Workload, ids: Re
         .where('id', '=', ids[i] as number)
         .executeTakeFirst()
       if (row === undefined) counters.missingRows++
+    }
+  }
+  if (workload === 'update') {
+    return async (i: number) => {
+      await db
+        .updateTable('bench_item')
+        .set({ payload: nextPayload++ })
+        .where('id', '=', ids[i] as number)
+        .execute()
+    }
+  }
+  if (workload === 'pair') {
+    return async (i: number) => {
+      // Not ids[i]: consecutive operations, the ones in flight together, must not share a row, or one
+      // operation's read could see the other's write.
+      const id = 1 + (i % ROWS)
+      const payload = nextPayload++
+      const pair = async () => {
+        await db.updateTable('bench_item').set({ payload }).where('id', '=', id).execute()
+        const row = await db
+          .selectFrom('bench_item')
+          .select(['payload'])
+          .where('id', '=', id)
+          .executeTakeFirst()
+        if (row?.payload !== payload) counters.staleReads++
+      }
+      await (scope === undefined ? pair() : scope(pair))
     }
   }
   return async (i: number) => {
@@ -118,19 +208,25 @@ export function randomIds(count: number): number[] {
 /** Creates `bench_item` with ROWS rows and waits until the replica has them. */
 export async function setUp(server: Servers): Promise<void> {
   // As the application user, so the table is its own.
-  const admin = plainKysely(server.writerUrl)
+  const admin = plainKysely(server.engine, server.writerUrl)
   try {
     await sql`DROP TABLE IF EXISTS bench_item`.execute(admin)
-    await sql`CREATE TABLE bench_item (id serial PRIMARY KEY, name text NOT NULL, payload int NOT NULL)`.execute(
-      admin,
-    )
-    await sql`INSERT INTO bench_item (name, payload)
-              SELECT 'item-' || i, i FROM generate_series(1, ${ROWS}) AS i`.execute(admin)
-    await sql`VACUUM ANALYZE bench_item`.execute(admin)
+    await (server.engine === 'postgres'
+      ? sql`CREATE TABLE bench_item (id serial PRIMARY KEY, name text NOT NULL, payload int NOT NULL)`
+      : sql`CREATE TABLE bench_item (id int AUTO_INCREMENT PRIMARY KEY, name varchar(64) NOT NULL, payload int NOT NULL)`
+    ).execute(admin)
+    await admin
+      .insertInto('bench_item')
+      .values(Array.from({ length: ROWS }, (_, i) => ({ name: `item-${i + 1}`, payload: i + 1 })))
+      .execute()
+    await (server.engine === 'postgres'
+      ? sql`VACUUM ANALYZE bench_item`
+      : sql`ANALYZE TABLE bench_item`
+    ).execute(admin)
   } finally {
     await admin.destroy()
   }
-  await waitForReplica('postgres', server.adminWriterUrl, server.adminReaderUrl, 30_000)
+  await waitForReplica(server.engine, server.adminWriterUrl, server.adminReaderUrl, 30_000)
 }
 
 export function intFromEnv(name: string, fallback: number): number {
