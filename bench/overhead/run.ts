@@ -443,6 +443,8 @@ function report(samples: Samples): void {
       const { workload } = comparison
       const variant = samples.get(sampleKey(workload, concurrency, comparison.variant)) ?? []
       const baseline = samples.get(sampleKey(workload, concurrency, comparison.baseline)) ?? []
+      // A workload left out with BENCH_WORKLOADS has no samples: no row, rather than a row of NaN.
+      if (variant.length === 0 || baseline.length === 0) continue
       const paired = variant.map((tally, round) => [tally, baseline[round] as Tally] as const)
       // Wall time per op of the variant over that of its baseline, round by round.
       const ratios = paired.map(([v, b]) => wallMicros(v) / wallMicros(b))
