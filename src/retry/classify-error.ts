@@ -6,6 +6,7 @@ import type {
   ErrorClassification,
   ErrorPhase,
 } from './error-classification.js'
+import { isRetryableCategory } from './retry-policy.js'
 
 /**
  * Classifies an error thrown by `pg`, `mysql2`, Kysely, this library or a Node.js socket into one
@@ -92,8 +93,6 @@ interface Rule {
    */
   readonly whileConnecting?: ErrorCategory
 }
-
-const RETRYABLE: ReadonlySet<ErrorCategory> = new Set(['unavailable', 'conflict', 'read-only'])
 
 const UNRECOGNISED: Rule = {
   category: 'fatal',
@@ -208,7 +207,7 @@ function verdict(
     category,
     code,
     reason,
-    retryable: RETRYABLE.has(category),
+    retryable: isRetryableCategory(category),
     connectionLost: connectionLost || matched.connectionLost,
   }
 }

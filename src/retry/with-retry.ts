@@ -4,7 +4,8 @@ import { numberSetting } from '../config/number-setting.js'
 import { ConfigError } from '../errors.js'
 import { fullJitterDelay, sleep } from './backoff.js'
 import { classifyError } from './classify-error.js'
-import type { ErrorCategory, ErrorClassification } from './error-classification.js'
+import type { ErrorClassification } from './error-classification.js'
+import { mayRetry } from './retry-policy.js'
 
 /**
  * Options of {@link withRetry}. Every option is optional.
@@ -118,9 +119,6 @@ export const WITH_RETRY_DEFAULTS: Readonly<{
 // by side) must read what the other copy attached.
 const CLASSIFICATION_KEY: unique symbol = Symbol.for('kysely-resilient.errorClassification')
 
-// 'ambiguous' is added only with `idempotent: true`; 'fatal' never.
-const ALWAYS_RETRIED: ReadonlySet<ErrorCategory> = new Set(['unavailable', 'conflict', 'read-only'])
-
 const OPTION_KEYS = [
   'retries',
   'minDelayMs',
@@ -192,10 +190,9 @@ export async function withRetry<T>(
         shouldRetry: async ({ error, attemptNumber }) => {
           if (!(error instanceof AttemptFailure) || signal?.aborted) return false
           const { classification } = error
-          const retried =
-            ALWAYS_RETRIED.has(classification.category) ||
-            (classification.category === 'ambiguous' && settings.idempotent)
-          if (!retried) return false
+          if (!mayRetry(classification, { kind: 'unit-of-work', idempotent: settings.idempotent })) {
+            return false
+          }
           const delayMs = fullJitterDelay(attemptNumber, settings.minDelayMs, settings.maxDelayMs)
           const elapsedMs = Math.round(performance.now() - startedAt)
           if (elapsedMs + delayMs > settings.maxElapsedMs) return false

@@ -11,6 +11,7 @@ import type { ConsistencyScope } from '../consistency/read-your-writes.js'
 import { fullJitterDelay, sleep } from '../retry/backoff.js'
 import { classifyError } from '../retry/classify-error.js'
 import type { ErrorClassification, ErrorPhase } from '../retry/error-classification.js'
+import { mayRetry } from '../retry/retry-policy.js'
 import { isReadOnlyStatement, mayChangeData } from './classify-statement.js'
 import type { Cluster } from './cluster.js'
 import type { Endpoint } from './endpoint.js'
@@ -337,16 +338,7 @@ export class RoutingConnection implements DatabaseConnection {
     if (failure.endpoint !== undefined) this.#cluster.reportFailure(failure.endpoint, classification)
     const { retries, minDelayMs, maxDelayMs, maxElapsedMs } = this.#cluster.config.retry
     const { category } = classification
-    const safe =
-      // NO_READER_AVAILABLE is `routing.fallback: 'error'` asking to fail at once; the readers stay
-      // ejected for their cooldown, so a retry would only delay the same error.
-      (category === 'unavailable' &&
-        classification.code !== 'POOL_ACQUIRE_TIMEOUT' &&
-        classification.code !== 'NO_READER_AVAILABLE') ||
-      category === 'read-only' ||
-      // Not after pool.queryTimeoutMs: that deadline bounds the caller's wait, and a slow statement
-      // run again would only be slow again (the reasoning behind 57014 being 'fatal').
-      (category === 'ambiguous' && read && classification.code !== 'QUERY_TIMEOUT')
+    const safe = mayRetry(classification, { kind: 'statement', read })
     if (!safe || attempt > retries || options?.signal?.aborted) throw failure.error
     const delayMs = fullJitterDelay(attempt, minDelayMs, maxDelayMs)
     if (performance.now() - startedAt + delayMs > maxElapsedMs) throw failure.error
