@@ -1,13 +1,13 @@
 import type { EndpointSettings } from '../config/endpoint-settings.js'
 import type { ResolvedConfig } from '../config/resolve-config.js'
 import { type ConsistencyScope, ReadYourWrites } from '../consistency/read-your-writes.js'
+import { Endpoint, type EndpointStats, loadDrivers } from '../endpoint/endpoint.js'
 import { DatabaseDestroyedError, NoReaderAvailableError } from '../errors.js'
 import { ResilientEvents } from '../events/resilient-events.js'
 import { classifyError, isSessionRefusal } from '../retry/classify-error.js'
 import type { ErrorClassification } from '../retry/error-classification.js'
 import { ReaderHealth } from '../topology/reader-health.js'
 import { WriterTracker } from '../topology/writer-tracker.js'
-import { Endpoint, type EndpointStats, loadDrivers } from './endpoint.js'
 import { ReaderSelector } from './reader-selector.js'
 
 /**
