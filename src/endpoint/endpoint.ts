@@ -12,6 +12,7 @@ import type { CredentialCache } from '../auth/credential-cache.js'
 import { createCredentialCache } from '../auth/credential-source.js'
 import type { EndpointSettings } from '../config/endpoint-settings.js'
 import type { ReadPosition } from '../consistency/replication-position.js'
+import { readReplayLagMs } from '../dialect/lag-queries.js'
 import {
   loadMysql2,
   loadPg,
@@ -52,16 +53,6 @@ export interface EndpointStats extends PoolCounts {
   readonly address: string
   /** Statements this endpoint has executed (including `begin`/`commit`), since `createDb`. */
   readonly queries: number
-}
-
-/** The columns of MySQL/MariaDB `SHOW SLAVE STATUS` that the lag check reads. */
-interface MysqlReplicaStatus {
-  readonly Seconds_Behind_Master?: number | null
-  readonly Slave_SQL_Running?: string
-  readonly Master_Log_File?: string
-  readonly Read_Master_Log_Pos?: number | string
-  readonly Relay_Master_Log_File?: string
-  readonly Exec_Master_Log_Pos?: number | string
 }
 
 /**
@@ -355,23 +346,7 @@ export class Endpoint {
    * never seen by Kysely's logger: it is the library's own statement.
    */
   async probeLag(): Promise<number> {
-    return this.#withConnection(async (connection) => {
-      if (this.settings.dialect === 'postgres') {
-        const { rows } = await connection.executeQuery<{ lag_ms: number | string | null }>(
-          CompiledQuery.raw(
-            `select case when not pg_is_in_recovery() then 0
-                         when pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() then 0
-                         else coalesce(extract(epoch from now() - pg_last_xact_replay_timestamp()) * 1000, 0)
-                    end as lag_ms`,
-          ),
-        )
-        return Number(rows[0]?.lag_ms ?? 0)
-      }
-      const { rows } = await connection.executeQuery<MysqlReplicaStatus>(
-        CompiledQuery.raw('show slave status'),
-      )
-      return mysqlLagMs(rows[0])
-    })
+    return this.#withConnection((connection) => readReplayLagMs(connection, this.settings.dialect))
   }
 
   /**
@@ -556,19 +531,4 @@ function missingCursor(): PgCursorConstructor {
       throw new MissingDriverError('pg-cursor', "the 'postgres' dialect's .stream()", undefined)
     }
   } as unknown as PgCursorConstructor
-}
-
-/** Replay lag from one row of `SHOW SLAVE STATUS` (no row: not a replica). */
-function mysqlLagMs(status: MysqlReplicaStatus | undefined): number {
-  if (status === undefined) return 0
-  const seconds = status.Seconds_Behind_Master
-  if (seconds !== null && seconds !== undefined) return seconds * 1000
-  // NULL: the SQL thread is stopped, or the IO thread is not connected (the primary is down or
-  // restarting). An SQL thread that has applied everything received has nothing pending, like
-  // PostgreSQL's receive = replay: not lagging, only cut off.
-  const caughtUp =
-    status.Slave_SQL_Running === 'Yes' &&
-    status.Relay_Master_Log_File === status.Master_Log_File &&
-    String(status.Exec_Master_Log_Pos) === String(status.Read_Master_Log_Pos)
-  return caughtUp ? 0 : Number.POSITIVE_INFINITY
 }
