@@ -46,6 +46,32 @@ export async function loadMysql2(): Promise<Mysql2Module> {
   }
 }
 
+/** The driver modules for one dialect, loaded once per `createDb`. */
+export type LoadedDrivers =
+  | {
+      readonly dialect: 'postgres'
+      readonly pg: Awaited<ReturnType<typeof loadPg>>
+      readonly cursor: PgCursorConstructor | undefined
+    }
+  | { readonly dialect: 'mysql'; readonly mysql2: Mysql2Module }
+
+export async function loadDrivers(dialect: 'postgres' | 'mysql'): Promise<LoadedDrivers> {
+  if (dialect === 'postgres') {
+    const [pg, cursor] = await Promise.all([loadPg(), loadPgCursor()])
+    return { dialect, pg, cursor }
+  }
+  return { dialect, mysql2: await loadMysql2() }
+}
+
+/** Stands in for `pg-cursor` when it is not installed, so `.stream()` says what to install. */
+export function missingCursor(): PgCursorConstructor {
+  return class MissingCursor {
+    constructor() {
+      throw new MissingDriverError('pg-cursor', "the 'postgres' dialect's .stream()", undefined)
+    }
+  } as unknown as PgCursorConstructor
+}
+
 /** The part of `@aws-sdk/rds-signer` that `auth: { type: 'iam' }` uses. */
 export interface RdsSignerModule {
   Signer: new (config: {

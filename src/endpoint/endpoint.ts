@@ -13,22 +13,11 @@ import { createCredentialCache } from '../auth/credential-source.js'
 import type { EndpointSettings } from '../config/endpoint-settings.js'
 import type { ReadPosition } from '../consistency/replication-position.js'
 import { readReplayLagMs } from '../dialect/lag-queries.js'
-import {
-  loadMysql2,
-  loadPg,
-  loadPgCursor,
-  type Mysql2Module,
-  type PgCursorConstructor,
-} from '../dialect/load-driver.js'
+import { type LoadedDrivers, missingCursor } from '../dialect/load-driver.js'
 import { MysqlConnector } from '../dialect/mysql-connector.js'
 import { PostgresConnector } from '../dialect/postgres-connector.js'
 import { readReplayPosition, readWriterPosition } from '../dialect/replication-queries.js'
-import {
-  ConnectTimeoutError,
-  MissingDriverError,
-  QueryTimeoutError,
-  ServerUnresponsiveError,
-} from '../errors.js'
+import { ConnectTimeoutError, QueryTimeoutError, ServerUnresponsiveError } from '../errors.js'
 import type { ResilientEvents } from '../events/resilient-events.js'
 import { ConnectionPool, type PoolConnector, type PoolCounts } from '../pool/connection-pool.js'
 import { classifyError, markConnectPhase } from '../retry/classify-error.js'
@@ -505,30 +494,4 @@ function credentialCacheFor(
       })
     },
   })
-}
-
-/** The driver modules for one dialect, loaded once per `createDb`. */
-export type LoadedDrivers =
-  | {
-      readonly dialect: 'postgres'
-      readonly pg: Awaited<ReturnType<typeof loadPg>>
-      readonly cursor: PgCursorConstructor | undefined
-    }
-  | { readonly dialect: 'mysql'; readonly mysql2: Mysql2Module }
-
-export async function loadDrivers(dialect: 'postgres' | 'mysql'): Promise<LoadedDrivers> {
-  if (dialect === 'postgres') {
-    const [pg, cursor] = await Promise.all([loadPg(), loadPgCursor()])
-    return { dialect, pg, cursor }
-  }
-  return { dialect, mysql2: await loadMysql2() }
-}
-
-/** Stands in for `pg-cursor` when it is not installed, so `.stream()` says what to install. */
-function missingCursor(): PgCursorConstructor {
-  return class MissingCursor {
-    constructor() {
-      throw new MissingDriverError('pg-cursor', "the 'postgres' dialect's .stream()", undefined)
-    }
-  } as unknown as PgCursorConstructor
 }
