@@ -19,10 +19,10 @@ import { PostgresConnector } from '../dialect/postgres-connector.js'
 import { readReplayPosition, readWriterPosition } from '../dialect/replication-queries.js'
 import { ConnectTimeoutError, QueryTimeoutError, ServerUnresponsiveError } from '../errors.js'
 import type { ResilientEvents } from '../events/resilient-events.js'
+import { LivenessMonitor, type Watched } from '../liveness/liveness-monitor.js'
 import { ConnectionPool, type PoolConnector, type PoolCounts } from '../pool/connection-pool.js'
 import { classifyError, markConnectPhase } from '../retry/classify-error.js'
 import { loadRdsCaBundle } from '../tls/rds-ca-bundle.js'
-import { LivenessMonitor, type Watched } from '../topology/liveness-monitor.js'
 
 /**
  * Counters of one endpoint, as returned in `db.stats()`.
