@@ -11,6 +11,8 @@ import {
 } from '../routing/classify-statement.js'
 import { type ResolvedTls, resolveTls } from '../tls/resolve-tls.js'
 import type { TlsConfig } from '../tls/tls-config.js'
+import { describeValue } from '../validation/describe-value.js'
+import { numberSetting } from '../validation/number-setting.js'
 import type {
   CreateDbConfig,
   EndpointConfig,
@@ -18,9 +20,7 @@ import type {
   ReaderStrategy,
   SqlDialect,
 } from './create-db-config.js'
-import { describeValue } from './describe-value.js'
 import { type EndpointRole, EndpointSettings, isUnixSocket } from './endpoint-settings.js'
-import { numberSetting } from './number-setting.js'
 import { POOL_DEFAULTS, POOL_KEYS, type ResolvedPoolOptions } from './pool-options.js'
 
 /** `createDb`'s config after validation, with every default applied. */

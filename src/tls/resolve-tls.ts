@@ -1,6 +1,6 @@
-import { describeValue } from '../config/describe-value.js'
 import { isUnixSocket } from '../config/endpoint-settings.js'
 import { ConfigError } from '../errors.js'
+import { describeValue } from '../validation/describe-value.js'
 import type { TlsConfig, TlsOptions } from './tls-config.js'
 
 /** A validated TLS setting: what the connectors turn into driver options. */

@@ -1,10 +1,10 @@
 import { inspect } from 'node:util'
 import { Kysely } from 'kysely'
 import { describe, expect, test } from 'vitest'
-import { MAX_TIMER_MS } from '../../src/config/number-setting.js'
 import { POOL_KEYS } from '../../src/config/pool-options.js'
 import { resolveConfig } from '../../src/config/resolve-config.js'
 import { type ConfigError, type CreateDbConfig, createDb, ResilientError } from '../../src/index.js'
+import { MAX_TIMER_MS } from '../../src/validation/number-setting.js'
 import { configError } from '../support/config-error.js'
 import { getFreePort } from '../support/ports.js'
 
