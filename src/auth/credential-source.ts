@@ -1,5 +1,6 @@
+import { loadRdsSigner, loadSecretsManager, type SecretsManagerModule } from '../aws/load-sdk.js'
+import { regionFromRdsHost } from '../aws/rds-host.js'
 import type { EndpointSettings } from '../config/endpoint-settings.js'
-import { loadRdsSigner, loadSecretsManager, type SecretsManagerModule } from '../dialect/load-driver.js'
 import { CredentialSourceError, MissingDriverError } from '../errors.js'
 import { classifyError } from '../retry/classify-error.js'
 import type { AuthEndpoint } from './auth-config.js'
@@ -97,13 +98,6 @@ function isTransient(error: unknown): boolean {
   if (($metadata?.httpStatusCode ?? 0) >= 500) return true
   // Network errors reaching the source (refused, reset, DNS) never touched the database either.
   return classifyError(error).category === 'unavailable'
-}
-
-/** The region in an RDS host name: `<name>.<id>.<region>.rds.amazonaws.com`. */
-export function regionFromRdsHost(host: string | undefined): string | undefined {
-  const match =
-    host === undefined ? null : /\.([a-z]{2}(?:-[a-z]+)+-\d+)\.rds\.amazonaws\.com(\.cn)?$/i.exec(host)
-  return match?.[1]?.toLowerCase()
 }
 
 async function signIamToken(endpoint: EndpointSettings): Promise<Credentials> {

@@ -1,9 +1,10 @@
 import { isIP } from 'node:net'
 import type { KyselyPlugin, LogConfig } from 'kysely'
 import type { AuthConfig } from '../auth/auth-config.js'
-import { regionFromRdsHost } from '../auth/credential-source.js'
 import { PASSWORD_AUTH, type ResolvedAuth, resolveAuth } from '../auth/resolve-auth.js'
+import { regionFromRdsHost } from '../aws/rds-host.js'
 import { ConfigError } from '../errors.js'
+import { isUnixSocket } from '../host/unix-socket.js'
 import {
   DEFAULT_WRITER_TABLES,
   type WriterTables,
@@ -20,7 +21,7 @@ import type {
   ReaderStrategy,
   SqlDialect,
 } from './create-db-config.js'
-import { type EndpointRole, EndpointSettings, isUnixSocket } from './endpoint-settings.js'
+import { type EndpointRole, EndpointSettings } from './endpoint-settings.js'
 import { POOL_DEFAULTS, POOL_KEYS, type ResolvedPoolOptions } from './pool-options.js'
 
 /** `createDb`'s config after validation, with every default applied. */
