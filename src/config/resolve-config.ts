@@ -5,11 +5,6 @@ import { PASSWORD_AUTH, type ResolvedAuth, resolveAuth } from '../auth/resolve-a
 import { regionFromRdsHost } from '../aws/rds-host.js'
 import { ConfigError } from '../errors.js'
 import { isUnixSocket } from '../host/unix-socket.js'
-import {
-  DEFAULT_WRITER_TABLES,
-  type WriterTables,
-  writerTables as withWriterTables,
-} from '../routing/classify-statement.js'
 import { type ResolvedTls, resolveTls } from '../tls/resolve-tls.js'
 import type { TlsConfig } from '../tls/tls-config.js'
 import { describeValue } from '../validation/describe-value.js'
@@ -35,8 +30,8 @@ export interface ResolvedConfig {
   readonly maxReplicaLagMs: number | undefined
   readonly lagCheckIntervalMs: number
   readonly readerCooldownMs: number
-  /** Kysely's migration tables plus `routing.writerTables`. */
-  readonly writerTables: WriterTables
+  /** `routing.writerTables` as given; routing adds Kysely's migration tables to them. */
+  readonly writerTables: ReadonlyArray<string>
   readonly retry: ResolvedRetry
   readonly consistency: ResolvedConsistency
   readonly log: LogConfig | undefined
@@ -179,7 +174,7 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
   let maxReplicaLagMs: number | undefined
   let lagCheckIntervalMs = 1_000
   let readerCooldownMs = 5_000
-  let writerTables = DEFAULT_WRITER_TABLES
+  let writerTables: ReadonlyArray<string> = Object.freeze([])
   if (config.routing !== undefined) {
     const routing = config.routing as Record<string, unknown>
     if (!isPlainObject(routing)) {
@@ -225,7 +220,7 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
           )
         }
       })
-      writerTables = withWriterTables(tables as string[])
+      writerTables = Object.freeze([...(tables as string[])])
     }
   }
 

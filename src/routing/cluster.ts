@@ -9,6 +9,7 @@ import { classifyError, isSessionRefusal } from '../retry/classify-error.js'
 import type { ErrorClassification } from '../retry/error-classification.js'
 import { ReaderHealth } from '../topology/reader-health.js'
 import { WriterTracker } from '../topology/writer-tracker.js'
+import { type WriterTables, writerTables } from './classify-statement.js'
 import { ReaderSelector } from './reader-selector.js'
 
 /**
@@ -65,6 +66,8 @@ interface Topology {
  */
 export class Cluster {
   readonly config: ResolvedConfig
+  /** Kysely's migration tables plus `routing.writerTables`: SELECTs from them read the writer. */
+  readonly writerTables: WriterTables
   readonly events = new ResilientEvents()
   /** Read-your-writes: scopes, tokens and the positions behind them. */
   readonly consistency: ReadYourWrites<Endpoint>
@@ -75,6 +78,7 @@ export class Cluster {
 
   constructor(config: ResolvedConfig) {
     this.config = config
+    this.writerTables = writerTables(config.writerTables)
     this.#selector = new ReaderSelector(config.readerStrategy)
     this.consistency = new ReadYourWrites<Endpoint>(config.dialect, config.consistency, {
       writer: () => this.writer(),

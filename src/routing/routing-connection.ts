@@ -239,7 +239,7 @@ export class RoutingConnection implements DatabaseConnection {
     return (
       this.#target === 'reader' ||
       (this.#target === 'auto' &&
-        isReadOnlyStatement(compiledQuery.query, compiledQuery.sql, this.#cluster.config.writerTables))
+        isReadOnlyStatement(compiledQuery.query, compiledQuery.sql, this.#cluster.writerTables))
     )
   }
 
