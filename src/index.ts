@@ -19,6 +19,7 @@ export type {
   SqlDialect,
 } from './config/create-db-config.js'
 export { createDb, type ReadYourWritesOptions, type ResilientDb } from './create-db.js'
+export type { EndpointStats } from './endpoint/endpoint.js'
 export {
   AuthenticationFailedError,
   ConfigError,
@@ -65,5 +66,4 @@ export {
   withRetry,
 } from './retry/with-retry.js'
 export type { DbStats, ReaderStats } from './routing/cluster.js'
-export type { EndpointStats } from './routing/endpoint.js'
 export type { TlsConfig, TlsOptions } from './tls/tls-config.js'

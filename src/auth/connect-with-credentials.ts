@@ -1,6 +1,6 @@
-import type { EndpointSettings } from '../config/endpoint-settings.js'
 import { AuthenticationFailedError } from '../errors.js'
 import type { CredentialCache } from './credential-cache.js'
+import type { CredentialEndpoint } from './credential-source.js'
 import type { Credentials } from './credentials.js'
 
 /**
@@ -10,7 +10,7 @@ import type { Credentials } from './credentials.js'
  * the connection is tried once more. A second rejection is an `AuthenticationFailedError`.
  */
 export async function connectWithCredentials<C>(
-  endpoint: EndpointSettings,
+  endpoint: CredentialEndpoint,
   cache: CredentialCache,
   open: (credentials: Credentials) => Promise<C>,
   isAuthFailure: (error: unknown) => boolean,

@@ -1,18 +1,27 @@
-import type { EndpointSettings } from '../config/endpoint-settings.js'
-import { loadRdsSigner, loadSecretsManager, type SecretsManagerModule } from '../dialect/load-driver.js'
+import { loadRdsSigner, loadSecretsManager, type SecretsManagerModule } from '../aws/load-sdk.js'
+import { regionFromRdsHost } from '../aws/rds-host.js'
 import { CredentialSourceError, MissingDriverError } from '../errors.js'
 import { classifyError } from '../retry/classify-error.js'
 import type { AuthEndpoint } from './auth-config.js'
 import { CredentialCache, type CredentialCacheHooks, type CredentialTiming } from './credential-cache.js'
 import { Credentials } from './credentials.js'
-import { IAM_TOKEN_USABLE_MS } from './resolve-auth.js'
+import { IAM_TOKEN_USABLE_MS, type ResolvedAuth } from './resolve-auth.js'
+
+/**
+ * An endpoint as the credential code sees it: what its source is told ({@link AuthEndpoint}) and its
+ * validated `auth`. config/'s `EndpointSettings` is one; declared here so auth/ does not depend on
+ * config/, which builds on it.
+ */
+export interface CredentialEndpoint extends AuthEndpoint {
+  readonly auth: ResolvedAuth
+}
 
 /**
  * The credential cache for one endpoint with `auth` other than `'password'`, or `undefined` for
  * password auth (the password is fixed; nothing to fetch or refresh).
  */
 export function createCredentialCache(
-  endpoint: EndpointSettings,
+  endpoint: CredentialEndpoint,
   hooks: CredentialCacheHooks,
 ): CredentialCache | undefined {
   const { auth } = endpoint
@@ -56,7 +65,7 @@ export function createCredentialCache(
 }
 
 /** Every failure of a source becomes a `CredentialSourceError`, transient or not. */
-async function guard(endpoint: EndpointSettings, pending: Promise<Credentials>): Promise<Credentials> {
+async function guard(endpoint: CredentialEndpoint, pending: Promise<Credentials>): Promise<Credentials> {
   try {
     return await pending
   } catch (error) {
@@ -99,14 +108,7 @@ function isTransient(error: unknown): boolean {
   return classifyError(error).category === 'unavailable'
 }
 
-/** The region in an RDS host name: `<name>.<id>.<region>.rds.amazonaws.com`. */
-export function regionFromRdsHost(host: string | undefined): string | undefined {
-  const match =
-    host === undefined ? null : /\.([a-z]{2}(?:-[a-z]+)+-\d+)\.rds\.amazonaws\.com(\.cn)?$/i.exec(host)
-  return match?.[1]?.toLowerCase()
-}
-
-async function signIamToken(endpoint: EndpointSettings): Promise<Credentials> {
+async function signIamToken(endpoint: CredentialEndpoint): Promise<Credentials> {
   const auth = endpoint.auth
   if (auth.type !== 'iam') throw new Error('unreachable')
   const { Signer } = await loadRdsSigner()
@@ -123,7 +125,7 @@ async function signIamToken(endpoint: EndpointSettings): Promise<Credentials> {
   return new Credentials({ password: await signer.getAuthToken(), user: endpoint.user })
 }
 
-function secretFetcher(endpoint: EndpointSettings): () => Promise<Credentials> {
+function secretFetcher(endpoint: CredentialEndpoint): () => Promise<Credentials> {
   const auth = endpoint.auth
   if (auth.type !== 'secret') throw new Error('unreachable')
   let client: InstanceType<SecretsManagerModule['SecretsManagerClient']> | undefined

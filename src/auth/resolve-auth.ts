@@ -1,5 +1,5 @@
-import { numberSetting } from '../config/number-setting.js'
 import { ConfigError } from '../errors.js'
+import { numberSetting } from '../validation/number-setting.js'
 import type { AuthConfig, AuthEndpoint, AwsCredentials } from './auth-config.js'
 
 /**

@@ -1,19 +1,12 @@
 import { inspect } from 'node:util'
 import type { ResolvedAuth } from '../auth/resolve-auth.js'
+import { isUnixSocket } from '../host/unix-socket.js'
 import type { ResolvedTls } from '../tls/resolve-tls.js'
 import type { SqlDialect } from './create-db-config.js'
 import type { ResolvedPoolOptions } from './pool-options.js'
 
 /** Whether an endpoint takes writes or serves reads. */
 export type EndpointRole = 'writer' | 'reader'
-
-/**
- * Whether `host` is a Unix socket: an absolute path, as `pg` and libpq take it (PostgreSQL: the
- * directory that holds the socket; MySQL: the socket file itself).
- */
-export function isUnixSocket(host: string | undefined): boolean {
-  return host?.startsWith('/') === true
-}
 
 /**
  * A validated endpoint. The password lives in a private field with no enumerable trace, so

@@ -1,16 +1,14 @@
 import { isIP } from 'node:net'
 import type { KyselyPlugin, LogConfig } from 'kysely'
 import type { AuthConfig } from '../auth/auth-config.js'
-import { regionFromRdsHost } from '../auth/credential-source.js'
 import { PASSWORD_AUTH, type ResolvedAuth, resolveAuth } from '../auth/resolve-auth.js'
+import { regionFromRdsHost } from '../aws/rds-host.js'
 import { ConfigError } from '../errors.js'
-import {
-  DEFAULT_WRITER_TABLES,
-  type WriterTables,
-  writerTables as withWriterTables,
-} from '../routing/classify-statement.js'
+import { isUnixSocket } from '../host/unix-socket.js'
 import { type ResolvedTls, resolveTls } from '../tls/resolve-tls.js'
 import type { TlsConfig } from '../tls/tls-config.js'
+import { describeValue } from '../validation/describe-value.js'
+import { numberSetting } from '../validation/number-setting.js'
 import type {
   CreateDbConfig,
   EndpointConfig,
@@ -18,9 +16,7 @@ import type {
   ReaderStrategy,
   SqlDialect,
 } from './create-db-config.js'
-import { describeValue } from './describe-value.js'
-import { type EndpointRole, EndpointSettings, isUnixSocket } from './endpoint-settings.js'
-import { numberSetting } from './number-setting.js'
+import { type EndpointRole, EndpointSettings } from './endpoint-settings.js'
 import { POOL_DEFAULTS, POOL_KEYS, type ResolvedPoolOptions } from './pool-options.js'
 
 /** `createDb`'s config after validation, with every default applied. */
@@ -34,8 +30,8 @@ export interface ResolvedConfig {
   readonly maxReplicaLagMs: number | undefined
   readonly lagCheckIntervalMs: number
   readonly readerCooldownMs: number
-  /** Kysely's migration tables plus `routing.writerTables`. */
-  readonly writerTables: WriterTables
+  /** `routing.writerTables` as given; routing adds Kysely's migration tables to them. */
+  readonly writerTables: ReadonlyArray<string>
   readonly retry: ResolvedRetry
   readonly consistency: ResolvedConsistency
   readonly log: LogConfig | undefined
@@ -178,7 +174,7 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
   let maxReplicaLagMs: number | undefined
   let lagCheckIntervalMs = 1_000
   let readerCooldownMs = 5_000
-  let writerTables = DEFAULT_WRITER_TABLES
+  let writerTables: ReadonlyArray<string> = Object.freeze([])
   if (config.routing !== undefined) {
     const routing = config.routing as Record<string, unknown>
     if (!isPlainObject(routing)) {
@@ -224,7 +220,7 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
           )
         }
       })
-      writerTables = withWriterTables(tables as string[])
+      writerTables = Object.freeze([...(tables as string[])])
     }
   }
 

@@ -1,8 +1,8 @@
 import type { AuthConfig } from '../auth/auth-config.js'
 import type { CreateDbConfig, EndpointConfig, SqlDialect } from '../config/create-db-config.js'
-import { isUnixSocket } from '../config/endpoint-settings.js'
 import { resolveConfig } from '../config/resolve-config.js'
 import { ConfigError } from '../errors.js'
+import { isUnixSocket } from '../host/unix-socket.js'
 import { resolveTls } from '../tls/resolve-tls.js'
 import type { TlsConfig } from '../tls/tls-config.js'
 

@@ -1,13 +1,15 @@
 import type { EndpointSettings } from '../config/endpoint-settings.js'
 import type { ResolvedConfig } from '../config/resolve-config.js'
 import { type ConsistencyScope, ReadYourWrites } from '../consistency/read-your-writes.js'
+import { loadDrivers } from '../dialect/load-driver.js'
+import { Endpoint, type EndpointStats } from '../endpoint/endpoint.js'
 import { DatabaseDestroyedError, NoReaderAvailableError } from '../errors.js'
 import { ResilientEvents } from '../events/resilient-events.js'
 import { classifyError, isSessionRefusal } from '../retry/classify-error.js'
 import type { ErrorClassification } from '../retry/error-classification.js'
 import { ReaderHealth } from '../topology/reader-health.js'
 import { WriterTracker } from '../topology/writer-tracker.js'
-import { Endpoint, type EndpointStats, loadDrivers } from './endpoint.js'
+import { type WriterTables, writerTables } from './classify-statement.js'
 import { ReaderSelector } from './reader-selector.js'
 
 /**
@@ -64,6 +66,8 @@ interface Topology {
  */
 export class Cluster {
   readonly config: ResolvedConfig
+  /** Kysely's migration tables plus `routing.writerTables`: SELECTs from them read the writer. */
+  readonly writerTables: WriterTables
   readonly events = new ResilientEvents()
   /** Read-your-writes: scopes, tokens and the positions behind them. */
   readonly consistency: ReadYourWrites<Endpoint>
@@ -74,6 +78,7 @@ export class Cluster {
 
   constructor(config: ResolvedConfig) {
     this.config = config
+    this.writerTables = writerTables(config.writerTables)
     this.#selector = new ReaderSelector(config.readerStrategy)
     this.consistency = new ReadYourWrites<Endpoint>(config.dialect, config.consistency, {
       writer: () => this.writer(),

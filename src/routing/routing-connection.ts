@@ -8,13 +8,13 @@ import {
   type QueryResult,
 } from 'kysely'
 import type { ConsistencyScope } from '../consistency/read-your-writes.js'
+import type { Endpoint } from '../endpoint/endpoint.js'
 import { fullJitterDelay, sleep } from '../retry/backoff.js'
 import { classifyError } from '../retry/classify-error.js'
 import type { ErrorClassification, ErrorPhase } from '../retry/error-classification.js'
 import { mayRetry } from '../retry/retry-policy.js'
 import { isReadOnlyStatement, mayChangeData } from './classify-statement.js'
 import type { Cluster } from './cluster.js'
-import type { Endpoint } from './endpoint.js'
 
 /** Which endpoint a Kysely instance sends its work to: `db` decides per statement, `db.writer` and `db.reader` force one. */
 export type RoutingTarget = 'auto' | 'writer' | 'reader'
@@ -240,7 +240,7 @@ export class RoutingConnection implements DatabaseConnection {
     return (
       this.#target === 'reader' ||
       (this.#target === 'auto' &&
-        isReadOnlyStatement(compiledQuery.query, compiledQuery.sql, this.#cluster.config.writerTables))
+        isReadOnlyStatement(compiledQuery.query, compiledQuery.sql, this.#cluster.writerTables))
     )
   }
 

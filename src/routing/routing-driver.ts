@@ -6,9 +6,9 @@ import type {
   QueryCompiler,
   TransactionSettings,
 } from 'kysely'
+import type { Endpoint } from '../endpoint/endpoint.js'
 import { DatabaseDestroyedError } from '../errors.js'
 import type { Cluster } from './cluster.js'
-import type { Endpoint } from './endpoint.js'
 import { RoutingConnection, type RoutingScope, type RoutingTarget } from './routing-connection.js'
 
 /**

@@ -1,6 +1,6 @@
-import { describeValue } from '../config/describe-value.js'
-import { isUnixSocket } from '../config/endpoint-settings.js'
+import { isRdsHost } from '../aws/rds-host.js'
 import { ConfigError } from '../errors.js'
+import { describeValue } from '../validation/describe-value.js'
 import type { TlsConfig, TlsOptions } from './tls-config.js'
 
 /** A validated TLS setting: what the connectors turn into driver options. */
@@ -15,15 +15,6 @@ export type ResolvedTls =
     }
 
 const OPTION_KEYS = ['ca', 'cert', 'key'] as const
-
-/**
- * Amazon RDS and Aurora endpoints (commercial and China partitions). They get `'rds'` by default:
- * RDS serves certificates from its own CAs, which are not in Node's trust store.
- */
-export function isRdsHost(host: string | undefined): boolean {
-  // Not a Unix socket path, whatever its last component is called: RDS is only reached over TCP.
-  return host !== undefined && !isUnixSocket(host) && /\.rds\.amazonaws\.com(\.cn)?$/i.test(host)
-}
 
 /**
  * Validates a `tls` setting. `undefined` means the default: `'rds'` for Amazon RDS hosts, plain

@@ -1,6 +1,6 @@
+import type { Endpoint } from '../endpoint/endpoint.js'
 import type { ResilientEvents } from '../events/resilient-events.js'
 import { classifyError } from '../retry/classify-error.js'
-import type { Endpoint } from '../routing/endpoint.js'
 
 /**
  * How soon discovery probes again while no candidate accepts writes; doubles up to the maximum, so

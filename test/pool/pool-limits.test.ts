@@ -1,8 +1,8 @@
 import { createServer, type Server, type Socket } from 'node:net'
 import { sql } from 'kysely'
 import { afterAll, beforeAll, expect, it } from 'vitest'
-import { MAX_TIMER_MS } from '../../src/config/number-setting.js'
 import { ConnectTimeoutError, createDb, PoolTimeoutError } from '../../src/index.js'
+import { MAX_TIMER_MS } from '../../src/validation/number-setting.js'
 import { describeEngines } from '../support/database.js'
 import { queryOnce } from '../support/sql.js'
 

@@ -1,9 +1,9 @@
 import { afterEach, describe, expect, test, vi } from 'vitest'
 import { ServerUnresponsiveError } from '../../src/errors.js'
-import { LivenessMonitor, type LivenessProbe, type Watched } from '../../src/topology/liveness-monitor.js'
+import { LivenessMonitor, type LivenessProbe, type Watched } from '../../src/liveness/liveness-monitor.js'
 
 // The monitor's decisions with a scripted probe and a fake clock; the real-server behaviour (SIGSTOP,
-// restarts) is in unresponsive-server.test.ts.
+// restarts) is in test/topology/unresponsive-server.test.ts.
 
 type Answer = 'ok' | 'hang' | 'refused' | 'too-many' | 'reset'
 

@@ -12,27 +12,17 @@ import type { CredentialCache } from '../auth/credential-cache.js'
 import { createCredentialCache } from '../auth/credential-source.js'
 import type { EndpointSettings } from '../config/endpoint-settings.js'
 import type { ReadPosition } from '../consistency/replication-position.js'
-import {
-  loadMysql2,
-  loadPg,
-  loadPgCursor,
-  type Mysql2Module,
-  type PgCursorConstructor,
-} from '../dialect/load-driver.js'
+import { readReplayLagMs } from '../dialect/lag-queries.js'
+import { type LoadedDrivers, missingCursor } from '../dialect/load-driver.js'
 import { MysqlConnector } from '../dialect/mysql-connector.js'
 import { PostgresConnector } from '../dialect/postgres-connector.js'
 import { readReplayPosition, readWriterPosition } from '../dialect/replication-queries.js'
-import {
-  ConnectTimeoutError,
-  MissingDriverError,
-  QueryTimeoutError,
-  ServerUnresponsiveError,
-} from '../errors.js'
+import { ConnectTimeoutError, QueryTimeoutError, ServerUnresponsiveError } from '../errors.js'
 import type { ResilientEvents } from '../events/resilient-events.js'
+import { LivenessMonitor, type Watched } from '../liveness/liveness-monitor.js'
 import { ConnectionPool, type PoolConnector, type PoolCounts } from '../pool/connection-pool.js'
 import { classifyError, markConnectPhase } from '../retry/classify-error.js'
 import { loadRdsCaBundle } from '../tls/rds-ca-bundle.js'
-import { LivenessMonitor, type Watched } from '../topology/liveness-monitor.js'
 
 /**
  * Counters of one endpoint, as returned in `db.stats()`.
@@ -52,16 +42,6 @@ export interface EndpointStats extends PoolCounts {
   readonly address: string
   /** Statements this endpoint has executed (including `begin`/`commit`), since `createDb`. */
   readonly queries: number
-}
-
-/** The columns of MySQL/MariaDB `SHOW SLAVE STATUS` that the lag check reads. */
-interface MysqlReplicaStatus {
-  readonly Seconds_Behind_Master?: number | null
-  readonly Slave_SQL_Running?: string
-  readonly Master_Log_File?: string
-  readonly Read_Master_Log_Pos?: number | string
-  readonly Relay_Master_Log_File?: string
-  readonly Exec_Master_Log_Pos?: number | string
 }
 
 /**
@@ -355,23 +335,7 @@ export class Endpoint {
    * never seen by Kysely's logger: it is the library's own statement.
    */
   async probeLag(): Promise<number> {
-    return this.#withConnection(async (connection) => {
-      if (this.settings.dialect === 'postgres') {
-        const { rows } = await connection.executeQuery<{ lag_ms: number | string | null }>(
-          CompiledQuery.raw(
-            `select case when not pg_is_in_recovery() then 0
-                         when pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() then 0
-                         else coalesce(extract(epoch from now() - pg_last_xact_replay_timestamp()) * 1000, 0)
-                    end as lag_ms`,
-          ),
-        )
-        return Number(rows[0]?.lag_ms ?? 0)
-      }
-      const { rows } = await connection.executeQuery<MysqlReplicaStatus>(
-        CompiledQuery.raw('show slave status'),
-      )
-      return mysqlLagMs(rows[0])
-    })
+    return this.#withConnection((connection) => readReplayLagMs(connection, this.settings.dialect))
   }
 
   /**
@@ -530,45 +494,4 @@ function credentialCacheFor(
       })
     },
   })
-}
-
-/** The driver modules for one dialect, loaded once per `createDb`. */
-export type LoadedDrivers =
-  | {
-      readonly dialect: 'postgres'
-      readonly pg: Awaited<ReturnType<typeof loadPg>>
-      readonly cursor: PgCursorConstructor | undefined
-    }
-  | { readonly dialect: 'mysql'; readonly mysql2: Mysql2Module }
-
-export async function loadDrivers(dialect: 'postgres' | 'mysql'): Promise<LoadedDrivers> {
-  if (dialect === 'postgres') {
-    const [pg, cursor] = await Promise.all([loadPg(), loadPgCursor()])
-    return { dialect, pg, cursor }
-  }
-  return { dialect, mysql2: await loadMysql2() }
-}
-
-/** Stands in for `pg-cursor` when it is not installed, so `.stream()` says what to install. */
-function missingCursor(): PgCursorConstructor {
-  return class MissingCursor {
-    constructor() {
-      throw new MissingDriverError('pg-cursor', "the 'postgres' dialect's .stream()", undefined)
-    }
-  } as unknown as PgCursorConstructor
-}
-
-/** Replay lag from one row of `SHOW SLAVE STATUS` (no row: not a replica). */
-function mysqlLagMs(status: MysqlReplicaStatus | undefined): number {
-  if (status === undefined) return 0
-  const seconds = status.Seconds_Behind_Master
-  if (seconds !== null && seconds !== undefined) return seconds * 1000
-  // NULL: the SQL thread is stopped, or the IO thread is not connected (the primary is down or
-  // restarting). An SQL thread that has applied everything received has nothing pending, like
-  // PostgreSQL's receive = replay: not lagging, only cut off.
-  const caughtUp =
-    status.Slave_SQL_Running === 'Yes' &&
-    status.Relay_Master_Log_File === status.Master_Log_File &&
-    String(status.Exec_Master_Log_Pos) === String(status.Read_Master_Log_Pos)
-  return caughtUp ? 0 : Number.POSITIVE_INFINITY
 }

@@ -1,0 +1,22 @@
+import { isUnixSocket } from '../host/unix-socket.js'
+
+/** How every RDS host name ends: `.rds.amazonaws.com`, or `.rds.amazonaws.com.cn` in China. */
+const RDS_DOMAIN = String.raw`\.rds\.amazonaws\.com(?:\.cn)?$`
+const RDS_HOST = new RegExp(RDS_DOMAIN, 'i')
+/** `<name>.<id>.<region>.rds.amazonaws.com`: the region is the label before the RDS domain. */
+const RDS_HOST_REGION = new RegExp(String.raw`\.([a-z]{2}(?:-[a-z]+)+-\d+)${RDS_DOMAIN}`, 'i')
+
+/**
+ * Amazon RDS and Aurora endpoints (commercial and China partitions). They get `'rds'` by default:
+ * RDS serves certificates from its own CAs, which are not in Node's trust store.
+ */
+export function isRdsHost(host: string | undefined): boolean {
+  // Not a Unix socket path, whatever its last component is called: RDS is only reached over TCP.
+  return host !== undefined && !isUnixSocket(host) && RDS_HOST.test(host)
+}
+
+/** The region in an RDS host name: `<name>.<id>.<region>.rds.amazonaws.com`. */
+export function regionFromRdsHost(host: string | undefined): string | undefined {
+  const match = host === undefined ? null : RDS_HOST_REGION.exec(host)
+  return match?.[1]?.toLowerCase()
+}
