@@ -7,7 +7,7 @@ import { classifyError, isSessionRefusal } from '../retry/classify-error.js'
 import type { ErrorClassification } from '../retry/error-classification.js'
 import { ReaderHealth } from '../topology/reader-health.js'
 import { WriterTracker } from '../topology/writer-tracker.js'
-import { Endpoint, type EndpointStats, loadDrivers } from './endpoint.js'
+import { Endpoint, type EndpointStats, type LoadedDrivers, loadDrivers } from './endpoint.js'
 import { ReaderSelector } from './reader-selector.js'
 
 /**
@@ -71,9 +71,16 @@ export class Cluster {
   #topology: Topology | undefined
   #opening: Promise<Topology> | undefined
   #destroyed = false
+  readonly #drivers: LoadedDrivers | undefined
 
-  constructor(config: ResolvedConfig) {
+  /**
+   * @param drivers - Driver modules to open the endpoints with instead of loading `pg` or `mysql2`.
+   *   A seam for the server-free unit tests only (test/support/fake-pg.ts): `createDb` never passes
+   *   it, and the package does not export `Cluster`.
+   */
+  constructor(config: ResolvedConfig, drivers?: LoadedDrivers) {
     this.config = config
+    this.#drivers = drivers
     this.#selector = new ReaderSelector(config.readerStrategy)
     this.consistency = new ReadYourWrites<Endpoint>(config.dialect, config.consistency, {
       writer: () => this.writer(),
@@ -252,7 +259,7 @@ export class Cluster {
   }
 
   async #openTopology(): Promise<Topology> {
-    const drivers = await loadDrivers(this.config.dialect)
+    const drivers = this.#drivers ?? (await loadDrivers(this.config.dialect))
     const all = await Promise.all(
       [...this.config.writers, ...this.config.readers].map((settings) =>
         Endpoint.open(settings, drivers, this.events),
