@@ -176,8 +176,16 @@ class ResilientKysely<DB> extends Kysely<DB> implements ResilientDb<DB> {
  * ```
  */
 export function createDb<DB>(config: CreateDbConfig): ResilientDb<DB> {
-  const resolved = resolveConfig(config)
-  const cluster = new Cluster(resolved)
+  return createDbOver<DB>(new Cluster(resolveConfig(config)))
+}
+
+/**
+ * `createDb` over a cluster built by the caller. Internal: src/index.ts does not export it. It is a
+ * seam for the server-free unit tests, which build the cluster over fake driver modules
+ * (test/support/fake-pg.ts) and then get exactly the db `createDb` returns.
+ */
+export function createDbOver<DB>(cluster: Cluster): ResilientDb<DB> {
+  const resolved = cluster.config
   const dialect = kyselyDialect(resolved.dialect)
   const kyselyConfig: KyselyConfig = {
     dialect,

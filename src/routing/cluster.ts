@@ -1,7 +1,7 @@
 import type { EndpointSettings } from '../config/endpoint-settings.js'
 import type { ResolvedConfig } from '../config/resolve-config.js'
 import { type ConsistencyScope, ReadYourWrites } from '../consistency/read-your-writes.js'
-import { loadDrivers } from '../dialect/load-driver.js'
+import { type LoadedDrivers, loadDrivers } from '../dialect/load-driver.js'
 import { Endpoint, type EndpointStats } from '../endpoint/endpoint.js'
 import { DatabaseDestroyedError, NoReaderAvailableError } from '../errors.js'
 import { ResilientEvents } from '../events/resilient-events.js'
@@ -75,10 +75,17 @@ export class Cluster {
   #topology: Topology | undefined
   #opening: Promise<Topology> | undefined
   #destroyed = false
+  readonly #drivers: LoadedDrivers | undefined
 
-  constructor(config: ResolvedConfig) {
+  /**
+   * @param drivers - Driver modules to open the endpoints with instead of loading `pg` or `mysql2`.
+   *   A seam for the server-free unit tests only (test/support/fake-pg.ts): `createDb` never passes
+   *   it, and the package does not export `Cluster`.
+   */
+  constructor(config: ResolvedConfig, drivers?: LoadedDrivers) {
     this.config = config
     this.writerTables = writerTables(config.writerTables)
+    this.#drivers = drivers
     this.#selector = new ReaderSelector(config.readerStrategy)
     this.consistency = new ReadYourWrites<Endpoint>(config.dialect, config.consistency, {
       writer: () => this.writer(),
@@ -257,7 +264,7 @@ export class Cluster {
   }
 
   async #openTopology(): Promise<Topology> {
-    const drivers = await loadDrivers(this.config.dialect)
+    const drivers = this.#drivers ?? (await loadDrivers(this.config.dialect))
     const all = await Promise.all(
       [...this.config.writers, ...this.config.readers].map((settings) =>
         Endpoint.open(settings, drivers, this.events),
