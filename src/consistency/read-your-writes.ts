@@ -2,6 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks'
 import type { SqlDialect } from '../config/create-db-config.js'
 import type { ResolvedConsistency } from '../config/resolve-config.js'
 import { ReplicationPositionUnavailableError } from '../errors.js'
+import { withDeadline } from '../retry/deadline.js'
 import { decodeToken, encodeToken } from './consistency-token.js'
 import { type PositionHost, type PositionSource, PositionTracker } from './position-tracker.js'
 import { later, NoPositionError, type ReplicationPosition, writerIdentity } from './replication-position.js'
@@ -256,18 +257,10 @@ export class ReadYourWrites<E extends PositionSource> {
   /** True when `work` succeeded within `timeoutMs`; false when it failed or took longer. */
   #beforeDeadline(work: Promise<unknown>, timeoutMs: number): Promise<boolean> {
     if (timeoutMs <= 0) return Promise.resolve(false)
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(false), timeoutMs)
-      work.then(
-        () => {
-          clearTimeout(timer)
-          resolve(true)
-        },
-        () => {
-          clearTimeout(timer)
-          resolve(false)
-        },
-      )
-    })
+    const succeeded = work.then(
+      () => true,
+      () => false,
+    )
+    return withDeadline(succeeded, timeoutMs, () => false)
   }
 }

@@ -22,6 +22,7 @@ import type { ResilientEvents } from '../events/resilient-events.js'
 import { LivenessMonitor, type Watched } from '../liveness/liveness-monitor.js'
 import { ConnectionPool, type PoolConnector, type PoolCounts } from '../pool/connection-pool.js'
 import { classifyError, markConnectPhase } from '../retry/classify-error.js'
+import { withDeadline } from '../retry/deadline.js'
 import { loadRdsCaBundle } from '../tls/rds-ca-bundle.js'
 
 /**
@@ -306,19 +307,13 @@ export class Endpoint {
     // Bounded as a whole, not only while connecting: a server that accepts the connection and then
     // never answers must not stall writer discovery, which runs one round at a time.
     const timeoutMs = this.settings.pool.connectTimeoutMs * 2
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new ConnectTimeoutError(this.name, timeoutMs)), timeoutMs)
-      this.#connector.probeRole().then(
-        (role) => {
-          clearTimeout(timer)
-          resolve(role)
-        },
-        (error: unknown) => {
-          clearTimeout(timer)
-          reject(error)
-        },
-      )
-    })
+    return withDeadline(
+      () => this.#connector.probeRole(),
+      timeoutMs,
+      () => {
+        throw new ConnectTimeoutError(this.name, timeoutMs)
+      },
+    )
   }
 
   /**

@@ -1,5 +1,6 @@
 import { ServerUnresponsiveError } from '../errors.js'
 import { classifyError, isSessionRefusal } from '../retry/classify-error.js'
+import { withDeadline } from '../retry/deadline.js'
 
 /** How the monitor reaches the server, over a connection of its own (never a pooled one). */
 export interface LivenessProbe<C> {
@@ -166,27 +167,16 @@ export class LivenessMonitor<C> {
 
   /** Pings over the monitor's connection, opening it first if needed. False: no answer in time. */
   #ping(): Promise<boolean> {
-    const timeoutMs = this.#options.probeTimeoutMs
-    return new Promise<boolean>((resolve) => {
-      let settled = false
-      const timer = setTimeout(() => {
-        settled = true
+    const answered = this.#pingOnce().then(
+      () => true,
+      (error: unknown) => {
         this.#dropConnection()
-        resolve(false)
-      }, timeoutMs)
-      const done = (answered: boolean) => {
-        if (settled) return
-        settled = true
-        clearTimeout(timer)
-        resolve(answered)
-      }
-      this.#pingOnce().then(
-        () => done(true),
-        (error: unknown) => {
-          this.#dropConnection()
-          done(serverAnswered(error))
-        },
-      )
+        return serverAnswered(error)
+      },
+    )
+    return withDeadline(answered, this.#options.probeTimeoutMs, () => {
+      this.#dropConnection()
+      return false
     })
   }
 

@@ -1,6 +1,7 @@
 import type { ResolvedPoolOptions } from '../config/pool-options.js'
 import { ConnectTimeoutError, DatabaseDestroyedError, PoolTimeoutError } from '../errors.js'
 import { classifyError, isSessionRefusal, markConnectPhase } from '../retry/classify-error.js'
+import { withDeadline } from '../retry/deadline.js'
 
 /** Opens and closes the raw driver connections of one endpoint. */
 export interface PoolConnector<C> {
@@ -308,30 +309,21 @@ export class ConnectionPool<C> {
    */
   #connectWithDeadline(): Promise<C> {
     const timeoutMs = this.options.connectTimeoutMs
-    return new Promise<C>((resolve, reject) => {
-      let timedOut = false
-      const timer = setTimeout(() => {
-        timedOut = true
-        reject(new ConnectTimeoutError(this.name, timeoutMs))
-      }, timeoutMs)
-      this.#connector.connect().then(
-        (connection) => {
-          clearTimeout(timer)
-          if (timedOut) {
-            // Too late: the caller has its error already. Do not leak the connection.
-            this.#track(this.#connector.close(connection))
-            return
-          }
-          resolve(connection)
-        },
-        (error: unknown) => {
-          clearTimeout(timer)
-          // Nothing of the caller's was sent: whoever classifies this error later must know.
-          markConnectPhase(error)
-          if (!timedOut) reject(error)
-        },
-      )
-    })
+    const connect = () =>
+      this.#connector.connect().catch((error: unknown) => {
+        // Nothing of the caller's was sent: whoever classifies this error later must know.
+        markConnectPhase(error)
+        throw error
+      })
+    return withDeadline(
+      connect,
+      timeoutMs,
+      () => {
+        throw new ConnectTimeoutError(this.name, timeoutMs)
+      },
+      // Too late: the caller has its error already. Do not leak the connection.
+      (connection) => this.#track(this.#connector.close(connection)),
+    )
   }
 
   /**
@@ -376,19 +368,13 @@ export class ConnectionPool<C> {
     const validate = connector.validate
     if (validate === undefined) return Promise.resolve()
     const timeoutMs = this.options.connectTimeoutMs
-    return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new ConnectTimeoutError(this.name, timeoutMs)), timeoutMs)
-      validate.call(connector, connection).then(
-        () => {
-          clearTimeout(timer)
-          resolve()
-        },
-        (error: unknown) => {
-          clearTimeout(timer)
-          reject(error)
-        },
-      )
-    })
+    return withDeadline(
+      () => validate.call(connector, connection),
+      timeoutMs,
+      () => {
+        throw new ConnectTimeoutError(this.name, timeoutMs)
+      },
+    )
   }
 
   #pushIdle(entry: Entry<C>): void {

@@ -11,6 +11,7 @@ import type { ConsistencyScope } from '../consistency/read-your-writes.js'
 import type { Endpoint } from '../endpoint/endpoint.js'
 import { fullJitterDelay, sleep } from '../retry/backoff.js'
 import { classifyError } from '../retry/classify-error.js'
+import { withDeadline } from '../retry/deadline.js'
 import type { ErrorClassification, ErrorPhase } from '../retry/error-classification.js'
 import { mayRetry } from '../retry/retry-policy.js'
 import { isReadOnlyStatement, mayChangeData } from './classify-statement.js'
@@ -464,23 +465,12 @@ export class RoutingConnection implements DatabaseConnection {
    */
   async #abortInFlight(lease: Lease, abort: Promise<void> | undefined, after?: () => void): Promise<void> {
     const timeoutMs = lease.endpoint.settings.pool.connectTimeoutMs * 2
-    let timer: NodeJS.Timeout | undefined
-    const bounded = new Promise<void>((resolve, reject) => {
-      timer = setTimeout(
-        () =>
-          reject(
-            new Error(
-              `kysely-resilient: the ${lease.endpoint.name} endpoint did not confirm the cancel or kill ` +
-                `within ${timeoutMs} ms`,
-            ),
-          ),
-        timeoutMs,
+    const bounded = withDeadline(Promise.resolve(abort), timeoutMs, () => {
+      throw new Error(
+        `kysely-resilient: the ${lease.endpoint.name} endpoint did not confirm the cancel or kill ` +
+          `within ${timeoutMs} ms`,
       )
-      Promise.resolve(abort).then(resolve, reject)
-    }).finally(() => {
-      clearTimeout(timer)
-      after?.()
-    })
+    }).finally(() => after?.())
     const settled = bounded.then(
       () => undefined,
       () => undefined,

@@ -1,6 +1,7 @@
 import type { Endpoint } from '../endpoint/endpoint.js'
 import type { ResilientEvents } from '../events/resilient-events.js'
 import { classifyError } from '../retry/classify-error.js'
+import { withDeadline } from '../retry/deadline.js'
 
 /**
  * How soon discovery probes again while no candidate accepts writes; doubles up to the maximum, so
@@ -58,14 +59,7 @@ export class WriterTracker {
   async settled(maxWaitMs: number): Promise<void> {
     const discovery = this.#discovery
     if (discovery === undefined) return
-    let timer: NodeJS.Timeout | undefined
-    await Promise.race([
-      discovery,
-      new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, maxWaitMs)
-      }),
-    ])
-    clearTimeout(timer)
+    await withDeadline(discovery, maxWaitMs, () => undefined)
   }
 
   /**
