@@ -277,7 +277,14 @@ export class RoutingConnection implements DatabaseConnection {
     }
   }
 
-  /** One statement on its own: runs where it routes, and is retried when nothing can be applied twice. */
+  /**
+   * One statement on its own: runs where it routes, and is retried when nothing can be applied twice.
+   *
+   * The loop is the library's own rather than p-retry's (which `withRetry` uses): it runs for every
+   * statement, and the first attempt, almost always the only one, must cost no more than a `for`.
+   * p-retry would allocate its operation, options and error wrapping per statement. What may be
+   * retried is still decided in one place, `mayRetry`, with the same backoff (`fullJitterDelay`).
+   */
   async #executeStatement<R>(
     compiledQuery: CompiledQuery,
     options?: AbortableOperationOptions,
