@@ -1,6 +1,15 @@
 import { ConfigError } from '../errors.js'
 import { numberSetting } from '../validation/number-setting.js'
-import type { AuthConfig, AuthEndpoint, AwsCredentials } from './auth-config.js'
+import { settingKeys } from '../validation/setting-keys.js'
+import type {
+  AuthConfig,
+  AuthEndpoint,
+  AwsCredentials,
+  IamAuthConfig,
+  PasswordAuthConfig,
+  SecretAuthConfig,
+  TokenAuthConfig,
+} from './auth-config.js'
 
 /**
  * How long a cached IAM token is handed out: 14 of its 15 minutes (fixed by RDS), so a token given
@@ -33,10 +42,10 @@ export type ResolvedAuth =
 export const PASSWORD_AUTH: ResolvedAuth = Object.freeze({ type: 'password' })
 
 const KEYS: Record<AuthConfig['type'], ReadonlyArray<string>> = {
-  password: ['type'],
-  iam: ['type', 'region', 'credentials', 'profile', 'refreshAfterMs'],
-  secret: ['type', 'secretId', 'region', 'ttlMs'],
-  token: ['type', 'getToken', 'ttlMs'],
+  password: settingKeys<PasswordAuthConfig>()('type'),
+  iam: settingKeys<IamAuthConfig>()('type', 'region', 'credentials', 'profile', 'refreshAfterMs'),
+  secret: settingKeys<SecretAuthConfig>()('type', 'secretId', 'region', 'ttlMs'),
+  token: settingKeys<TokenAuthConfig>()('type', 'getToken', 'ttlMs'),
 }
 
 /** Validates an `auth` setting; every problem is a `ConfigError` naming it. Never echoes values. */

@@ -1,3 +1,4 @@
+import { settingKeys } from '../validation/setting-keys.js'
 import type { PoolConfig } from './create-db-config.js'
 
 /** Pool settings with every default applied. */
@@ -36,7 +37,7 @@ export const POOL_DEFAULTS: ResolvedPoolOptions = Object.freeze({
   probeTimeoutMs: 1_000,
 })
 
-export const POOL_KEYS: ReadonlyArray<keyof PoolConfig> = Object.freeze([
+export const POOL_KEYS: ReadonlyArray<keyof PoolConfig> = settingKeys<PoolConfig>()(
   'max',
   'min',
   'idleTimeoutMs',
@@ -51,4 +52,4 @@ export const POOL_KEYS: ReadonlyArray<keyof PoolConfig> = Object.freeze([
   'sessionIdleTimeoutMs',
   'probeAfterMs',
   'probeTimeoutMs',
-])
+)

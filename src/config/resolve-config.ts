@@ -9,11 +9,16 @@ import { type ResolvedTls, resolveTls } from '../tls/resolve-tls.js'
 import type { TlsConfig } from '../tls/tls-config.js'
 import { describeValue } from '../validation/describe-value.js'
 import { numberSetting } from '../validation/number-setting.js'
+import { settingKeys } from '../validation/setting-keys.js'
 import type {
+  AutoRetryConfig,
+  ConsistencyConfig,
   CreateDbConfig,
   EndpointConfig,
+  EndpointOptions,
   PoolConfig,
   ReaderStrategy,
+  RoutingConfig,
   SqlDialect,
 } from './create-db-config.js'
 import { type EndpointRole, EndpointSettings } from './endpoint-settings.js'
@@ -61,7 +66,9 @@ const RETRY_DEFAULTS: ResolvedRetry = Object.freeze({
   maxDelayMs: 1_000,
   maxElapsedMs: 10_000,
 })
-const TOP_LEVEL_KEYS = [
+// Each list is held to its interface by the compiler (settingKeys): an option added to an interface
+// and not here fails to compile instead of being rejected as unknown.
+const TOP_LEVEL_KEYS = settingKeys<CreateDbConfig>()(
   'dialect',
   'writer',
   'readers',
@@ -73,16 +80,21 @@ const TOP_LEVEL_KEYS = [
   'consistency',
   'log',
   'plugins',
-] as const
-const CONSISTENCY_KEYS = ['readYourWrites', 'whenBehind', 'maxWaitMs', 'pollIntervalMs'] as const
+)
+const CONSISTENCY_KEYS = settingKeys<ConsistencyConfig>()(
+  'readYourWrites',
+  'whenBehind',
+  'maxWaitMs',
+  'pollIntervalMs',
+)
 const CONSISTENCY_DEFAULTS: ResolvedConsistency = Object.freeze({
   readYourWrites: 'scoped',
   whenBehind: 'writer',
   maxWaitMs: 1_000,
   pollIntervalMs: 50,
 })
-const RETRY_KEYS = ['retries', 'minDelayMs', 'maxDelayMs', 'maxElapsedMs'] as const
-const ENDPOINT_KEYS = [
+const RETRY_KEYS = settingKeys<AutoRetryConfig>()('retries', 'minDelayMs', 'maxDelayMs', 'maxElapsedMs')
+const ENDPOINT_KEYS = settingKeys<EndpointOptions>()(
   'url',
   'host',
   'port',
@@ -93,15 +105,15 @@ const ENDPOINT_KEYS = [
   'pool',
   'auth',
   'tls',
-] as const
-const ROUTING_KEYS = [
+)
+const ROUTING_KEYS = settingKeys<RoutingConfig>()(
   'readerStrategy',
   'fallback',
   'maxReplicaLagMs',
   'lagCheckIntervalMs',
   'readerCooldownMs',
   'writerTables',
-] as const
+)
 const DIALECTS: ReadonlyArray<SqlDialect> = ['postgres', 'mysql']
 const READER_STRATEGIES: ReadonlyArray<ReaderStrategy> = ['round-robin', 'random', 'least-busy']
 

@@ -2,6 +2,7 @@ import pRetry from 'p-retry'
 import { ConfigError } from '../errors.js'
 import { describeValue } from '../validation/describe-value.js'
 import { numberSetting } from '../validation/number-setting.js'
+import { settingKeys } from '../validation/setting-keys.js'
 import { fullJitterDelay, sleep } from './backoff.js'
 import { classifyError } from './classify-error.js'
 import type { ErrorClassification } from './error-classification.js'
@@ -119,7 +120,7 @@ export const WITH_RETRY_DEFAULTS: Readonly<{
 // by side) must read what the other copy attached.
 const CLASSIFICATION_KEY: unique symbol = Symbol.for('kysely-resilient.errorClassification')
 
-const OPTION_KEYS = [
+const OPTION_KEYS = settingKeys<WithRetryOptions>()(
   'retries',
   'minDelayMs',
   'maxDelayMs',
@@ -127,7 +128,7 @@ const OPTION_KEYS = [
   'signal',
   'onRetry',
   'idempotent',
-] as const
+)
 
 /**
  * Runs `fn`, and runs it again while it fails with an error that is safe to retry: `'unavailable'`,

@@ -1,6 +1,7 @@
 import { isRdsHost } from '../aws/rds-host.js'
 import { ConfigError } from '../errors.js'
 import { describeValue } from '../validation/describe-value.js'
+import { settingKeys } from '../validation/setting-keys.js'
 import type { TlsConfig, TlsOptions } from './tls-config.js'
 
 /** A validated TLS setting: what the connectors turn into driver options. */
@@ -14,7 +15,7 @@ export type ResolvedTls =
       readonly options: TlsOptions | undefined
     }
 
-const OPTION_KEYS = ['ca', 'cert', 'key'] as const
+const OPTION_KEYS = settingKeys<TlsOptions>()('ca', 'cert', 'key')
 
 /**
  * Validates a `tls` setting. `undefined` means the default: `'rds'` for Amazon RDS hosts, plain
