@@ -5,6 +5,7 @@ import { PASSWORD_AUTH, type ResolvedAuth, resolveAuth } from '../auth/resolve-a
 import { regionFromRdsHost } from '../aws/rds-host.js'
 import { ConfigError } from '../errors.js'
 import { isUnixSocket } from '../host/unix-socket.js'
+import { backoffDelays } from '../retry/backoff.js'
 import { type ResolvedTls, resolveTls } from '../tls/resolve-tls.js'
 import type { TlsConfig } from '../tls/tls-config.js'
 import { describeValue } from '../validation/describe-value.js'
@@ -245,16 +246,7 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
       throw new ConfigError('retry', `expected an object or false, got ${describeValue(input)}`)
     }
     rejectUnknownKeys(input, RETRY_KEYS, 'retry.')
-    const ms = (key: 'minDelayMs' | 'maxDelayMs') =>
-      numberSetting(input[key], `retry.${key}`, { min: 0, milliseconds: true })
-    const minDelayMs = ms('minDelayMs') ?? RETRY_DEFAULTS.minDelayMs
-    const maxDelayMs = ms('maxDelayMs') ?? Math.max(minDelayMs, RETRY_DEFAULTS.maxDelayMs)
-    if (maxDelayMs < minDelayMs) {
-      throw new ConfigError(
-        'retry.maxDelayMs',
-        `must be at least retry.minDelayMs (${minDelayMs}), got ${maxDelayMs}`,
-      )
-    }
+    const { minDelayMs, maxDelayMs } = backoffDelays(input, 'retry', RETRY_DEFAULTS)
     retry = Object.freeze({
       retries:
         input.retries === Infinity

@@ -13,7 +13,7 @@ import { createCredentialCache } from '../auth/credential-source.js'
 import type { EndpointSettings } from '../config/endpoint-settings.js'
 import type { ReadPosition } from '../consistency/replication-position.js'
 import { readReplayLagMs } from '../dialect/lag-queries.js'
-import { type LoadedDrivers, missingCursor } from '../dialect/load-driver.js'
+import { type LoadedDrivers, missingCursor, type PgCursorConstructor } from '../dialect/load-driver.js'
 import { MysqlConnector } from '../dialect/mysql-connector.js'
 import { PostgresConnector } from '../dialect/postgres-connector.js'
 import { readReplayPosition, readWriterPosition } from '../dialect/replication-queries.js'
@@ -402,68 +402,81 @@ export class Endpoint {
     const credentials = credentialCacheFor(settings, events)
     const rdsCa =
       settings.tls.mode === 'verify' && settings.tls.trust === 'rds' ? await loadRdsCaBundle() : undefined
-    if (drivers.dialect === 'postgres') {
-      const connector = new PostgresConnector(drivers.pg, settings, credentials, rdsCa)
-      const pool = new ConnectionPool<PgClient>(settings.name, connector, settings.pool)
-      const endpoint = new Endpoint(
-        settings,
-        pool as ConnectionPool<unknown>,
-        connector as EndpointConnector<unknown>,
-        events,
-        (connect) =>
-          new PostgresDriver({
-            pool: {
-              // Kysely opens a control connection with `controlClient` (below) instead.
-              options: {},
-              connect: () =>
-                connect().then((raw) => {
-                  const pooled = raw as PgClient & { release?(destroy?: boolean): void }
-                  // Once per client, not per acquire: the closure only needs the client itself.
-                  pooled.release ??= (destroy?: boolean) => pool.release(raw as PgClient, destroy === true)
-                  return pooled as PgClient & { release(destroy?: boolean): void }
-                }),
-              end: () => pool.end(),
-            },
-            // Cancels with a connection opened like the pool's: TLS, current credentials.
-            controlClient: connector.controlClient() as never,
-            cursor: drivers.cursor ?? missingCursor(),
-          }),
-      )
-      await endpoint.driver.init()
-      return endpoint
-    }
-
-    const connector = new MysqlConnector(drivers.mysql2, settings, credentials, rdsCa)
-    const pool = new ConnectionPool<MysqlRawConnection>(settings.name, connector, settings.pool)
-    const endpoint = new Endpoint(
-      settings,
-      pool as ConnectionPool<unknown>,
-      connector as EndpointConnector<unknown>,
-      events,
-      (connect) =>
-        new MysqlDriver({
-          // Kills with a connection opened like the pool's: TLS, current credentials.
-          controlConnection: (() => connector.controlConnection()) as never,
-          pool: {
-            getConnection: (callback) => {
-              connect().then(
-                (raw) => {
-                  const pooled = raw as MysqlRawConnection & { release?(): void }
-                  pooled.release ??= () => pool.release(raw as MysqlRawConnection)
-                  callback(null, pooled as never)
-                },
-                (error: unknown) => callback(error, undefined as never),
-              )
-            },
-            end: (callback) => {
-              pool.end().then(() => callback(null), callback)
-            },
-          },
-        }),
+    // One wiring for both dialects: a connector of the dialect, our pool over it, and Kysely's own
+    // driver of the dialect over the pool (see postgresDriver / mysqlDriver).
+    const connector = (
+      drivers.dialect === 'postgres'
+        ? new PostgresConnector(drivers.pg, settings, credentials, rdsCa)
+        : new MysqlConnector(drivers.mysql2, settings, credentials, rdsCa)
+    ) as EndpointConnector<unknown>
+    const pool = new ConnectionPool<unknown>(settings.name, connector, settings.pool)
+    const endpoint = new Endpoint(settings, pool, connector, events, (connect) =>
+      drivers.dialect === 'postgres'
+        ? postgresDriver(connect, pool, connector as unknown as PostgresConnector, drivers.cursor)
+        : mysqlDriver(connect, pool, connector as unknown as MysqlConnector),
     )
     await endpoint.driver.init()
     return endpoint
   }
+}
+
+/**
+ * Kysely's PostgresDriver over our pool: it asks a pg-Pool-like object for clients and releases them
+ * with `client.release(destroy)`.
+ */
+function postgresDriver(
+  connect: () => Promise<unknown>,
+  pool: ConnectionPool<unknown>,
+  connector: PostgresConnector,
+  cursor: PgCursorConstructor | undefined,
+): Driver {
+  return new PostgresDriver({
+    pool: {
+      // Kysely opens a control connection with `controlClient` (below) instead.
+      options: {},
+      connect: () =>
+        connect().then((raw) => {
+          const pooled = raw as PgClient & { release?(destroy?: boolean): void }
+          // Once per client, not per acquire: the closure only needs the client itself.
+          pooled.release ??= (destroy?: boolean) => pool.release(raw, destroy === true)
+          return pooled as PgClient & { release(destroy?: boolean): void }
+        }),
+      end: () => pool.end(),
+    },
+    // Cancels with a connection opened like the pool's: TLS, current credentials.
+    controlClient: connector.controlClient() as never,
+    cursor: cursor ?? missingCursor(),
+  })
+}
+
+/**
+ * Kysely's MysqlDriver over our pool: it asks a mysql2-Pool-like object for connections with a
+ * callback and releases them with `connection.release()`.
+ */
+function mysqlDriver(
+  connect: () => Promise<unknown>,
+  pool: ConnectionPool<unknown>,
+  connector: MysqlConnector,
+): Driver {
+  return new MysqlDriver({
+    // Kills with a connection opened like the pool's: TLS, current credentials.
+    controlConnection: (() => connector.controlConnection()) as never,
+    pool: {
+      getConnection: (callback) => {
+        connect().then(
+          (raw) => {
+            const pooled = raw as MysqlRawConnection & { release?(): void }
+            pooled.release ??= () => pool.release(raw)
+            callback(null, pooled as never)
+          },
+          (error: unknown) => callback(error, undefined as never),
+        )
+      },
+      end: (callback) => {
+        pool.end().then(() => callback(null), callback)
+      },
+    },
+  })
 }
 
 /** The endpoint's credential cache (none for password auth), reporting through the db's events. */

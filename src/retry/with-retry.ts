@@ -1,9 +1,8 @@
 import pRetry from 'p-retry'
 import { ConfigError } from '../errors.js'
 import { describeValue } from '../validation/describe-value.js'
-import { numberSetting } from '../validation/number-setting.js'
 import { settingKeys } from '../validation/setting-keys.js'
-import { fullJitterDelay, sleep } from './backoff.js'
+import { backoffDelays, fullJitterDelay, sleep } from './backoff.js'
 import { classifyError } from './classify-error.js'
 import type { ErrorClassification } from './error-classification.js'
 import { mayRetry } from './retry-policy.js'
@@ -312,16 +311,7 @@ function resolveOptions(options: WithRetryOptions): ResolvedOptions {
     )
   }
   // Fractions allowed, as setTimeout takes them.
-  const ms = (key: 'minDelayMs' | 'maxDelayMs') =>
-    numberSetting(options[key], `withRetry.${key}`, { min: 0, milliseconds: true, fractions: true })
-  const minDelayMs = ms('minDelayMs') ?? WITH_RETRY_DEFAULTS.minDelayMs
-  const maxDelayMs = ms('maxDelayMs') ?? Math.max(minDelayMs, WITH_RETRY_DEFAULTS.maxDelayMs)
-  if (maxDelayMs < minDelayMs) {
-    throw new ConfigError(
-      'withRetry.maxDelayMs',
-      `must be at least withRetry.minDelayMs (${minDelayMs}), got ${maxDelayMs}`,
-    )
-  }
+  const { minDelayMs, maxDelayMs } = backoffDelays(options, 'withRetry', WITH_RETRY_DEFAULTS, true)
   const maxElapsedMs = options.maxElapsedMs ?? Infinity
   if (typeof maxElapsedMs !== 'number' || Number.isNaN(maxElapsedMs) || maxElapsedMs < 0) {
     throw new ConfigError(
