@@ -1,8 +1,9 @@
 /**
  * What does the routing layer cost over plain Kysely? Runs the same point SELECT, one-row INSERT, point
  * UPDATE and UPDATE-then-SELECT pair through plain Kysely (`pg.Pool` / mysql2's pool) and through
- * `createDb` (also with read-your-writes on), against the same servers, on PostgreSQL and MariaDB one
- * after the other, and prints the median per-round overhead. See bench/README.md.
+ * `createDb` (also with read-your-writes on), and through the nearest peer, kysely-replication, against
+ * the same servers, on PostgreSQL and MariaDB one after the other, and prints the median per-round
+ * overhead. See bench/README.md.
  *
  *   npm run bench
  *   PG_WRITER_URL=postgres://... PG_READER_URL=postgres://... MYSQL_WRITER_URL=mysql://... npm run bench
@@ -25,6 +26,7 @@ import {
   POOL_MAX,
   plainKysely,
   randomIds,
+  replicationKysely,
   routedKysely,
   runOps,
   type Scope,
@@ -63,6 +65,7 @@ type VariantKey =
   | 'routedSplit'
   | 'routedProcess'
   | 'routedScoped'
+  | 'replication'
 
 interface Variant {
   readonly key: VariantKey
@@ -84,6 +87,8 @@ interface Comparison {
    * PASS/FAIL, whose +3% target is about createDb's default routing.
    */
   readonly consistency?: boolean
+  /** The peer, kysely-replication: shown beside createDb in the same run, not part of PASS/FAIL. */
+  readonly peer?: boolean
 }
 
 const COMPARISONS: ReadonlyArray<Comparison> = [
@@ -108,6 +113,14 @@ const COMPARISONS: ReadonlyArray<Comparison> = [
     baseline: 'plainReader',
     label: 'createDb writer+reader',
     against: 'plain @ replica',
+  },
+  {
+    workload: 'select',
+    variant: 'replication',
+    baseline: 'plainReader',
+    label: 'kysely-replication writer+reader',
+    against: 'plain @ replica',
+    peer: true,
   },
   {
     workload: 'select',
@@ -141,6 +154,14 @@ const COMPARISONS: ReadonlyArray<Comparison> = [
   },
   {
     workload: 'insert',
+    variant: 'replication',
+    baseline: 'plainWriter',
+    label: 'kysely-replication writer+reader',
+    against: 'plain @ writer',
+    peer: true,
+  },
+  {
+    workload: 'insert',
     variant: 'routedProcess',
     baseline: 'plainWriter',
     label: "createDb readYourWrites 'process'",
@@ -161,6 +182,14 @@ const COMPARISONS: ReadonlyArray<Comparison> = [
     baseline: 'plainWriter',
     label: 'createDb writer+reader',
     against: 'plain @ writer',
+  },
+  {
+    workload: 'update',
+    variant: 'replication',
+    baseline: 'plainWriter',
+    label: 'kysely-replication writer+reader',
+    against: 'plain @ writer',
+    peer: true,
   },
   {
     workload: 'update',
@@ -337,6 +366,7 @@ async function benchEngine(engine: Engine): Promise<void> {
     })
     // Its own db (default, scoped mode), so the other variants' statement counts stay their own.
     const scoped = routedKysely(engine, server.writerUrl, server.readerUrl)
+    const replication = replicationKysely(engine, server.writerUrl, server.readerUrl)
     const variants: Record<VariantKey, Variant> = {
       plainWriter: { key: 'plainWriter', db: plainKysely(engine, server.writerUrl) },
       plainWriterAA: { key: 'plainWriterAA', db: plainKysely(engine, server.writerUrl) },
@@ -345,6 +375,7 @@ async function benchEngine(engine: Engine): Promise<void> {
       routedSplit: { key: 'routedSplit', db: split },
       routedProcess: { key: 'routedProcess', db: processMode },
       routedScoped: { key: 'routedScoped', db: scoped, scope: (fn) => scoped.withReadYourWrites(fn) },
+      replication: { key: 'replication', db: replication.db },
     }
     current.dbs = Object.values(variants).map((variant) => variant.db)
 
@@ -397,7 +428,7 @@ async function benchEngine(engine: Engine): Promise<void> {
     process.stdout.write('\n\n')
 
     report(samples)
-    sanityCheck(split, processSelects, scoped)
+    sanityCheck(split, processSelects, scoped, replication.statements())
   } finally {
     await Promise.allSettled(current.dbs.map((db) => db.destroy()))
     current.dbs = []
@@ -473,7 +504,11 @@ function report(samples: Samples): void {
       ])
       const group = comparison.consistency === true ? 'consistency' : 'routing'
       const worstSoFar = worst[group]
-      if (!comparison.control && (worstSoFar === undefined || overhead > worstSoFar.overhead)) {
+      if (
+        !comparison.control &&
+        !comparison.peer &&
+        (worstSoFar === undefined || overhead > worstSoFar.overhead)
+      ) {
         worst[group] = {
           overhead,
           uncertainty,
@@ -533,20 +568,25 @@ function describeWorst(worst: Worst): string {
 }
 
 /**
- * The writer+reader variant really read from the reader, and the replica had every row; the process
- * mode's timed SELECTs ran where no pending write sends them (the reader); no pair read missed its own
- * UPDATE.
+ * The writer+reader variants (createDb's and kysely-replication's) really read from the reader, and the
+ * replica had every row; the process mode's timed SELECTs ran where no pending write sends them (the
+ * reader); no pair read missed its own UPDATE.
  */
 function sanityCheck(
   split: ResilientDb<BenchDatabase>,
   processSelects: { readonly reader: number; readonly writer: number },
   scoped: ResilientDb<BenchDatabase>,
+  replication: { readonly reader: number; readonly writer: number },
 ): void {
   const stats = split.stats()
   const scopedStats = scoped.stats()
   console.log(
     `check: createDb writer+reader ran ${readerQueries(stats)} statements on the reader and ` +
       `${stats.writer.queries} on the writer; ${counters.missingRows} point SELECTs found no row`,
+  )
+  console.log(
+    `check: kysely-replication writer+reader ran ${replication.reader} statements on the reader and ` +
+      `${replication.writer} on the writer`,
   )
   console.log(
     `check: readYourWrites 'process' ran ${processSelects.reader} of its SELECT rounds' statements on the ` +

@@ -1,5 +1,7 @@
 /** Servers, schema, clients and operations shared by the overhead benchmark and its profiler. */
-import { Kysely, MysqlDialect, PostgresDialect, sql } from 'kysely'
+import { type Dialect, Kysely, MysqlDialect, PostgresDialect, sql } from 'kysely'
+import { KyselyReplicationDialect } from 'kysely-replication'
+import { RoundRobinReplicaStrategy } from 'kysely-replication/strategy/round-robin'
 import mysql from 'mysql2'
 import pg from 'pg'
 import { type CreateDbConfig, createDb, type ResilientDb } from '../../src/index.js'
@@ -82,18 +84,44 @@ export async function servers(engine: Engine): Promise<Servers> {
   }
 }
 
-export function plainKysely(engine: Engine, connectionString: string): Kysely<BenchDatabase> {
-  if (engine === 'mysql') {
-    const pool = mysql.createPool({
-      uri: connectionString,
-      connectionLimit: POOL_MAX,
-      maxIdle: POOL_MAX,
-      idleTimeout: IDLE_TIMEOUT_MS,
-      // createDb turns TCP keepalive on by default; match it.
-      enableKeepAlive: true,
-    })
-    return new Kysely<BenchDatabase>({ dialect: new MysqlDialect({ pool }) })
+/**
+ * Kysely's own dialect over one server, through the driver's pool, with the settings every plain
+ * variant shares; `acquired` counts the connections Kysely took from it (one per statement outside a
+ * transaction), so a check can tell which server a statement ran on. Every plain pool counts, the
+ * baselines too, so that increment (a few ns) is on both sides of every comparison.
+ */
+export function plainDialect(
+  engine: Engine,
+  connectionString: string,
+): { dialect: Dialect; acquired: () => number } {
+  let acquired = 0
+  const dialect = engine === 'mysql' ? mysqlDialect(connectionString) : postgresDialect(connectionString)
+  const createDriver = dialect.createDriver.bind(dialect)
+  dialect.createDriver = () => {
+    const driver = createDriver()
+    const acquire = driver.acquireConnection.bind(driver)
+    driver.acquireConnection = (options) => {
+      acquired++
+      return acquire(options)
+    }
+    return driver
   }
+  return { dialect, acquired: () => acquired }
+}
+
+function mysqlDialect(uri: string): Dialect {
+  const pool = mysql.createPool({
+    uri,
+    connectionLimit: POOL_MAX,
+    maxIdle: POOL_MAX,
+    idleTimeout: IDLE_TIMEOUT_MS,
+    // createDb turns TCP keepalive on by default; match it.
+    enableKeepAlive: true,
+  })
+  return new MysqlDialect({ pool })
+}
+
+function postgresDialect(connectionString: string): Dialect {
   const pool = new pg.Pool({
     connectionString,
     max: POOL_MAX,
@@ -101,7 +129,34 @@ export function plainKysely(engine: Engine, connectionString: string): Kysely<Be
     // createDb turns TCP keepalive on by default; match it.
     keepAlive: true,
   })
-  return new Kysely<BenchDatabase>({ dialect: new PostgresDialect({ pool }) })
+  return new PostgresDialect({ pool })
+}
+
+export function plainKysely(engine: Engine, connectionString: string): Kysely<BenchDatabase> {
+  return new Kysely<BenchDatabase>({ dialect: plainDialect(engine, connectionString).dialect })
+}
+
+/**
+ * The nearest peer, kysely-replication: Kysely over its dialect, which sends SELECTs to a replica
+ * dialect (round robin, of one here) and everything else to the primary dialect; both are the plain
+ * variants' dialects, same pools and settings. `statements` says where its statements ran.
+ */
+export function replicationKysely(
+  engine: Engine,
+  writerUrl: string,
+  readerUrl: string,
+): { db: Kysely<BenchDatabase>; statements: () => { reader: number; writer: number } } {
+  const writer = plainDialect(engine, writerUrl)
+  const reader = plainDialect(engine, readerUrl)
+  const db = new Kysely<BenchDatabase>({
+    dialect: new KyselyReplicationDialect({
+      primaryDialect: writer.dialect,
+      replicaDialects: [reader.dialect],
+      // As its README shows; the benchmark starts no transaction.
+      replicaStrategy: new RoundRobinReplicaStrategy({ onTransaction: 'error' }),
+    }),
+  })
+  return { db, statements: () => ({ reader: reader.acquired(), writer: writer.acquired() }) }
 }
 
 export function routedKysely(
