@@ -109,15 +109,7 @@ export class RoutingConnection implements DatabaseConnection {
     if (this.#bound === undefined) {
       const toReader = this.#target === 'reader' || (this.#target === 'auto' && accessMode === 'read only')
       const scope = this.#target === 'auto' ? this.#cluster.consistency.current() : undefined
-      this.#bound = await this.#leaseWithRetry(
-        () =>
-          !toReader
-            ? this.#cluster.writer()
-            : scope === undefined
-              ? this.#cluster.reader()
-              : this.#cluster.consistentReader(scope),
-        options,
-      )
+      this.#bound = await this.#leaseWithRetry(() => this.#endpointFor(toReader, scope), options)
     }
     return this.#bound.endpoint
   }
@@ -237,6 +229,16 @@ export class RoutingConnection implements DatabaseConnection {
     return this.#target === 'reader' ? this.#cluster.reader() : this.#cluster.writer()
   }
 
+  /**
+   * Where a statement, stream or session runs: the writer, or for a read a reader, one that has
+   * replayed what `scope` must see when there is a read-your-writes scope (see ReadYourWrites.readerFor:
+   * a promise only while it waits for a replica).
+   */
+  #endpointFor(read: boolean, scope: ConsistencyScope | undefined): Endpoint | Promise<Endpoint> {
+    if (!read) return this.#cluster.writer()
+    return scope === undefined ? this.#cluster.reader() : this.#cluster.consistentReader(scope)
+  }
+
   #isRead(compiledQuery: CompiledQuery): boolean {
     return (
       this.#target === 'reader' ||
@@ -299,12 +301,8 @@ export class RoutingConnection implements DatabaseConnection {
       let endpoint: Endpoint | undefined
       let lease: Lease
       try {
-        if (!read) endpoint = this.#cluster.writer()
-        else if (scope === undefined) endpoint = this.#cluster.reader()
-        else {
-          const picked = this.#cluster.consistentReader(scope)
-          endpoint = picked instanceof Promise ? await unlessAborted(picked, options?.signal) : picked
-        }
+        const picked = this.#endpointFor(read, scope)
+        endpoint = picked instanceof Promise ? await unlessAborted(picked, options?.signal) : picked
         lease = await this.#lease(endpoint, options)
       } catch (error) {
         const failure = new AttemptError(error, endpoint, 'connect')
@@ -410,16 +408,7 @@ export class RoutingConnection implements DatabaseConnection {
     // Only opening the connection is retried: once rows have been yielded, a retry would repeat them.
     const read = this.#isRead(compiledQuery)
     const scope = this.#target === 'reader' ? undefined : this.#cluster.consistency.current()
-    const lease = await this.#leaseWithRetry(
-      () =>
-        !read
-          ? this.#cluster.writer()
-          : scope === undefined
-            ? this.#cluster.reader()
-            : this.#cluster.consistentReader(scope),
-      options,
-      read,
-    )
+    const lease = await this.#leaseWithRetry(() => this.#endpointFor(read, scope), options, read)
     this.#active = lease
     try {
       lease.endpoint.countQuery()
