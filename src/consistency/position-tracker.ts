@@ -56,7 +56,7 @@ export class PositionTracker<E extends PositionSource> {
   #unsupported: NoPositionError | undefined
   readonly #replayed = new Map<E, ReadPosition>()
   readonly #waiters = new Set<Waiter<E>>()
-  #polling = false
+  /** The poll in flight, if any. */
   #inFlight: Promise<void> | undefined
   #pollTimer: NodeJS.Timeout | undefined
   #lastPollAt = Number.NEGATIVE_INFINITY
@@ -133,7 +133,7 @@ export class PositionTracker<E extends PositionSource> {
 
   /** Asks for the readers' positions to be read again, soon: at most once per `pollIntervalMs`. */
   requestPoll(): void {
-    if (this.#closed || this.#polling || this.#pollTimer !== undefined) return
+    if (this.#closed || this.#inFlight !== undefined || this.#pollTimer !== undefined) return
     const waitMs = this.#lastPollAt + this.#pollIntervalMs - performance.now()
     if (waitMs > 0) {
       this.#pollTimer = setTimeout(() => {
@@ -230,7 +230,6 @@ export class PositionTracker<E extends PositionSource> {
 
   #poll(): void {
     if (this.#closed) return
-    this.#polling = true
     const generation = this.#generation
     const latest = this.#latest
     const writerServerId = latest?.engine === 'mariadb' ? latest.serverId : undefined
@@ -247,7 +246,6 @@ export class PositionTracker<E extends PositionSource> {
         }
       }),
     ).then(() => {
-      this.#polling = false
       this.#inFlight = undefined
       this.#lastPollAt = performance.now()
       // Readers that failed the poll may have left rotation: with none left, waiting is pointless.
