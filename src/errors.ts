@@ -46,6 +46,7 @@ export type ResilientErrorCode =
   | 'DB_DESTROYED'
   | 'POOL_ACQUIRE_TIMEOUT'
   | 'CONNECT_TIMEOUT'
+  | 'CONNECTION_HOOK_TIMEOUT'
   | 'NO_READER_AVAILABLE'
   | 'QUERY_TIMEOUT'
   | 'SERVER_UNRESPONSIVE'
@@ -242,6 +243,40 @@ export class ConnectTimeoutError extends ResilientError {
   constructor(endpoint: string, timeoutMs: number, options?: ErrorOptions) {
     super('CONNECT_TIMEOUT', `Could not connect to the ${endpoint} endpoint within ${timeoutMs} ms.`, options)
     this.endpoint = endpoint
+  }
+}
+
+/**
+ * Thrown when `onCreateConnection` or `onReserveConnection` did not finish within
+ * `pool.acquireTimeoutMs`. The connection is closed and the statement that asked for it was not sent,
+ * so it is retried like a connection that could not be opened.
+ *
+ * @example
+ * ```ts
+ * import { ConnectionHookTimeoutError } from 'kysely-resilient'
+ *
+ * try {
+ *   await db.selectFrom('person').selectAll().execute()
+ * } catch (err) {
+ *   if (err instanceof ConnectionHookTimeoutError) console.warn(`${err.hook} is slow on ${err.endpoint}`)
+ * }
+ * ```
+ */
+export class ConnectionHookTimeoutError extends ResilientError {
+  override name = 'ConnectionHookTimeoutError'
+
+  /** Name of the endpoint whose connection the hook ran on, e.g. `'writer'`. */
+  readonly endpoint: string
+  /** `'onCreateConnection'` or `'onReserveConnection'`. */
+  readonly hook: 'onCreateConnection' | 'onReserveConnection'
+
+  constructor(endpoint: string, hook: 'onCreateConnection' | 'onReserveConnection', timeoutMs: number) {
+    super(
+      'CONNECTION_HOOK_TIMEOUT',
+      `${hook} did not finish within ${timeoutMs} ms on a connection of the ${endpoint} endpoint; the connection was closed and the statement not sent.`,
+    )
+    this.endpoint = endpoint
+    this.hook = hook
   }
 }
 

@@ -18,11 +18,19 @@ export type {
   RoutingConfig,
   SqlDialect,
 } from './config/create-db-config.js'
+export type {
+  ConnectionHook,
+  MysqlDriverOptions,
+  MysqlTypeCastField,
+  PostgresDriverOptions,
+  PostgresTypeParsers,
+} from './config/driver-options.js'
 export { createDb, type ReadYourWritesOptions, type ResilientDb } from './create-db.js'
 export type { EndpointStats } from './endpoint/endpoint.js'
 export {
   AuthenticationFailedError,
   ConfigError,
+  ConnectionHookTimeoutError,
   ConnectTimeoutError,
   CredentialSourceError,
   DatabaseDestroyedError,

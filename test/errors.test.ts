@@ -2,6 +2,7 @@ import { describe, expect, expectTypeOf, test } from 'vitest'
 import {
   AuthenticationFailedError,
   ConfigError,
+  ConnectionHookTimeoutError,
   ConnectTimeoutError,
   CredentialSourceError,
   DatabaseDestroyedError,
@@ -27,6 +28,7 @@ const ERROR_BY_CODE: Record<ResilientErrorCode, ResilientError> = {
   DB_DESTROYED: new DatabaseDestroyedError(),
   POOL_ACQUIRE_TIMEOUT: new PoolTimeoutError('writer', 1_000, 10),
   CONNECT_TIMEOUT: new ConnectTimeoutError('writer', 1_000),
+  CONNECTION_HOOK_TIMEOUT: new ConnectionHookTimeoutError('writer', 'onCreateConnection', 1_000),
   NO_READER_AVAILABLE: new NoReaderAvailableError(),
   QUERY_TIMEOUT: new QueryTimeoutError('writer', 1_000),
   SERVER_UNRESPONSIVE: new ServerUnresponsiveError('writer', 1_000),
@@ -45,6 +47,7 @@ function retryable(code: ResilientErrorCode): boolean {
   switch (code) {
     case 'POOL_ACQUIRE_TIMEOUT':
     case 'CONNECT_TIMEOUT':
+    case 'CONNECTION_HOOK_TIMEOUT':
     case 'NO_READER_AVAILABLE':
     case 'SERVER_UNRESPONSIVE':
     case 'CREDENTIALS_UNAVAILABLE':

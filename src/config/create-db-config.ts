@@ -1,6 +1,7 @@
 import type { KyselyPlugin, LogConfig } from 'kysely'
 import type { AuthConfig } from '../auth/auth-config.js'
 import type { TlsConfig } from '../tls/tls-config.js'
+import type { ConnectionHook, MysqlDriverOptions, PostgresDriverOptions } from './driver-options.js'
 
 /**
  * The database engine family. `'mysql'` covers MySQL, MariaDB and Aurora MySQL (driver: `mysql2`);
@@ -241,6 +242,34 @@ export interface EndpointOptions {
    * Default: `config.tls`. Example: `'verify-full'`.
    */
   readonly tls?: TlsConfig
+  /**
+   * `pg` options for this endpoint, each one overriding the same key of `config.pg`; see
+   * {@link PostgresDriverOptions}. Only with `dialect: 'postgres'`.
+   *
+   * Default: `config.pg`. Example: `{ application_name: 'orders-api-reports' }`.
+   */
+  readonly pg?: PostgresDriverOptions
+  /**
+   * `mysql2` options for this endpoint, each one overriding the same key of `config.mysql2`; see
+   * {@link MysqlDriverOptions}. Only with `dialect: 'mysql'`.
+   *
+   * Default: `config.mysql2`. Example: `{ dateStrings: true }`.
+   */
+  readonly mysql2?: MysqlDriverOptions
+  /**
+   * Runs once on every new connection of this endpoint, replacing `config.onCreateConnection`; see
+   * {@link ConnectionHook}.
+   *
+   * Default: `config.onCreateConnection`. Example: `async (c) => { await c.executeQuery(CompiledQuery.raw("set time_zone = '+00:00'")) }`.
+   */
+  readonly onCreateConnection?: ConnectionHook
+  /**
+   * Runs each time a connection of this endpoint is taken from the pool, replacing
+   * `config.onReserveConnection`; see {@link ConnectionHook}.
+   *
+   * Default: `config.onReserveConnection`. Example: `async (c) => { await c.executeQuery(CompiledQuery.raw('set role app_reader')) }`.
+   */
+  readonly onReserveConnection?: ConnectionHook
 }
 
 /**
@@ -491,4 +520,35 @@ export interface CreateDbConfig {
    * Default: `[]`. Example: `[new CamelCasePlugin()]`.
    */
   readonly plugins?: ReadonlyArray<KyselyPlugin>
+  /**
+   * Options for every `pg` Client (`dialect: 'postgres'` only); an endpoint's own `pg` overrides
+   * them key by key. See {@link PostgresDriverOptions}: the address, credentials, TLS and timeouts
+   * are set with the library's own settings, and createDb names the one to use when given here.
+   *
+   * Default: `{}` (`application_name: 'kysely-resilient'`). Example: `{ types: myTypeParsers }`.
+   */
+  readonly pg?: PostgresDriverOptions
+  /**
+   * Options for every `mysql2` connection (`dialect: 'mysql'` only); an endpoint's own `mysql2`
+   * overrides them key by key. See {@link MysqlDriverOptions}.
+   *
+   * Default: `{}`. Example: `{ supportBigNumbers: true, bigNumberStrings: true }`.
+   */
+  readonly mysql2?: MysqlDriverOptions
+  /**
+   * Kysely's `onCreateConnection`: runs once on every new connection of every endpoint (after a
+   * failover or a credential rotation too), before its first statement. An endpoint's own hook
+   * replaces it. A hook that fails, or takes longer than `pool.acquireTimeoutMs`, fails the
+   * statement that asked for the connection and the connection is closed.
+   *
+   * Default: unset. Example: `async (c) => { await c.executeQuery(CompiledQuery.raw('set search_path to app')) }`.
+   */
+  readonly onCreateConnection?: ConnectionHook
+  /**
+   * Kysely's `onReserveConnection`: runs each time a connection is taken from a pool, for a
+   * statement (each attempt of a retried one) or a session. Same deadline as `onCreateConnection`.
+   *
+   * Default: unset. Example: `async (c) => { await c.executeQuery(CompiledQuery.raw('set role app')) }`.
+   */
+  readonly onReserveConnection?: ConnectionHook
 }

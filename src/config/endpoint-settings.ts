@@ -3,10 +3,23 @@ import type { ResolvedAuth } from '../auth/resolve-auth.js'
 import { isUnixSocket } from '../host/unix-socket.js'
 import type { ResolvedTls } from '../tls/resolve-tls.js'
 import type { SqlDialect } from './create-db-config.js'
+import type { ConnectionHook, ResolvedDriverOptions } from './driver-options.js'
 import type { ResolvedPoolOptions } from './pool-options.js'
+
+/** Kysely's connection hooks of one endpoint (its own, or the top level's). */
+export interface ConnectionHooks {
+  readonly onCreateConnection: ConnectionHook | undefined
+  readonly onReserveConnection: ConnectionHook | undefined
+}
 
 /** Whether an endpoint takes writes or serves reads. */
 export type EndpointRole = 'writer' | 'reader'
+
+const NO_OPTIONS: ResolvedDriverOptions = Object.freeze({})
+const NO_HOOKS: ConnectionHooks = Object.freeze({
+  onCreateConnection: undefined,
+  onReserveConnection: undefined,
+})
 
 /**
  * A validated endpoint. The password lives in a private field with no enumerable trace, so
@@ -28,6 +41,12 @@ export class EndpointSettings {
   /** Where new connections get their credentials. May hold AWS credentials: never printed. */
   readonly auth: ResolvedAuth
   readonly tls: ResolvedTls
+  /**
+   * The validated `pg` or `mysql2` options, merged over the connection options the library sets
+   * (which win). May hold secrets (a password in `options`): only their names are ever printed.
+   */
+  readonly driverOptions: ResolvedDriverOptions
+  readonly hooks: ConnectionHooks
   readonly #password: string | undefined
 
   constructor(fields: {
@@ -42,6 +61,8 @@ export class EndpointSettings {
     pool: ResolvedPoolOptions
     auth: ResolvedAuth
     tls: ResolvedTls
+    driverOptions?: ResolvedDriverOptions
+    hooks?: ConnectionHooks
   }) {
     this.name = fields.name
     this.role = fields.role
@@ -53,6 +74,8 @@ export class EndpointSettings {
     this.pool = fields.pool
     this.auth = fields.auth
     this.tls = fields.tls
+    this.driverOptions = fields.driverOptions ?? NO_OPTIONS
+    this.hooks = fields.hooks ?? NO_HOOKS
     this.#password = fields.password
   }
 
@@ -87,6 +110,11 @@ export class EndpointSettings {
       // The type only: an IAM config may hold AWS keys, a token config a closure.
       auth: this.auth.type,
       tls: this.tls.mode === 'verify' ? `verify (${this.tls.trust} CA)` : this.tls.mode,
+      // Names only: a value may be a secret.
+      driverOptions: Object.keys(this.driverOptions),
+      hooks: Object.entries(this.hooks)
+        .filter(([, hook]) => hook !== undefined)
+        .map(([name]) => name),
     }
   }
 

@@ -22,7 +22,8 @@ import type {
   RoutingConfig,
   SqlDialect,
 } from './create-db-config.js'
-import { type EndpointRole, EndpointSettings } from './endpoint-settings.js'
+import { type ResolvedDriverOptions, resolveDriverOptions, resolveHook } from './driver-options.js'
+import { type ConnectionHooks, type EndpointRole, EndpointSettings } from './endpoint-settings.js'
 import { POOL_DEFAULTS, POOL_KEYS, type ResolvedPoolOptions } from './pool-options.js'
 
 /** `createDb`'s config after validation, with every default applied. */
@@ -81,6 +82,10 @@ const TOP_LEVEL_KEYS = settingKeys<CreateDbConfig>()(
   'consistency',
   'log',
   'plugins',
+  'pg',
+  'mysql2',
+  'onCreateConnection',
+  'onReserveConnection',
 )
 const CONSISTENCY_KEYS = settingKeys<ConsistencyConfig>()(
   'readYourWrites',
@@ -106,6 +111,10 @@ const ENDPOINT_KEYS = settingKeys<EndpointOptions>()(
   'pool',
   'auth',
   'tls',
+  'pg',
+  'mysql2',
+  'onCreateConnection',
+  'onReserveConnection',
 )
 const ROUTING_KEYS = settingKeys<RoutingConfig>()(
   'readerStrategy',
@@ -146,6 +155,11 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
     pool: basePool,
     auth: resolveAuth(config.auth, 'auth'),
     tls: config.tls,
+    driverOptions: driverOptionsOf(config, dialect, '', NO_DRIVER_OPTIONS),
+    hooks: {
+      onCreateConnection: resolveHook(config.onCreateConnection, 'onCreateConnection', undefined),
+      onReserveConnection: resolveHook(config.onReserveConnection, 'onReserveConnection', undefined),
+    },
   }
 
   if (config.writer === undefined) {
@@ -347,6 +361,24 @@ interface EndpointDefaults {
   readonly pool: ResolvedPoolOptions
   readonly auth: ResolvedAuth
   readonly tls: TlsConfig | undefined
+  readonly driverOptions: ResolvedDriverOptions
+  readonly hooks: ConnectionHooks
+}
+
+const NO_DRIVER_OPTIONS: ResolvedDriverOptions = Object.freeze({})
+
+/** The `pg` or `mysql2` options of a config object (the top level or an endpoint), over `base`. */
+function driverOptionsOf(
+  input: { readonly pg?: unknown; readonly mysql2?: unknown },
+  dialect: SqlDialect,
+  prefix: string,
+  base: ResolvedDriverOptions,
+): ResolvedDriverOptions {
+  let resolved = base
+  for (const driver of ['pg', 'mysql2'] as const) {
+    resolved = resolveDriverOptions(input[driver], dialect, driver, `${prefix}${driver}`, resolved)
+  }
+  return resolved
 }
 
 function resolveEndpoint(
@@ -370,6 +402,8 @@ function resolveEndpoint(
   let authSetting = 'auth'
   let tls = base.tls
   let tlsSetting = 'tls'
+  let driverOptions = base.driverOptions
+  let hooks = base.hooks
 
   if (typeof input === 'string') {
     Object.assign(fields, parseUrl(input, dialect, setting))
@@ -426,6 +460,19 @@ function resolveEndpoint(
       name = input.name
     }
     if (input.pool !== undefined) pool = resolvePool(input.pool as PoolConfig, base.pool, `${setting}.pool`)
+    driverOptions = driverOptionsOf(input, dialect, `${setting}.`, driverOptions)
+    hooks = {
+      onCreateConnection: resolveHook(
+        input.onCreateConnection,
+        `${setting}.onCreateConnection`,
+        hooks.onCreateConnection,
+      ),
+      onReserveConnection: resolveHook(
+        input.onReserveConnection,
+        `${setting}.onReserveConnection`,
+        hooks.onReserveConnection,
+      ),
+    }
   } else {
     throw new ConfigError(
       setting,
@@ -462,6 +509,8 @@ function resolveEndpoint(
     pool,
     auth,
     tls: resolvedTls,
+    driverOptions,
+    hooks,
   })
 }
 

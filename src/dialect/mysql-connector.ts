@@ -39,6 +39,8 @@ export class MysqlConnector implements PoolConnector<Connection> {
     this.#credentials = credentials
     const { pool } = endpoint
     const options: ConnectionOptions = {
+      // The user's mysql2 options first: the settings the library owns (createDb refuses them there) win.
+      ...(endpoint.driverOptions as ConnectionOptions),
       // mysql2 takes a Unix socket as socketPath, and then ignores host and port.
       ...(isUnixSocket(endpoint.host)
         ? { socketPath: endpoint.host }

@@ -27,7 +27,10 @@ export class PostgresConnector implements PoolConnector<Client> {
     this.#endpoint = endpoint
     this.#credentials = credentials
     const { pool } = endpoint
+    // The user's pg options first: the settings the library owns (createDb refuses them there) win.
+    const driverOptions = endpoint.driverOptions as ClientConfig & { binary?: boolean }
     const base: ClientConfig = {
+      ...driverOptions,
       // pg takes a Unix socket's directory as the host (an absolute path) and adds /.s.PGSQL.<port>.
       host: endpoint.host,
       port: endpoint.port,
@@ -37,14 +40,15 @@ export class PostgresConnector implements PoolConnector<Client> {
       connectionTimeoutMillis: pool.connectTimeoutMs,
       keepAlive: pool.keepAlive,
       keepAliveInitialDelayMillis: pool.keepAliveInitialDelayMs,
-      application_name: 'kysely-resilient',
+      application_name: driverOptions.application_name ?? 'kysely-resilient',
     }
     // Both are int milliseconds on the server; createDb caps them at INT_MAX (MAX_TIMER_MS), the most
     // PostgreSQL accepts: a larger startup parameter would fail every connection.
     if (pool.statementTimeoutMs !== undefined) base.statement_timeout = pool.statementTimeoutMs
     if (pool.sessionIdleTimeoutMs !== undefined) {
       // A startup parameter, not a SET: no extra round trip per connection.
-      base.options = `-c idle_session_timeout=${pool.sessionIdleTimeoutMs}`
+      const own = `-c idle_session_timeout=${pool.sessionIdleTimeoutMs}`
+      base.options = driverOptions.options === undefined ? own : `${driverOptions.options} ${own}`
     }
     this.#base = base
   }

@@ -10,6 +10,7 @@ import type { Connection as MysqlRawConnection } from 'mysql2'
 import type { Client as PgClient } from 'pg'
 import type { CredentialCache } from '../auth/credential-cache.js'
 import { createCredentialCache } from '../auth/credential-source.js'
+import type { ConnectionHook } from '../config/driver-options.js'
 import type { EndpointSettings } from '../config/endpoint-settings.js'
 import type { ReadPosition } from '../consistency/replication-position.js'
 import { readReplayLagMs } from '../dialect/lag-queries.js'
@@ -17,7 +18,12 @@ import { type LoadedDrivers, missingCursor, type PgCursorConstructor } from '../
 import { MysqlConnector } from '../dialect/mysql-connector.js'
 import { PostgresConnector } from '../dialect/postgres-connector.js'
 import { readReplayPosition, readWriterPosition } from '../dialect/replication-queries.js'
-import { ConnectTimeoutError, QueryTimeoutError, ServerUnresponsiveError } from '../errors.js'
+import {
+  ConnectionHookTimeoutError,
+  ConnectTimeoutError,
+  QueryTimeoutError,
+  ServerUnresponsiveError,
+} from '../errors.js'
 import type { ResilientEvents } from '../events/resilient-events.js'
 import { LivenessMonitor, type Watched } from '../liveness/liveness-monitor.js'
 import { ConnectionPool, type PoolConnector, type PoolCounts } from '../pool/connection-pool.js'
@@ -160,7 +166,7 @@ export class Endpoint {
   async acquire(options?: AbortableOperationOptions): Promise<DatabaseConnection> {
     // A silent server would hold the caller until a connect or query deadline: fail at once.
     if (this.#monitor.unresponsive) throw this.unresponsiveError()
-    const raw = await this.#pool.acquire()
+    const raw = await this.#pool.acquire(options?.signal)
     this.#handoff = raw
     let pending: Promise<DatabaseConnection>
     try {
@@ -410,10 +416,11 @@ export class Endpoint {
         : new MysqlConnector(drivers.mysql2, settings, credentials, rdsCa)
     ) as EndpointConnector<unknown>
     const pool = new ConnectionPool<unknown>(settings.name, connector, settings.pool)
+    const hooks = boundedHooks(settings)
     const endpoint = new Endpoint(settings, pool, connector, events, (connect) =>
       drivers.dialect === 'postgres'
-        ? postgresDriver(connect, pool, connector as unknown as PostgresConnector, drivers.cursor)
-        : mysqlDriver(connect, pool, connector as unknown as MysqlConnector),
+        ? postgresDriver(connect, pool, connector as unknown as PostgresConnector, drivers.cursor, hooks)
+        : mysqlDriver(connect, pool, connector as unknown as MysqlConnector, hooks),
     )
     await endpoint.driver.init()
     return endpoint
@@ -429,8 +436,10 @@ function postgresDriver(
   pool: ConnectionPool<unknown>,
   connector: PostgresConnector,
   cursor: PgCursorConstructor | undefined,
+  hooks: KyselyHooks,
 ): Driver {
   return new PostgresDriver({
+    ...hooks,
     pool: {
       // Kysely opens a control connection with `controlClient` (below) instead.
       options: {},
@@ -457,8 +466,10 @@ function mysqlDriver(
   connect: () => Promise<unknown>,
   pool: ConnectionPool<unknown>,
   connector: MysqlConnector,
+  hooks: KyselyHooks,
 ): Driver {
   return new MysqlDriver({
+    ...hooks,
     // Kills with a connection opened like the pool's: TLS, current credentials.
     controlConnection: (() => connector.controlConnection()) as never,
     pool: {
@@ -477,6 +488,36 @@ function mysqlDriver(
       },
     },
   })
+}
+
+/** The hooks as Kysely's dialect configs take them: only those that are set. */
+interface KyselyHooks {
+  onCreateConnection?: ConnectionHook
+  onReserveConnection?: ConnectionHook
+}
+
+/**
+ * The endpoint's connection hooks, each under `pool.acquireTimeoutMs`: Kysely's drivers run them
+ * while a connection is being acquired, and a hook that never finishes (a SET waiting on a lock, a
+ * server that stopped answering) must not hold the caller without a deadline. On timeout the caller
+ * gets a ConnectionHookTimeoutError and the endpoint closes the connection (see Endpoint.acquire).
+ */
+function boundedHooks(settings: EndpointSettings): KyselyHooks {
+  const hooks: KyselyHooks = {}
+  const timeoutMs = settings.pool.acquireTimeoutMs
+  for (const name of ['onCreateConnection', 'onReserveConnection'] as const) {
+    const hook = settings.hooks[name]
+    if (hook === undefined) continue
+    hooks[name] = (connection, options) =>
+      withDeadline(
+        () => hook(connection, options),
+        timeoutMs,
+        () => {
+          throw new ConnectionHookTimeoutError(settings.name, name, timeoutMs)
+        },
+      )
+  }
+  return hooks
 }
 
 /** The endpoint's credential cache (none for password auth), reporting through the db's events. */

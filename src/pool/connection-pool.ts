@@ -164,7 +164,7 @@ export class ConnectionPool<C> {
   }
 
   /** Hands out a connection: an idle one if possible, else a new one, else waits for a release. */
-  async acquire(): Promise<C> {
+  async acquire(signal?: AbortSignal): Promise<C> {
     if (this.#ended) throw new DatabaseDestroyedError()
     this.#used = true
 
@@ -186,16 +186,40 @@ export class ConnectionPool<C> {
       entry = this.#idle.pop()
     }
 
+    if (signal?.aborted) throw signal.reason
     return new Promise<C>((resolve, reject) => {
+      const leave = () => {
+        const index = this.#waiters.indexOf(waiter)
+        if (index !== -1) this.#waiters.splice(index, 1)
+      }
+      // A caller that gave up leaves the queue at once rather than at acquireTimeoutMs: the
+      // connection it would have got goes to the next waiter.
+      const onAbort = () => {
+        leave()
+        clearTimeout(waiter.timer)
+        reject(signal?.reason)
+      }
       const waiter: Waiter<C> = {
-        resolve,
-        reject,
+        resolve:
+          signal === undefined
+            ? resolve
+            : (connection) => {
+                signal.removeEventListener('abort', onAbort)
+                resolve(connection)
+              },
+        reject:
+          signal === undefined
+            ? reject
+            : (error) => {
+                signal.removeEventListener('abort', onAbort)
+                reject(error)
+              },
         timer: setTimeout(() => {
-          const index = this.#waiters.indexOf(waiter)
-          if (index !== -1) this.#waiters.splice(index, 1)
-          reject(this.#timeoutError())
+          leave()
+          waiter.reject(this.#timeoutError())
         }, this.options.acquireTimeoutMs),
       }
+      signal?.addEventListener('abort', onAbort, { once: true })
       this.#waiters.push(waiter)
       this.#grow()
     })

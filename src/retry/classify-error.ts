@@ -245,6 +245,18 @@ const LIBRARY_RULES: ReadonlyMap<string, { readonly name: string; readonly rule:
     },
   ],
   [
+    'CONNECTION_HOOK_TIMEOUT',
+    {
+      name: 'ConnectionHookTimeoutError',
+      // The connection is closed before the statement is sent, like a connect that timed out.
+      rule: rule(
+        'unavailable',
+        'a connection hook did not finish within acquireTimeoutMs; the connection was closed and nothing was sent',
+        true,
+      ),
+    },
+  ],
+  [
     'NO_READER_AVAILABLE',
     {
       name: 'NoReaderAvailableError',

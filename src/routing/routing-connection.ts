@@ -14,6 +14,7 @@ import { classifyError } from '../retry/classify-error.js'
 import { withDeadline } from '../retry/deadline.js'
 import type { ErrorClassification, ErrorPhase } from '../retry/error-classification.js'
 import { mayRetry } from '../retry/retry-policy.js'
+import { unlessAborted } from './abort.js'
 import { isReadOnlyStatement, mayChangeData } from './classify-statement.js'
 import type { Cluster } from './cluster.js'
 
@@ -48,6 +49,13 @@ interface Lease {
    * about the endpoint's health.
    */
   killed?: boolean
+}
+
+/** A statement's connection taken ahead (RoutingConnection.prepare), with how it was routed. */
+interface Prepared {
+  readonly lease: Lease
+  readonly read: boolean
+  readonly scope: ConsistencyScope | undefined
 }
 
 /** Marks an error with the endpoint it came from and the phase it happened in. */
@@ -86,6 +94,8 @@ export class RoutingConnection implements DatabaseConnection {
   #signal: AbortSignal | undefined
   /** The read-your-writes scope of a session that wrote on the writer: noted when it ends. */
   #wroteIn: ConsistencyScope | undefined
+  /** A statement's first connection, taken by {@link prepare} before Kysely runs it. */
+  #prepared: Prepared | undefined
 
   constructor(cluster: Cluster, target: RoutingTarget, scope: RoutingScope, log: Log) {
     this.#cluster = cluster
@@ -93,6 +103,28 @@ export class RoutingConnection implements DatabaseConnection {
     this.#scope = scope
     this.#log = log
     this.#logging = log.isLevelEnabled('query') || log.isLevelEnabled('error')
+  }
+
+  /**
+   * Takes the connection now, before Kysely runs anything on this one: the session's, or for a single
+   * statement (or stream) the one of the endpoint it routes to. Used for calls with an abort signal,
+   * where plain Kysely acquires its connection before the statement runs and an abort while waiting
+   * for one is an abort during acquisition (see RoutingQueryExecutor); without a signal the connection
+   * is taken lazily, on the statement itself, which costs less.
+   */
+  async prepare(
+    compiledQuery: CompiledQuery | undefined,
+    options?: AbortableOperationOptions,
+  ): Promise<void> {
+    if (compiledQuery === undefined || this.#scope === 'session') {
+      if (this.#bound === undefined)
+        this.#bound = await this.#leaseWithRetry(() => this.#sessionEndpoint(), options)
+      return
+    }
+    const read = this.#isRead(compiledQuery)
+    const scope = this.#target === 'reader' ? undefined : this.#cluster.consistency.current()
+    const lease = await this.#leaseWithRetry(() => this.#endpointFor(read, scope), options, read)
+    this.#prepared = { lease, read, scope }
   }
 
   /** The endpoint this connection is bound to, if any. */
@@ -146,7 +178,7 @@ export class RoutingConnection implements DatabaseConnection {
   }
 
   async collectSessionInfo(): Promise<void> {
-    const lease = this.#active ?? this.#bound
+    const lease = this.#active ?? this.#bound ?? this.#prepared?.lease
     if (lease === undefined) {
       // Not bound yet: collect on the real connection as soon as the statement picks one.
       this.#wantsSessionInfo = true
@@ -208,6 +240,10 @@ export class RoutingConnection implements DatabaseConnection {
 
   /** Returns the server connection, if one is held. Called once, when Kysely releases this connection. */
   async release(): Promise<void> {
+    // Prepared and then not run (aborted right after the connection was taken).
+    const prepared = this.#prepared
+    this.#prepared = undefined
+    if (prepared !== undefined) await prepared.lease.endpoint.release(prepared.lease.connection)
     const lease = this.#bound
     this.#bound = undefined
     if (lease === undefined) return
@@ -291,19 +327,32 @@ export class RoutingConnection implements DatabaseConnection {
     compiledQuery: CompiledQuery,
     options?: AbortableOperationOptions,
   ): Promise<QueryResult<R>> {
+    let prepared = this.#prepared
+    this.#prepared = undefined
     // Classified once: the tree walk is the routing layer's main cost per statement.
-    const read = this.#isRead(compiledQuery)
+    const read = prepared?.read ?? this.#isRead(compiledQuery)
     // Read-your-writes: undefined (one flag test) unless a scope is in use. db.reader stays eventual.
-    const scope = this.#target === 'reader' ? undefined : this.#cluster.consistency.current()
+    const scope =
+      prepared !== undefined
+        ? prepared.scope
+        : this.#target === 'reader'
+          ? undefined
+          : this.#cluster.consistency.current()
     const noteWrite = scope !== undefined && !read && writes(compiledQuery)
     const startedAt = performance.now()
     for (let attempt = 1; ; attempt++) {
       let endpoint: Endpoint | undefined
       let lease: Lease
       try {
-        const picked = this.#endpointFor(read, scope)
-        endpoint = picked instanceof Promise ? await unlessAborted(picked, options?.signal) : picked
-        lease = await this.#lease(endpoint, options)
+        if (prepared !== undefined) {
+          lease = prepared.lease
+          endpoint = lease.endpoint
+          prepared = undefined
+        } else {
+          const picked = this.#endpointFor(read, scope)
+          endpoint = picked instanceof Promise ? await unlessAborted(picked, options?.signal) : picked
+          lease = await this.#lease(endpoint, options)
+        }
       } catch (error) {
         const failure = new AttemptError(error, endpoint, 'connect')
         await this.#beforeRetry(failure, attempt, startedAt, read, options)
@@ -406,9 +455,17 @@ export class RoutingConnection implements DatabaseConnection {
     }
 
     // Only opening the connection is retried: once rows have been yielded, a retry would repeat them.
-    const read = this.#isRead(compiledQuery)
-    const scope = this.#target === 'reader' ? undefined : this.#cluster.consistency.current()
-    const lease = await this.#leaseWithRetry(() => this.#endpointFor(read, scope), options, read)
+    const prepared = this.#prepared
+    this.#prepared = undefined
+    const read = prepared?.read ?? this.#isRead(compiledQuery)
+    const scope =
+      prepared !== undefined
+        ? prepared.scope
+        : this.#target === 'reader'
+          ? undefined
+          : this.#cluster.consistency.current()
+    const lease =
+      prepared?.lease ?? (await this.#leaseWithRetry(() => this.#endpointFor(read, scope), options, read))
     this.#active = lease
     try {
       lease.endpoint.countQuery()
@@ -527,29 +584,6 @@ function writes(compiledQuery: CompiledQuery): boolean {
   const { query } = compiledQuery
   if (query.kind === 'RawNode') return !TRANSACTION_CONTROL.test(compiledQuery.sql)
   return mayChangeData(query)
-}
-
-/**
- * `work`, or the signal's reason as soon as the caller aborts: a read waiting for a replica
- * (`consistency.whenBehind: 'wait'`) must not outlive its caller's cancellation.
- */
-function unlessAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return work
-  if (signal.aborted) return Promise.reject(signal.reason)
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason)
-    signal.addEventListener('abort', onAbort, { once: true })
-    work.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort)
-        resolve(value)
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort)
-        reject(error)
-      },
-    )
-  })
 }
 
 function controlProviderFor(endpoint: Endpoint): ControlConnectionProvider {

@@ -8,6 +8,7 @@ import type {
 } from 'kysely'
 import type { Endpoint } from '../endpoint/endpoint.js'
 import { DatabaseDestroyedError } from '../errors.js'
+import { waitOrAbort } from './abort.js'
 import type { Cluster } from './cluster.js'
 import { RoutingConnection, type RoutingScope, type RoutingTarget } from './routing-connection.js'
 
@@ -46,8 +47,9 @@ export class RoutingDriver implements Driver {
 
   async #acquireSlow(scope: RoutingScope, options?: AbortableOperationOptions): Promise<RoutingConnection> {
     if (this.#cluster.destroyed) throw new DatabaseDestroyedError()
-    await this.#cluster.open()
-    options?.signal?.throwIfAborted()
+    // Opening the cluster is Kysely's driver `init`: an abort before or during it is tagged so.
+    if (!this.#cluster.isOpen) await waitOrAbort(this.#cluster.open(), options?.signal, 'init')
+    // Already open: an aborted call is refused where the connection is taken (ScopedConnectionProvider).
     return new RoutingConnection(this.#cluster, this.#target, scope, this.#log)
   }
 

@@ -10,17 +10,25 @@ import {
   type QueryCompiler,
   type QueryResult,
 } from 'kysely'
+import { waitOrAbort } from './abort.js'
 import type { RoutingScope } from './routing-connection.js'
 import type { RoutingDriver } from './routing-driver.js'
 
-/** Hands out routing connections of one scope. */
+/**
+ * Hands out routing connections of one scope. With an abort signal, the server connection is taken
+ * before the consumer runs (for a statement, `compiledQuery` says where it routes), as plain Kysely
+ * acquires it, so an abort while waiting for it rejects the way plain Kysely's does: tagged
+ * `acquireConnection:acquire` (see abort.ts). Without one it stays lazy: the statement takes it.
+ */
 class ScopedConnectionProvider implements ConnectionProvider {
   readonly #driver: RoutingDriver
   readonly #scope: RoutingScope
+  readonly #compiledQuery: CompiledQuery | undefined
 
-  constructor(driver: RoutingDriver, scope: RoutingScope) {
+  constructor(driver: RoutingDriver, scope: RoutingScope, compiledQuery?: CompiledQuery) {
     this.#driver = driver
     this.#scope = scope
+    this.#compiledQuery = compiledQuery
   }
 
   async provideConnection<T>(
@@ -28,6 +36,21 @@ class ScopedConnectionProvider implements ConnectionProvider {
     options?: AbortableOperationOptions,
   ): Promise<T> {
     const connection = await this.#driver.acquire(this.#scope, options)
+    const signal = options?.signal
+    if (signal !== undefined) {
+      await waitOrAbort(
+        connection.prepare(this.#compiledQuery, options),
+        signal,
+        'acquireConnection:acquire',
+        (work) => {
+          // Like Kysely's RuntimeDriver: whatever the acquisition still gets is given back.
+          void work.then(
+            () => connection.release(),
+            () => connection.release(),
+          )
+        },
+      )
+    }
     try {
       return await consumer(connection)
     } finally {
@@ -71,6 +94,8 @@ export class RoutingQueryExecutor extends DefaultQueryExecutor {
     compiledQuery: CompiledQuery,
     options?: AbortableQueryOptions,
   ): Promise<QueryResult<R>> {
+    if (options?.signal !== undefined)
+      return this.#prepared(compiledQuery).executeQuery<R>(compiledQuery, options)
     return this.#statements.executeQuery<R>(compiledQuery, options)
   }
 
@@ -79,7 +104,16 @@ export class RoutingQueryExecutor extends DefaultQueryExecutor {
     chunkSize: number,
     options?: AbortableOperationOptions,
   ): AsyncIterableIterator<QueryResult<R>> {
+    if (options?.signal !== undefined)
+      return this.#prepared(compiledQuery).stream<R>(compiledQuery, chunkSize, options)
     return this.#statements.stream<R>(compiledQuery, chunkSize, options)
+  }
+
+  /** For a statement with a signal: an executor whose provider takes its connection ahead. */
+  #prepared(compiledQuery: CompiledQuery): DefaultQueryExecutor {
+    return this.#statements.withConnectionProvider(
+      new ScopedConnectionProvider(this.#driver, 'statement', compiledQuery),
+    )
   }
 
   override withPlugins(plugins: ReadonlyArray<KyselyPlugin>): RoutingQueryExecutor {

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager'
 import { mockClient } from 'aws-sdk-client-mock'
-import { type Kysely, sql } from 'kysely'
+import { CompiledQuery, type Kysely, sql } from 'kysely'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import {
   type AuthConfig,
@@ -136,11 +136,21 @@ for (const engine of ENGINES) {
         const original = newAppPassword()
         await setAppPassword(engine, cluster, original)
         const source = sourceFor(kind, original)
+        // Every session the hook saw, by its server-side id.
+        const hooked = new Set<number>()
         const db = createDb<Record<string, never>>({
           dialect: engine,
           writer: urlWithoutPassword(cluster),
           auth: source.auth,
           pool: { max: BURST + 1, acquireTimeoutMs: 60_000, connectTimeoutMs: 30_000 },
+          onCreateConnection: async (connection) => {
+            const { rows } = await connection.executeQuery<{ id: number }>(
+              CompiledQuery.raw(
+                engine === 'postgres' ? 'select pg_backend_pid() as id' : 'select connection_id() as id',
+              ),
+            )
+            hooked.add(Number(rows[0]?.id))
+          },
         })
         dbs.push(db)
         const events = collectEvents(db)
@@ -157,6 +167,8 @@ for (const engine of ENGINES) {
           // the one refetch that the first rejection started.
           const sessions = await burst(db, BURST, engine)
           expect(sessions.size).toBe(BURST)
+          // onCreateConnection ran on each connection opened with the rotated credentials.
+          expect([...sessions].filter((id) => !hooked.has(id))).toEqual([])
           expect(source.calls()).toBe(2)
           expect(events['credentials-refreshed'].map((event) => event.reason)).toEqual([
             'initial',

@@ -1,7 +1,13 @@
 import { setTimeout as pause } from 'node:timers/promises'
-import { type Generated, type RawBuilder, sql } from 'kysely'
+import { CompiledQuery, type Generated, type RawBuilder, sql } from 'kysely'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { ConnectTimeoutError, classifyError, createDb, type ResilientDb } from '../../src/index.js'
+import {
+  type ConnectionHook,
+  ConnectTimeoutError,
+  classifyError,
+  createDb,
+  type ResilientDb,
+} from '../../src/index.js'
 import { collectEvents, type EventLog, sessionId, sleepExpr } from '../support/fault-helpers.js'
 import { FaultProxy } from '../support/fault-proxy.js'
 import { startMariaDbCluster } from '../support/mariadb-cluster.js'
@@ -36,6 +42,34 @@ function clusterFor(engine: Engine, scenario: Scenario): OwnCluster {
 /** The port of the server that ran the statement: tells the primary from the (promoted) replica. */
 function serverPort(engine: Engine): RawBuilder<number> {
   return engine === 'postgres' ? sql<number>`inet_server_port()` : sql<number>`@@port`
+}
+
+/** onCreateConnection marks each new session with the port it was opened to; this reads the mark. */
+function sessionMark(engine: Engine): RawBuilder<string | null> {
+  return engine === 'postgres'
+    ? sql<string | null>`current_setting('app.opened_on', true)`
+    : sql<string | null>`@opened_on`
+}
+
+/** A hook that marks each new session with the port of its server, and counts the sessions. */
+function markingHook(engine: Engine, opened: number[]): ConnectionHook {
+  return async (connection) => {
+    const [row] = (
+      await connection.executeQuery<{ port: number }>(
+        CompiledQuery.raw(
+          engine === 'postgres' ? 'select inet_server_port() as port' : 'select @@port as port',
+        ),
+      )
+    ).rows
+    opened.push(Number(row?.port))
+    await connection.executeQuery(
+      CompiledQuery.raw(
+        engine === 'postgres'
+          ? `select set_config('app.opened_on', '${Number(row?.port)}', false)`
+          : `set @opened_on = '${Number(row?.port)}'`,
+      ),
+    )
+  }
 }
 
 const CREATE_TABLE: Record<Engine, string> = {
@@ -156,10 +190,12 @@ for (const engine of ENGINES) {
     it('follows a failover to the promoted replica without any manual action', async ({ annotate }) => {
       const cluster = clusterFor(engine, 'failover')
       const replica = replicaOf(cluster)
+      const opened: number[] = []
       const db = createDb<Database>({
         dialect: engine,
         writer: [cluster.writerUrl, cluster.readerUrl],
         pool: { connectTimeoutMs: 2_000 },
+        onCreateConnection: markingHook(engine, opened),
       })
       const events = recordEvents(db, cluster.password)
       let loop: WriteLoop | undefined
@@ -193,8 +229,14 @@ for (const engine of ENGINES) {
           expect.objectContaining({ from: 'writer-0', to: 'writer-1', reason: 'connection-lost' }),
         ])
         expect(db.stats().writer.name).toBe('writer-1')
-        const served = await db.writer.selectNoFrom(port.as('port')).executeTakeFirstOrThrow()
+        const served = await db.writer
+          .selectNoFrom([port.as('port'), sessionMark(engine).as('mark')])
+          .executeTakeFirstOrThrow()
         expect(Number(served.port)).toBe(replica.port)
+        // onCreateConnection ran on the connections to the promoted replica too, before their first statement.
+        expect(served.mark).toBe(String(replica.port))
+        expect(opened).toContain(cluster.primary.port)
+        expect(opened).toContain(replica.port)
         // Target < 1 s; the bound leaves room for a loaded CI machine.
         expect(promoteToWriteMs).toBeLessThan(3_000)
         for (const error of writes.errors) {
