@@ -1,0 +1,270 @@
+// A consumer of the packed kysely-resilient, run by peer-versions.test.ts in a project whose peers are
+// pinned to one end of their ranges (lowest or newest). It exercises, against the real servers named
+// by PG_WRITER_URL/PG_READER_URL and MYSQL_WRITER_URL/MYSQL_READER_URL, the integration points where
+// an older or newer peer could break the library: Kysely's classes and dialects, the drivers' query,
+// stream and error shapes, pg-cursor, and @aws-sdk/rds-signer. It prints OK and nothing else.
+import assert from 'node:assert/strict'
+import { createServer } from 'node:http'
+import { setTimeout as delay } from 'node:timers/promises'
+import { Kysely, sql } from 'kysely'
+import { classifyError, createDb, withRetry } from 'kysely-resilient'
+
+const table = process.env.PEER_TABLE
+assert.ok(table && /^[a-z_][a-z0-9_]*$/.test(table), `PEER_TABLE is not a table name: ${table}`)
+
+const engines = [
+  {
+    dialect: 'postgres',
+    writer: process.env.PG_WRITER_URL,
+    reader: process.env.PG_READER_URL,
+    // A real server error with SQLSTATE 40001 (serialization failure): retryable.
+    conflict: sql`DO $$ BEGIN RAISE EXCEPTION 'peer check' USING ERRCODE = '40001'; END $$`,
+    uniqueCode: '23505',
+    // statement_timeout and idle_session_timeout travel as startup parameters (pg's `options`).
+    sessionSettings: sql`select current_setting('statement_timeout') as statement, current_setting('idle_session_timeout') as idle`,
+    expectedSettings: { statement: '30s', idle: '10min' },
+  },
+  {
+    dialect: 'mysql',
+    writer: process.env.MYSQL_WRITER_URL,
+    reader: process.env.MYSQL_READER_URL,
+    // A real server error with errno 1213 (deadlock, the transaction was rolled back): retryable.
+    conflict: sql`SIGNAL SQLSTATE '40001' SET MYSQL_ERRNO = 1213, MESSAGE_TEXT = 'peer check'`,
+    uniqueCode: '1062',
+    // Set after connecting; which variable depends on the server mysql2 reports in its handshake.
+    sessionSettings: sql`select cast(@@session.max_statement_time as char) as statement, cast(@@session.wait_timeout as char) as idle`,
+    expectedSettings: { statement: '30.000000', idle: '600' },
+  },
+]
+
+/** Calls `check` until it returns something other than undefined; never a fixed sleep. */
+async function pollUntil(what, check, timeoutMs = 15_000) {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const result = await check()
+    if (result !== undefined) return result
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await delay(20)
+  }
+}
+
+async function exercise({
+  dialect,
+  writer,
+  reader,
+  conflict,
+  uniqueCode,
+  sessionSettings,
+  expectedSettings,
+}) {
+  assert.ok(writer && reader, `no ${dialect} writer/reader URLs in the environment`)
+  assert.notEqual(writer, reader, `the ${dialect} reader is the writer: routing would not be checked`)
+  const pool = { max: 3, statementTimeoutMs: 30_000, sessionIdleTimeoutMs: 600_000 }
+  const db = createDb({ dialect, writer, readers: [reader], pool })
+  const errors = []
+  db.on('error', (event) => errors.push(event))
+  try {
+    assert.ok(db instanceof Kysely, `the ${dialect} db is not an instance of the consumer's Kysely`)
+
+    // The pool's session settings reach the server through this driver version.
+    const { rows: settings } = await sessionSettings.execute(db)
+    assert.deepEqual({ ...settings[0] }, expectedSettings, `${dialect}: the session settings did not apply`)
+
+    await db.schema.dropTable(table).ifExists().execute()
+    await db.schema
+      .createTable(table)
+      .addColumn('id', 'integer', (column) => column.primaryKey())
+      .addColumn('name', 'varchar(50)', (column) => column.notNull())
+      .execute()
+    await db
+      .insertInto(table)
+      .values([
+        { id: 1, name: 'one' },
+        { id: 2, name: 'two' },
+      ])
+      .execute()
+
+    // A read outside a transaction goes to the reader; poll until the replica has replayed the insert.
+    const readerServed = () => db.stats().readers[0].queries
+    const servedBefore = readerServed()
+    const replayed = await pollUntil(`the ${dialect} reader to replay the insert`, async () => {
+      const rows = await db.selectFrom(table).select(['id', 'name']).orderBy('id').execute()
+      return rows.length === 2 ? rows : undefined
+    })
+    assert.deepEqual(
+      replayed.map((row) => row.name),
+      ['one', 'two'],
+    )
+    assert.ok(readerServed() > servedBefore, `no ${dialect} read was served by the reader`)
+
+    // Read-your-writes: a read right after a write in the scope sees it.
+    const mine = await db.withReadYourWrites(async () => {
+      await db.insertInto(table).values({ id: 3, name: 'three' }).execute()
+      return db.selectFrom(table).select('name').where('id', '=', 3).executeTakeFirst()
+    })
+    assert.equal(mine?.name, 'three', `${dialect}: withReadYourWrites did not see its own insert`)
+
+    // A controlled transaction with a savepoint rolled back.
+    const trx = await db.startTransaction().execute()
+    try {
+      await trx.insertInto(table).values({ id: 10, name: 'kept' }).execute()
+      const savepoint = await trx.savepoint('peer_check').execute()
+      await savepoint.insertInto(table).values({ id: 11, name: 'rolled back' }).execute()
+      const released = await savepoint.rollbackToSavepoint('peer_check').execute()
+      await released.commit().execute()
+    } catch (error) {
+      await trx.rollback().execute()
+      throw error
+    }
+    const afterTransaction = await db.writer.selectFrom(table).select('id').where('id', '>=', 10).execute()
+    assert.deepEqual(
+      afterTransaction.map((row) => Number(row.id)),
+      [10],
+      `${dialect}: the savepoint was not rolled back`,
+    )
+
+    // .stream() (pg-cursor for postgres), one row per chunk.
+    const streamed = []
+    for await (const row of db.writer.selectFrom(table).select('id').orderBy('id').stream(1)) {
+      streamed.push(Number(row.id))
+    }
+    assert.deepEqual(streamed, [1, 2, 3, 10], `${dialect}: .stream() returned other rows`)
+
+    // withRetry around a unit of work whose first attempt fails with a real retryable server error.
+    let attempts = 0
+    const retried = await withRetry(
+      async () => {
+        attempts += 1
+        if (attempts === 1) await conflict.execute(db)
+        return db.transaction().execute(async (inner) => {
+          await inner.updateTable(table).set({ name: 'retried' }).where('id', '=', 1).execute()
+          return inner.selectFrom(table).select('name').where('id', '=', 1).executeTakeFirstOrThrow()
+        })
+      },
+      { retries: 2, minDelayMs: 1 },
+    )
+    assert.equal(attempts, 2, `${dialect}: withRetry made ${attempts} attempts, expected 2`)
+    assert.equal(retried.name, 'retried')
+    const conflictError = await conflict.execute(db).then(
+      () => undefined,
+      (error) => error,
+    )
+    assert.equal(classifyError(conflictError).category, 'conflict', `${dialect}: ${conflictError}`)
+
+    // classifyError on the driver's unique violation.
+    const duplicate = await db
+      .insertInto(table)
+      .values({ id: 1, name: 'again' })
+      .execute()
+      .then(
+        () => undefined,
+        (error) => error,
+      )
+    assert.ok(duplicate instanceof Error, `${dialect}: a duplicate key was accepted`)
+    const verdict = classifyError(duplicate)
+    assert.equal(verdict.code, uniqueCode, `${dialect}: ${JSON.stringify(verdict)}`)
+    assert.equal(verdict.category, 'fatal', `${dialect}: ${JSON.stringify(verdict)}`)
+    assert.equal(verdict.retryable, false)
+    assert.equal(verdict.connectionLost, false)
+
+    assert.deepEqual(errors, [], `${dialect}: the db emitted error events`)
+  } finally {
+    await db.schema
+      .dropTable(table)
+      .ifExists()
+      .execute()
+      .finally(() => db.destroy())
+  }
+}
+
+/**
+ * IAM: `@aws-sdk/rds-signer` at this version signs a token through the library's own path. Signing is
+ * local (SigV4 over static credentials); the endpoint is port 1 on this machine, so the connection
+ * that would present the token is refused and nothing reaches AWS or a database.
+ */
+async function signIamToken() {
+  const db = createDb({
+    dialect: 'postgres',
+    writer: 'postgres://app_iam@127.0.0.1:1/orders',
+    auth: {
+      type: 'iam',
+      region: 'eu-west-1',
+      credentials: { accessKeyId: 'AKIAIOSFODNN7EXAMPLE', secretAccessKey: 'not-a-secret-peer-check-key' },
+    },
+    // IAM needs TLS; the connection is refused before any handshake, so no CA is ever consulted.
+    tls: { ca: 'unused' },
+    retry: false,
+    pool: { connectTimeoutMs: 2_000 },
+  })
+  const refreshed = []
+  db.on('credentials-refreshed', (event) => refreshed.push(event))
+  try {
+    const error = await db
+      .selectNoFrom(sql.lit(1).as('one'))
+      .execute()
+      .then(
+        () => undefined,
+        (failure) => failure,
+      )
+    assert.ok(error !== undefined, 'a query reached a server on port 1')
+    assert.equal(classifyError(error).category, 'unavailable', `IAM: ${error}`)
+    assert.deepEqual(
+      refreshed.map(({ authType, reason }) => `${authType}/${reason}`),
+      ['iam/initial'],
+      `no IAM token was signed before connecting: ${error}`,
+    )
+  } finally {
+    await db.destroy()
+  }
+}
+
+/**
+ * Secrets Manager: `@aws-sdk/client-secrets-manager` at this version fetches an RDS-shaped secret
+ * through the library's own path, from a local stand-in for the service (the SDK's
+ * AWS_ENDPOINT_URL_SECRETS_MANAGER, with static credentials from the environment: nothing reaches
+ * AWS), and the PostgreSQL writer accepts the credentials it holds.
+ */
+async function fetchSecret() {
+  const target = new URL(process.env.PG_WRITER_URL)
+  const secret = {
+    username: decodeURIComponent(target.username),
+    password: decodeURIComponent(target.password),
+    host: target.hostname,
+    port: Number(target.port),
+    dbname: target.pathname.slice(1),
+  }
+  const requests = []
+  const server = createServer((request, response) => {
+    let body = ''
+    request.on('data', (chunk) => {
+      body += chunk
+    })
+    request.on('end', () => {
+      requests.push({ target: request.headers['x-amz-target'], body: JSON.parse(body || '{}') })
+      response.writeHead(200, { 'content-type': 'application/x-amz-json-1.1' })
+      response.end(JSON.stringify({ Name: 'peer', SecretString: JSON.stringify(secret) }))
+    })
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  // Read when the library creates its client, at the first fetch below.
+  process.env.AWS_ENDPOINT_URL_SECRETS_MANAGER = `http://127.0.0.1:${server.address().port}`
+  process.env.AWS_ACCESS_KEY_ID = 'AKIAIOSFODNN7EXAMPLE'
+  process.env.AWS_SECRET_ACCESS_KEY = 'not-a-secret-peer-check-key'
+  // No host in the endpoint: the secret supplies host, port, database, user and password.
+  const db = createDb({
+    dialect: 'postgres',
+    writer: {},
+    auth: { type: 'secret', secretId: 'peer', region: 'eu-west-1' },
+  })
+  try {
+    const { rows } = await sql`select current_user as user`.execute(db)
+    assert.equal(rows[0]?.user, secret.username)
+    assert.deepEqual(requests, [{ target: 'secretsmanager.GetSecretValue', body: { SecretId: 'peer' } }])
+  } finally {
+    await db.destroy()
+    server.close()
+  }
+}
+
+await Promise.all([...engines.map(exercise), signIamToken(), fetchSecret()])
+console.log('OK')
