@@ -4,7 +4,9 @@
 // an older or newer peer could break the library: Kysely's classes and dialects, the drivers' query,
 // stream and error shapes, pg-cursor, and @aws-sdk/rds-signer. It prints OK and nothing else.
 import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
 import { createServer } from 'node:http'
+import { createServer as createTcpServer } from 'node:net'
 import { setTimeout as delay } from 'node:timers/promises'
 import { Kysely, sql } from 'kysely'
 import { classifyError, createDb, withRetry } from 'kysely-resilient'
@@ -266,5 +268,88 @@ async function fetchSecret() {
   }
 }
 
-await Promise.all([...engines.map(exercise), signIamToken(), fetchSecret()])
+/**
+ * mysql2 before 3.22.0 answers a server's request for `mysql_clear_password` on any connection, so a
+ * server (or anyone between) could ask for the password in clear over plain TCP; the library enables
+ * that plugin on encrypted connections only (for IAM tokens), which needs a mysql2 that honours
+ * `enableCleartextPlugin`. A fake server on plain TCP asks for it here, and must not get the password.
+ */
+async function refuseCleartextPassword() {
+  const password = `pw${randomBytes(12).toString('hex')}`
+  const received = []
+  let switched = false
+  const packet = (sequence, payload) => {
+    const header = Buffer.alloc(4)
+    header.writeUIntLE(payload.length, 0, 3)
+    header[3] = sequence
+    return Buffer.concat([header, payload])
+  }
+  // Protocol 41, secure connection, plugin auth (with length-encoded data), connect with database.
+  const capabilities = 0x1 | 0x4 | 0x8 | 0x200 | 0x2000 | 0x8000 | 0x20000 | 0x80000 | 0x200000
+  const flags = Buffer.alloc(4)
+  flags.writeUInt32LE(capabilities >>> 0)
+  const handshake = Buffer.concat([
+    Buffer.from([10]),
+    Buffer.from('5.7.99-peer-check\0'),
+    Buffer.from([1, 0, 0, 0]), // connection id
+    randomBytes(8),
+    Buffer.from([0]),
+    flags.subarray(0, 2),
+    Buffer.from([33, 2, 0]), // utf8_general_ci, autocommit
+    flags.subarray(2, 4),
+    Buffer.from([21]),
+    Buffer.alloc(10),
+    randomBytes(12),
+    Buffer.from('\0mysql_native_password\0'),
+  ])
+  const server = createTcpServer((socket) => {
+    let pending = Buffer.alloc(0)
+    let packets = 0
+    socket.on('error', () => {})
+    socket.on('data', (chunk) => {
+      received.push(chunk)
+      pending = Buffer.concat([pending, chunk])
+      while (pending.length >= 4 && pending.length >= 4 + pending.readUIntLE(0, 3)) {
+        const sequence = pending[3]
+        pending = pending.subarray(4 + pending.readUIntLE(0, 3))
+        packets += 1
+        if (packets === 1) {
+          // The handshake response: ask for the password in clear.
+          switched = true
+          socket.write(packet(sequence + 1, Buffer.from('\xfemysql_clear_password\0', 'latin1')))
+        } else {
+          socket.end(packet(sequence + 1, Buffer.from('\xff\x15\x04#28000Access denied', 'latin1')))
+        }
+      }
+    })
+    socket.write(packet(0, handshake))
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const db = createDb({
+    dialect: 'mysql',
+    writer: `mysql://app:${password}@127.0.0.1:${server.address().port}/app`,
+    retry: false,
+    pool: { connectTimeoutMs: 2_000 },
+  })
+  try {
+    const error = await db
+      .selectNoFrom(sql.lit(1).as('one'))
+      .execute()
+      .then(
+        () => undefined,
+        (failure) => failure,
+      )
+    assert.ok(error !== undefined, 'the fake MySQL server let a query through')
+    assert.ok(switched, `mysql2 never got as far as the request for the clear password: ${error}`)
+    assert.ok(
+      !Buffer.concat(received).includes(password),
+      'mysql2 sent the password in clear over an unencrypted connection',
+    )
+  } finally {
+    await db.destroy()
+    server.close()
+  }
+}
+
+await Promise.all([...engines.map(exercise), signIamToken(), fetchSecret(), refuseCleartextPassword()])
 console.log('OK')
