@@ -2,12 +2,17 @@
 // pinned to one end of their ranges (lowest or newest). It exercises, against the real servers named
 // by PG_WRITER_URL/PG_READER_URL and MYSQL_WRITER_URL/MYSQL_READER_URL, the integration points where
 // an older or newer peer could break the library: Kysely's classes and dialects, the drivers' query,
-// stream and error shapes, pg-cursor, and @aws-sdk/rds-signer. It prints OK and nothing else.
+// stream, session-setting and error shapes, pg-cursor, and both AWS SDK packages (offline). Two fake
+// servers check security properties the library promises and the drivers only keep in some
+// versions: no password in clear on plain TCP (mysql2), and the host name check for an IP-address
+// host (pg; PEER_TLS_CA_FILE, PEER_TLS_CERT_FILE, PEER_TLS_KEY_FILE). It prints OK and nothing else.
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import { createServer as createTcpServer } from 'node:net'
 import { setTimeout as delay } from 'node:timers/promises'
+import { TLSSocket } from 'node:tls'
 import { Kysely, sql } from 'kysely'
 import { classifyError, createDb, withRetry } from 'kysely-resilient'
 
@@ -351,5 +356,66 @@ async function refuseCleartextPassword() {
   }
 }
 
-await Promise.all([...engines.map(exercise), signIamToken(), fetchSecret(), refuseCleartextPassword()])
+/**
+ * A verifying `tls` on PostgreSQL checks the certificate against the host connected to, an IP address
+ * included. `pg` before 8.23.1 gives Node no name for an IP address, so Node checks 'localhost'
+ * instead, and a certificate for localhost passes for any address. A fake server on 127.0.0.1
+ * presents one (signed by the CA the client trusts): the client must refuse it before sending anything.
+ */
+async function verifyIpAddressHost() {
+  const read = (name) => readFileSync(process.env[name] ?? assert.fail(`${name} is not set`), 'utf8')
+  const ca = read('PEER_TLS_CA_FILE')
+  const cert = read('PEER_TLS_CERT_FILE')
+  const key = read('PEER_TLS_KEY_FILE')
+  let tlsStarted = false
+  let sentOverTls = false
+  const server = createTcpServer((socket) => {
+    socket.on('error', () => {})
+    // The SSLRequest: accept it, then speak TLS with the certificate for localhost.
+    socket.once('data', () => {
+      tlsStarted = true
+      socket.write('S')
+      const secure = new TLSSocket(socket, { isServer: true, cert, key })
+      secure.on('error', () => {})
+      secure.on('data', () => {
+        sentOverTls = true
+        secure.destroy()
+      })
+    })
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const db = createDb({
+    dialect: 'postgres',
+    writer: { url: `postgres://app:not-a-password@127.0.0.1:${server.address().port}/app`, tls: { ca } },
+    retry: false,
+    pool: { connectTimeoutMs: 2_000 },
+  })
+  try {
+    const error = await db
+      .selectNoFrom(sql.lit(1).as('one'))
+      .execute()
+      .then(
+        () => undefined,
+        (failure) => failure,
+      )
+    assert.ok(error !== undefined, 'the fake PostgreSQL server let a query through')
+    assert.ok(tlsStarted, `pg never asked the fake server for TLS: ${error}`)
+    assert.ok(
+      !sentOverTls,
+      'pg accepted a certificate for localhost from 127.0.0.1 and sent its startup message',
+    )
+    assert.equal(classifyError(error).category, 'fatal', `${error}`)
+  } finally {
+    await db.destroy()
+    server.close()
+  }
+}
+
+await Promise.all([
+  ...engines.map(exercise),
+  signIamToken(),
+  fetchSecret(),
+  refuseCleartextPassword(),
+  verifyIpAddressHost(),
+])
 console.log('OK')

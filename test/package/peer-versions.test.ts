@@ -9,6 +9,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { generateTestCertificates, type TestCertificates } from '../support/certificates.js'
 import { clusterFor } from '../support/database.js'
 import { assertPackable, packPackage, pinnedNode, repositoryRoot } from '../support/packed-package.js'
 
@@ -111,6 +112,8 @@ describe('the peer ranges, at their lowest and newest versions', () => {
   let temp = ''
   /** The consumer projects, installed; rejected when an install failed (reported by its own test). */
   const installed = new Map<Consumer, Promise<string>>()
+  /** A CA and a certificate for localhost it signed, for the consumer's fake TLS server. */
+  let certificates: Promise<TestCertificates>
 
   async function install(consumer: Consumer, tarball: string): Promise<string> {
     const dir = join(temp, consumer)
@@ -143,6 +146,10 @@ describe('the peer ranges, at their lowest and newest versions', () => {
     assertPackable(node)
     temp = mkdtempSync(join(tmpdir(), 'kysely-resilient-peers-'))
     const { tarball } = packPackage(join(temp, 'pack'))
+    const certificateDir = join(temp, 'certificates')
+    mkdirSync(certificateDir)
+    certificates = generateTestCertificates(certificateDir)
+    certificates.catch(() => {}) // awaited by the tests
     for (const consumer of ['lowest', 'newest'] as const) {
       const pending = install(consumer, tarball)
       pending.catch(() => {}) // awaited by the consumer's test; not an unhandled rejection meanwhile
@@ -152,7 +159,7 @@ describe('the peer ranges, at their lowest and newest versions', () => {
 
   afterAll(async () => {
     // An install still running (its test failed first) must not write into a deleted directory.
-    await Promise.allSettled(installed.values())
+    await Promise.allSettled([...installed.values(), certificates])
     if (temp !== '') rmSync(temp, { recursive: true, force: true })
   })
 
@@ -176,6 +183,7 @@ describe('the peer ranges, at their lowest and newest versions', () => {
       expect(outside, `newest peers outside their ranges: ${JSON.stringify(versions)}`).toEqual([])
     }
 
+    const { caFile, serverCertFile, serverKeyFile } = await certificates
     const postgres = clusterFor('postgres')
     const mysql = clusterFor('mysql')
     // A bare environment: nothing from the test runner (NODE_OPTIONS, AWS_*) reaches the consumer.
@@ -188,6 +196,9 @@ describe('the peer ranges, at their lowest and newest versions', () => {
         PG_READER_URL: postgres.readerUrl,
         MYSQL_WRITER_URL: mysql.writerUrl,
         MYSQL_READER_URL: mysql.readerUrl,
+        PEER_TLS_CA_FILE: caFile,
+        PEER_TLS_CERT_FILE: serverCertFile,
+        PEER_TLS_KEY_FILE: serverKeyFile,
       },
       timeoutMs: 30_000,
     })
