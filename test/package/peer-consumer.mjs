@@ -27,6 +27,8 @@ const engines = [
     // A real server error with SQLSTATE 40001 (serialization failure): retryable.
     conflict: sql`DO $$ BEGIN RAISE EXCEPTION 'peer check' USING ERRCODE = '40001'; END $$`,
     uniqueCode: '23505',
+    // A failed statement aborts a PostgreSQL transaction: its COMMIT answers ROLLBACK.
+    abortsTransactions: true,
     // statement_timeout and idle_session_timeout travel as startup parameters (pg's `options`).
     sessionSettings: sql`select current_setting('statement_timeout') as statement, current_setting('idle_session_timeout') as idle`,
     expectedSettings: { statement: '30s', idle: '10min' },
@@ -38,6 +40,7 @@ const engines = [
     // A real server error with errno 1213 (deadlock, the transaction was rolled back): retryable.
     conflict: sql`SIGNAL SQLSTATE '40001' SET MYSQL_ERRNO = 1213, MESSAGE_TEXT = 'peer check'`,
     uniqueCode: '1062',
+    abortsTransactions: false,
     // Set after connecting; which variable depends on the server mysql2 reports in its handshake.
     sessionSettings: sql`select cast(@@session.max_statement_time as char) as statement, cast(@@session.wait_timeout as char) as idle`,
     expectedSettings: { statement: '30.000000', idle: '600' },
@@ -61,6 +64,7 @@ async function exercise({
   reader,
   conflict,
   uniqueCode,
+  abortsTransactions,
   sessionSettings,
   expectedSettings,
 }) {
@@ -173,6 +177,25 @@ async function exercise({
     assert.equal(verdict.category, 'fatal', `${dialect}: ${JSON.stringify(verdict)}`)
     assert.equal(verdict.retryable, false)
     assert.equal(verdict.connectionLost, false)
+
+    if (abortsTransactions) {
+      // Kysely's AbortedTransactionError (0.29.8): the error swallowed inside is not lost silently.
+      const aborted = await db
+        .transaction()
+        .execute(async (inner) => {
+          await inner
+            .insertInto(table)
+            .values({ id: 1, name: 'again' })
+            .execute()
+            .catch(() => undefined)
+        })
+        .then(
+          () => undefined,
+          (error) => error,
+        )
+      assert.ok(aborted instanceof Error, `${dialect}: a transaction whose statement failed committed`)
+      assert.match(classifyError(aborted).reason, /COMMIT rolled back/, `${dialect}: ${aborted}`)
+    }
 
     assert.deepEqual(errors, [], `${dialect}: the db emitted error events`)
   } finally {
