@@ -99,12 +99,17 @@ function describeFailure(what: string, finished: Finished): string {
   return `${what} exited with ${finished.code ?? finished.signal}:\n${finished.stderr}${finished.stdout}`
 }
 
+/** npm settings a user may pass through the environment that the consumers' installs must keep too. */
+const KEPT_NPM_SETTINGS = /^npm_config_(registry|cache|userconfig|cafile|strict_ssl|(https_)?proxy|noproxy)$/i
+
 /**
- * The environment for npm: this process's, without the npm_* variables `npm test` sets (an inherited
- * npm_config_* would configure the consumer's install from this repository's settings).
+ * The environment for npm: this process's, without the other npm_* variables `npm test` sets (an
+ * inherited npm_config_local_prefix names this repository, npm_package_* describe it).
  */
 function npmEnvironment(): NodeJS.ProcessEnv {
-  return Object.fromEntries(Object.entries(process.env).filter(([name]) => !/^npm_/i.test(name)))
+  return Object.fromEntries(
+    Object.entries(process.env).filter(([name]) => !/^npm_/i.test(name) || KEPT_NPM_SETTINGS.test(name)),
+  )
 }
 
 describe('the peer ranges, at their lowest and newest versions', () => {
