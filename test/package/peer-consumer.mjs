@@ -14,7 +14,7 @@ import { createServer as createTcpServer } from 'node:net'
 import { setTimeout as delay } from 'node:timers/promises'
 import { TLSSocket } from 'node:tls'
 import { Kysely, sql } from 'kysely'
-import { classifyError, createDb, withRetry } from 'kysely-resilient'
+import { ConfigError, classifyError, createDb, withRetry } from 'kysely-resilient'
 
 const table = process.env.PEER_TABLE
 assert.ok(table && /^[a-z_][a-z0-9_]*$/.test(table), `PEER_TABLE is not a table name: ${table}`)
@@ -215,13 +215,14 @@ async function exercise({
 async function signIamToken() {
   const db = createDb({
     dialect: 'postgres',
-    writer: 'postgres://app_iam@127.0.0.1:1/orders',
+    writer: 'postgres://app_iam@localhost:1/orders',
     auth: {
       type: 'iam',
       region: 'eu-west-1',
       credentials: { accessKeyId: 'AKIAIOSFODNN7EXAMPLE', secretAccessKey: 'not-a-secret-peer-check-key' },
     },
-    // IAM needs TLS; the connection is refused before any handshake, so no CA is ever consulted.
+    // IAM needs TLS; the connection is refused before any handshake, so no CA is ever consulted. The
+    // host is a name: a verifying tls with an IP-address host may be refused up front.
     tls: { ca: 'unused' },
     retry: false,
     pool: { connectTimeoutMs: 2_000 },
@@ -407,12 +408,20 @@ async function verifyIpAddressHost() {
     })
   })
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const db = createDb({
-    dialect: 'postgres',
-    writer: { url: `postgres://app:not-a-password@127.0.0.1:${server.address().port}/app`, tls: { ca } },
-    retry: false,
-    pool: { connectTimeoutMs: 2_000 },
-  })
+  let db
+  try {
+    db = createDb({
+      dialect: 'postgres',
+      writer: { url: `postgres://app:not-a-password@127.0.0.1:${server.address().port}/app`, tls: { ca } },
+      retry: false,
+      pool: { connectTimeoutMs: 2_000 },
+    })
+  } catch (error) {
+    // Refusing the combination up front (as for mysql2) keeps the promise too.
+    server.close()
+    if (error instanceof ConfigError && error.setting === 'writer.tls') return
+    throw error
+  }
   try {
     const error = await db
       .selectNoFrom(sql.lit(1).as('one'))
@@ -434,11 +443,15 @@ async function verifyIpAddressHost() {
   }
 }
 
-await Promise.all([
+// Every check runs to its end (each drops what it created), and every failure is reported.
+const results = await Promise.allSettled([
   ...engines.map(exercise),
   signIamToken(),
   fetchSecret(),
   refuseCleartextPassword(),
   verifyIpAddressHost(),
 ])
-console.log('OK')
+const failures = results.flatMap((result) => (result.status === 'rejected' ? [result.reason] : []))
+for (const failure of failures) console.error(failure)
+if (failures.length === 0) console.log('OK')
+else process.exitCode = 1
