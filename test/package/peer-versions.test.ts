@@ -99,6 +99,53 @@ function describeFailure(what: string, finished: Finished): string {
   return `${what} exited with ${finished.code ?? finished.signal}:\n${finished.stderr}${finished.stdout}`
 }
 
+/**
+ * A TypeScript consumer, compiled (never run) in each project with its own kysely and the package's
+ * declaration files checked too (skipLibCheck off: a type the declarations import from a kysely that
+ * lacks it, such as `kysely/readonly` before 0.29, would otherwise turn into `any` silently).
+ */
+const TYPES_CHECK = `import { type Generated, Kysely, sql } from 'kysely'
+import type { ReadonlyKysely } from 'kysely/readonly'
+import { classifyError, createDb, type ErrorClassification, type ResilientDb, withRetry } from 'kysely-resilient'
+import { getConnection } from 'kysely-resilient/lambda'
+
+interface Database {
+  person: { id: Generated<number>; name: string }
+}
+
+export async function typed(): Promise<void> {
+  const db: ResilientDb<Database> = createDb<Database>({ dialect: 'postgres', writer: 'postgres://app@db/app' })
+  const kysely: Kysely<Database> = db
+  const reader: ReadonlyKysely<Database> = db.reader
+  const rows: Array<{ id: number; name: string }> = await reader.selectFrom('person').selectAll().execute()
+  await db.writer.insertInto('person').values({ name: 'Ada' }).execute()
+  // @ts-expect-error db.reader refuses writes at compile time
+  await db.reader.insertInto('person').values({ name: 'Ada' }).execute()
+  const verdict: ErrorClassification = classifyError(new Error('x'))
+  const one = await withRetry(() => sql<{ one: number }>\`select 1 as one\`.execute(kysely))
+  const lambda: Kysely<Database> = await getConnection<Database>()
+  void [rows, verdict, one, lambda]
+}
+`
+
+function typesConfig(): string {
+  return JSON.stringify({
+    compilerOptions: {
+      strict: true,
+      target: 'es2023',
+      lib: ['es2023'],
+      module: 'nodenext',
+      moduleResolution: 'nodenext',
+      // A consumer has @types/node; this repository's copy stands in for it.
+      typeRoots: [join(repositoryRoot, 'node_modules', '@types')],
+      types: ['node'],
+      skipLibCheck: false,
+      noEmit: true,
+    },
+    files: ['types-check.ts'],
+  })
+}
+
 /** npm settings a user may pass through the environment that the consumers' installs must keep too. */
 const KEPT_NPM_SETTINGS = /^npm_config_(registry|cache|userconfig|cafile|strict_ssl|(https_)?proxy|noproxy)$/i
 
@@ -117,6 +164,8 @@ describe('the peer ranges, at their lowest and newest versions', () => {
   let temp = ''
   /** The consumer projects, installed; rejected when an install failed (reported by its own test). */
   const installed = new Map<Consumer, Promise<string>>()
+  /** tsc over each project's types-check.ts, started when its install is done. */
+  const typeChecks = new Map<Consumer, Promise<Finished>>()
   /** A CA and a certificate for localhost it signed, for the consumer's fake TLS server. */
   let certificates: Promise<TestCertificates>
 
@@ -144,6 +193,8 @@ describe('the peer ranges, at their lowest and newest versions', () => {
     )
     if (finished.code !== 0) throw new Error(describeFailure(`npm install in ${dir}`, finished))
     copyFileSync(join(repositoryRoot, 'test', 'package', 'peer-consumer.mjs'), join(dir, 'check.mjs'))
+    writeFileSync(join(dir, 'types-check.ts'), TYPES_CHECK)
+    writeFileSync(join(dir, 'tsconfig.json'), typesConfig())
     return dir
   }
 
@@ -159,12 +210,22 @@ describe('the peer ranges, at their lowest and newest versions', () => {
       const pending = install(consumer, tarball)
       pending.catch(() => {}) // awaited by the consumer's test; not an unhandled rejection meanwhile
       installed.set(consumer, pending)
+      // Compiled as soon as installed, while the other project may still be installing.
+      const compiled = pending.then((dir) =>
+        run(node, [join(repositoryRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', dir], {
+          cwd: dir,
+          env: { PATH: process.env.PATH ?? '' },
+          timeoutMs: 60_000,
+        }),
+      )
+      compiled.catch(() => {})
+      typeChecks.set(consumer, compiled)
     }
   })
 
   afterAll(async () => {
     // An install still running (its test failed first) must not write into a deleted directory.
-    await Promise.allSettled([...installed.values(), certificates])
+    await Promise.allSettled([...installed.values(), ...typeChecks.values(), certificates])
     if (temp !== '') rmSync(temp, { recursive: true, force: true })
   })
 
@@ -210,11 +271,13 @@ describe('the peer ranges, at their lowest and newest versions', () => {
     const label = `check.mjs with ${Object.entries(versions)
       .map(([name, version]) => `${name}@${version}`)
       .join(', ')}`
+    const types = await (typeChecks.get(consumer) as Promise<Finished>)
     if (finished.code !== 0) throw new Error(describeFailure(label, finished))
     expect({ stdout: finished.stdout, stderr: finished.stderr }, label).toEqual({
       stdout: 'OK\n',
       stderr: '',
     })
+    if (types.code !== 0) throw new Error(describeFailure(`tsc on types-check.ts, ${label}`, types))
   }
 
   it('works with every peer at the lowest version its range allows', () => check('lowest'), 90_000)
