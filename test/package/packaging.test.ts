@@ -1,43 +1,21 @@
 // Checks the package as a consumer gets it: `npm pack` the built package, install the tarball into
 // throwaway consumer projects next to the peers they choose (no network: the peers are symlinked from
 // this repository's node_modules), and load it from ESM and from CommonJS with the pinned Node.
-import { execFileSync, spawnSync } from 'node:child_process'
-import {
-  cpSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-} from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-
-const root = fileURLToPath(new URL('../..', import.meta.url))
-const builtFiles = [
-  'dist/index.js',
-  'dist/index.cjs',
-  'dist/index.d.ts',
-  'dist/index.d.cts',
-  'dist/lambda/index.js',
-  'dist/lambda/index.cjs',
-  'dist/lambda/index.d.ts',
-  'dist/lambda/index.d.cts',
-]
+import {
+  assertPackable,
+  BUILT_FILES,
+  packPackage,
+  pinnedNode,
+  repositoryRoot as root,
+} from '../support/packed-package.js'
 
 type Driver = 'pg' | 'mysql2'
 type ModuleKind = 'esm' | 'cjs'
-
-/** The Node pinned as a devDependency (22.x); the running Node when that is not installed. */
-function pinnedNode(): string {
-  const pinned = join(root, 'node_modules', '.bin', 'node')
-  return existsSync(pinned) ? pinned : process.execPath
-}
 
 /**
  * A script that loads the package the way a consumer does and checks it. `installed` lists the drivers
@@ -206,33 +184,11 @@ describe('the packed package', () => {
   }
 
   beforeAll(() => {
-    const missing = builtFiles.filter((file) => !existsSync(join(root, file)))
-    if (missing.length > 0) {
-      throw new Error(`${missing.join(', ')} missing: run \`npm run build\` first (\`npm test\` does)`)
-    }
-    const version = execFileSync(node, ['-p', 'process.versions.node'], { encoding: 'utf8' }).trim()
-    const [major = 0, minor = 0] = version.split('.').map(Number)
-    if (major < 22 || (major === 22 && minor < 12)) {
-      throw new Error(`${node} is Node ${version}; the CommonJS build needs require(esm), Node >= 22.12`)
-    }
-
+    assertPackable(node)
     temp = mkdtempSync(join(tmpdir(), 'kysely-resilient-pack-'))
-    const packDir = join(temp, 'pack')
-    mkdirSync(packDir)
-    execFileSync('npm', ['pack', '--ignore-scripts', '--pack-destination', packDir], {
-      cwd: root,
-      stdio: ['ignore', 'ignore', 'pipe'],
-    })
-    const tarball = readdirSync(packDir).find((file) => file.endsWith('.tgz'))
-    if (tarball === undefined) throw new Error(`npm pack wrote no tarball into ${packDir}`)
-    const tarballPath = join(packDir, tarball)
-
-    packedFiles = execFileSync('tar', ['-tzf', tarballPath], { encoding: 'utf8' })
-      .split('\n')
-      .filter((line) => line !== '')
-      .map((line) => line.replace(/^package\//, ''))
-    execFileSync('tar', ['-xzf', tarballPath, '-C', packDir])
-    unpacked = join(packDir, 'package')
+    const packed = packPackage(join(temp, 'pack'))
+    packedFiles = [...packed.files]
+    unpacked = packed.unpacked
   })
 
   afterAll(() => {
@@ -241,7 +197,7 @@ describe('the packed package', () => {
 
   it('holds the builds, both type files, the README and the changelog, and no sources', () => {
     expect(packedFiles).toEqual(
-      expect.arrayContaining([...builtFiles, 'package.json', 'README.md', 'CHANGELOG.md']),
+      expect.arrayContaining([...BUILT_FILES, 'package.json', 'README.md', 'CHANGELOG.md']),
     )
     const unwanted = packedFiles.filter((file) => /^(src|test|bench|examples)\//.test(file))
     expect(unwanted).toEqual([])
