@@ -14,6 +14,7 @@ import { closeConnection, connection } from '../../examples/lambda/db.js'
 import { apiGatewayEvent, localContext } from '../../examples/lambda/events.js'
 import { handler } from '../../examples/lambda/handler.js'
 import { handler as migrate } from '../../examples/lambda/migrate.js'
+import { getConnection } from '../../src/lambda/index.js'
 import { describeEngines, waitForReplica } from '../support/database.js'
 import { killWhileFrozen } from '../support/freeze.js'
 import { getFreePort } from '../support/ports.js'
@@ -193,6 +194,40 @@ describeEngines('lambda example', (engine, info) => {
     )
     // Endpoint names only: no host, port or credentials in what goes to CloudWatch.
     expect(JSON.stringify(lines)).not.toContain(deadReader.port)
+    if (info.password) expect(JSON.stringify(lines)).not.toContain(info.password)
+  })
+
+  it('a writer that is down: POST /users is a 503 with Retry-After and one JSON line saying why', async () => {
+    const deadWriter = new URL(info.writerUrl)
+    deadWriter.port = String(await getFreePort())
+    // getConnection() keeps the first call's config: this one, with a short retry budget (the
+    // library's default, 10 s, is for production), is what the handler gets.
+    await getConnection({
+      dialect: engine,
+      writer: deadWriter.href,
+      pool: { acquireTimeoutMs: 500, connectTimeoutMs: 500 },
+      retry: { maxElapsedMs: 200 },
+    })
+    let result: APIGatewayProxyStructuredResultV2 | undefined
+    const lines = await logLines(async () => {
+      const reply = await handler(
+        apiGatewayEvent('POST', '/users', JSON.stringify({ name: 'Ada', email: `down.${email}` })),
+        localContext(),
+        () => undefined,
+      )
+      if (typeof reply === 'object') result = reply
+    })
+    expect(result?.statusCode).toBe(503)
+    expect(result?.headers?.['retry-after']).toBe('1')
+    expect(lines).toContainEqual(
+      expect.objectContaining({
+        level: 'warn',
+        msg: 'request failed',
+        method: 'POST',
+        category: 'unavailable',
+      }),
+    )
+    expect(JSON.stringify(lines)).not.toContain(deadWriter.port)
     if (info.password) expect(JSON.stringify(lines)).not.toContain(info.password)
   })
 
