@@ -1,6 +1,17 @@
+import { fileURLToPath } from 'node:url'
 import { defineConfig } from 'vitest/config'
 
+const src = (path: string) => fileURLToPath(new URL(`./src/${path}`, import.meta.url))
+
 export default defineConfig({
+  resolve: {
+    // The examples import 'kysely-resilient' by name; in tests that is the sources, so no test needs
+    // dist and the tests' own imports of src/ and the examples' share one copy of every class.
+    alias: [
+      { find: /^kysely-resilient$/, replacement: src('index.ts') },
+      { find: /^kysely-resilient\/lambda$/, replacement: src('lambda/index.ts') },
+    ],
+  },
   test: {
     include: ['test/**/*.test.ts'],
     // One PostgreSQL primary+replica and one MariaDB primary+replica for the whole run; tests that

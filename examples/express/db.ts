@@ -1,22 +1,34 @@
-import { type ColumnType, type Generated, type Selectable, sql } from 'kysely'
-// The only import of the library in this example. In your own project: from 'kysely-resilient'.
-import { createDb, type ResilientDb, type SqlDialect } from '../../src/index.js'
+import type { ColumnType, Generated, Selectable } from 'kysely'
+import { createDb, type ResilientDb, type SqlDialect } from 'kysely-resilient'
 
-export type { DbStats, ResilientDb, SqlDialect } from '../../src/index.js'
+export type { ResilientDb, SqlDialect } from 'kysely-resilient'
 
 export interface UsersTable {
   id: Generated<number>
   name: string
   email: string
+  /** Every user starts with 100; only a transfer (POST /users/:id/credits) changes it. */
+  credits: ColumnType<number, never, number>
   /** Set by the database; never written by the application. */
+  created_at: ColumnType<Date, never, never>
+}
+
+/** One row per transfer, keyed by the client's `Idempotency-Key`: a transfer applies at most once. */
+export interface CreditTransfersTable {
+  request_id: string
+  from_user_id: number
+  to_user_id: number
+  amount: number
   created_at: ColumnType<Date, never, never>
 }
 
 export interface Database {
   users: UsersTable
+  credit_transfers: CreditTransfersTable
 }
 
 export type User = Selectable<UsersTable>
+export type CreditTransfer = Selectable<CreditTransfersTable>
 
 /** The environment variables this example reads (a subset of `process.env`). */
 export interface DatabaseEnv {
@@ -31,6 +43,17 @@ export interface DatabaseEnv {
 export interface AppDatabase {
   readonly db: ResilientDb<Database>
   readonly dialect: SqlDialect
+}
+
+/** One structured log entry; `log` writes it as one JSON line. */
+export type LogEntry = Readonly<Record<string, unknown>> & { readonly msg: string }
+export type Logger = (level: 'info' | 'warn' | 'error', entry: LogEntry) => void
+
+/** One JSON line per entry on stdout (info) or stderr (warn, error): what a log pipeline ingests. */
+export const jsonLogger: Logger = (level, entry) => {
+  const line = JSON.stringify({ time: new Date().toISOString(), level, ...entry })
+  if (level === 'info') console.log(line)
+  else console.error(line)
 }
 
 /**
@@ -55,24 +78,42 @@ export function createDatabase(env: DatabaseEnv): AppDatabase {
   return { db, dialect }
 }
 
+/**
+ * Logs what an operator wants to know about the database, one JSON line each: the writer moved
+ * (`failover`), a reader left or rejoined the rotation, a statement is being retried, an endpoint
+ * stopped or resumed answering, a background check failed. The payloads carry endpoint names
+ * (`writer`, `reader-0`), categories, codes and timings; never an address or a credential.
+ */
+export function logDatabaseEvents(db: ResilientDb<Database>, log: Logger): void {
+  db.on('failover', (e) => log('warn', { msg: 'db failover', event: 'failover', ...e }))
+  db.on('reader-ejected', (e) => log('warn', { msg: 'db reader ejected', event: 'reader-ejected', ...e }))
+  db.on('reader-restored', (e) => log('info', { msg: 'db reader restored', event: 'reader-restored', ...e }))
+  db.on('retry', (e) => log('warn', { msg: 'db statement retry', event: 'retry', ...e }))
+  db.on('endpoint-unresponsive', (e) =>
+    log('error', { msg: 'db endpoint unresponsive', event: 'endpoint-unresponsive', ...e }),
+  )
+  db.on('endpoint-responsive', (e) =>
+    log('info', { msg: 'db endpoint responsive', event: 'endpoint-responsive', ...e }),
+  )
+  db.on('error', (e) => log('warn', { msg: 'db background error', event: 'error', ...e }))
+}
+
 function parseDialect(value: string | undefined): SqlDialect {
   const dialect = value?.trim() || 'postgres'
   if (dialect === 'postgres' || dialect === 'mysql') return dialect
   throw new Error(`DB_DIALECT must be 'postgres' or 'mysql', not '${dialect}'`)
 }
 
-/** Creates the `users` table if it does not exist yet (on the writer: schema statements always go there). */
-export async function migrate(db: ResilientDb<Database>, dialect: SqlDialect): Promise<void> {
-  await db.schema
-    .createTable('users')
-    .ifNotExists()
-    .addColumn('id', dialect === 'postgres' ? 'serial' : 'integer', (column) =>
-      dialect === 'postgres' ? column.primaryKey() : column.primaryKey().autoIncrement(),
-    )
-    .addColumn('name', 'varchar(100)', (column) => column.notNull())
-    .addColumn('email', 'varchar(200)', (column) => column.notNull().unique())
-    .addColumn('created_at', dialect === 'postgres' ? 'timestamptz' : 'timestamp', (column) =>
-      column.notNull().defaultTo(sql`CURRENT_TIMESTAMP`),
-    )
-    .execute()
+/**
+ * One line for the server log: error class, code and message, with any credentials in a URL or a
+ * `password=` pair masked. (This library and the drivers keep passwords out of their messages; this is
+ * a second line of defence for everything else.)
+ */
+export function describeError(error: unknown): string {
+  if (!(error instanceof Error)) return 'non-Error value thrown'
+  const code = 'code' in error && typeof error.code === 'string' ? ` [${error.code}]` : ''
+  const message = error.message
+    .replace(/\/\/([^:/@\s]*):[^@/\s]*@/g, '//$1:***@')
+    .replace(/(password\s*[=:]\s*)\S+/gi, '$1***')
+  return `${error.name}${code}: ${message}`
 }

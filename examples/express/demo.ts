@@ -1,142 +1,122 @@
 /**
- * `npm run demo`: starts the users service against a database and plays a short client session,
- * printing which endpoint (writer or reader) served each request.
+ * A short client session against a running users service: what each route answers, one line per
+ * request. Plain HTTP (fetch); nothing here knows about the database.
  *
- * Without DB_WRITER_URL it starts a throwaway PostgreSQL primary + streaming replica (needs the
- * PostgreSQL server binaries: initdb, postgres, pg_basebackup) and removes it afterwards.
- * With `--serve` it keeps the server running after the session, until Ctrl-C.
+ *   BASE_URL=http://127.0.0.1:3000 npx tsx examples/express/demo.ts
+ *
+ * With ADMIN_TOKEN (the server's), it ends with the statements each endpoint served (/admin/stats).
+ * Exits 1 if any request got a status other than the one expected. `npm run demo` starts a throwaway
+ * database, the migration and the server first (scripts/demo.ts).
  */
-import { randomBytes } from 'node:crypto'
-import { type PostgresCluster, startPostgresCluster } from '../../test/support/postgres-cluster.js'
-import { waitForReplica } from '../../test/support/replication.js'
-import { describeError } from './app.js'
-import { createDatabase, type DatabaseEnv, migrate } from './db.js'
-import { exitOnSignals, type RunningServer, startServer } from './server.js'
+import { randomBytes, randomUUID } from 'node:crypto'
 
-const serve = process.argv.includes('--serve')
-
-interface Exchange {
-  readonly status: number
-  readonly servedBy: string
-  readonly body: unknown
+const baseUrl = process.env.BASE_URL?.replace(/\/+$/, '')
+if (!baseUrl) {
+  console.error('BASE_URL is not set (the users service, e.g. http://127.0.0.1:3000)')
+  process.exit(1)
 }
 
 let failures = 0
+/** The token of the session's latest write: sent back so reads see it, on any instance or replica. */
+let token: string | undefined
 
-/** Sends one request and prints `METHOD /path -> status served by endpoint`. */
+interface Exchange {
+  readonly status: number
+  readonly body: Record<string, unknown>
+}
+
 async function request(
-  baseUrl: string,
-  method: 'GET' | 'POST',
+  method: 'GET' | 'POST' | 'PATCH' | 'DELETE',
   path: string,
-  expected: readonly number[],
-  body?: string,
+  expected: number,
+  body?: unknown,
+  headers: Record<string, string> = {},
 ): Promise<Exchange> {
   const response = await fetch(`${baseUrl}${path}`, {
     method,
-    ...(body === undefined ? {} : { body, headers: { 'content-type': 'application/json' } }),
+    headers: {
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      ...(token === undefined ? {} : { 'x-consistency-token': token }),
+      ...headers,
+    },
+    ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
   })
-  const exchange: Exchange = {
-    status: response.status,
-    servedBy: response.headers.get('x-served-by') ?? '(no header)',
-    body: await response.json(),
-  }
-  const unexpected = !expected.includes(exchange.status)
+  token = response.headers.get('x-consistency-token') ?? token
+  const text = await response.text()
+  const exchange: Exchange = { status: response.status, body: text === '' ? {} : JSON.parse(text) }
+  const unexpected = exchange.status !== expected
   if (unexpected) failures++
   console.log(
-    `${method} ${path} -> ${exchange.status} served by ${exchange.servedBy}${summary(exchange.body)}` +
-      `${unexpected ? `   <-- UNEXPECTED (expected ${expected.join(' or ')})` : ''}`,
+    `${method} ${path} -> ${exchange.status}${summary(exchange.body)}` +
+      `${unexpected ? `   <-- UNEXPECTED (expected ${expected})` : ''}`,
   )
   return exchange
 }
 
-function summary(body: unknown): string {
-  if (typeof body !== 'object' || body === null) return ''
+function summary(body: Record<string, unknown>): string {
   if ('error' in body) return `  (error: ${String(body.error)})`
-  if ('users' in body && Array.isArray(body.users)) return `  (${body.users.length} users)`
-  if ('status' in body) return `  (status: ${String(body.status)})`
-  if ('id' in body && 'email' in body) return `  (id ${String(body.id)}, ${String(body.email)})`
+  if (Array.isArray(body.users)) return `  (${body.users.length} users, next: ${String(body.next)})`
+  if ('transfer' in body) {
+    const t = body.transfer as Record<string, unknown>
+    return `  (${String(t.amount)} credits ${String(t.from)} -> ${String(t.to)}, replayed: ${String(body.replayed)})`
+  }
+  if ('writer' in body && 'status' in body) {
+    return `  (status: ${String(body.status)}, writer ${String(body.writer)}, readers ${JSON.stringify(body.readers)})`
+  }
+  if ('email' in body)
+    return `  (id ${String(body.id)}, ${String(body.name)}, ${String(body.credits)} credits)`
   return ''
 }
 
-async function session(baseUrl: string, afterWrites: () => Promise<void>, replicaAwaited: boolean) {
-  const run = randomBytes(4).toString('hex')
-  const created: number[] = []
-  for (const name of ['Ada Lovelace', 'Grace Hopper', 'Edsger Dijkstra']) {
-    const email = `${name.split(' ')[0]?.toLowerCase()}.${run}@example.com`
-    const { body } = await request(baseUrl, 'POST', '/users', [201], JSON.stringify({ name, email }))
-    if (typeof body === 'object' && body !== null && 'id' in body) created.push(Number(body.id))
+const run = randomBytes(4).toString('hex')
+const ids: number[] = []
+for (const name of ['Ada Lovelace', 'Grace Hopper', 'Edsger Dijkstra']) {
+  const email = `${name.split(' ')[0]?.toLowerCase()}.${run}@example.com`
+  const { body } = await request('POST', '/users', 201, { name, email })
+  ids.push(Number(body.id))
+}
+const [ada = 0, grace = 0, edsger = 0] = ids
+
+// Reads right after the writes: the token makes them see the writes even on a replica that is behind.
+const first = await request('GET', `/users?limit=2&after=${ada - 1}`, 200)
+if (typeof first.body.next === 'string') await request('GET', `/users?limit=2&after=${first.body.next}`, 200)
+await request('GET', `/users/${grace}`, 200)
+await request('PATCH', `/users/${grace}`, 200, { name: 'Rear Admiral Grace Hopper' })
+
+const transfer = { 'idempotency-key': randomUUID() }
+await request('POST', `/users/${ada}/credits`, 201, { to: grace, amount: 30 }, transfer)
+// The client did not get (or did not trust) the answer and sends the same request again: not applied twice.
+await request('POST', `/users/${ada}/credits`, 200, { to: grace, amount: 30 }, transfer)
+await request('GET', `/users/${ada}`, 200)
+
+await request('POST', '/users', 409, { name: 'Ada Again', email: `ada.${run}@example.com` })
+await request('POST', '/users', 400, { name: 'No Email' })
+await request(
+  'POST',
+  `/users/${ada}/credits`,
+  409,
+  { to: grace, amount: 1_000 },
+  { 'idempotency-key': randomUUID() },
+)
+await request('DELETE', `/users/${edsger}`, 204)
+await request('GET', `/users/${edsger}`, 404)
+await request('GET', '/health', 200)
+
+const adminToken = process.env.ADMIN_TOKEN
+if (adminToken) {
+  const response = await fetch(`${baseUrl}/admin/stats`, {
+    headers: { authorization: `Bearer ${adminToken}` },
+  })
+  const stats = (await response.json()) as {
+    writer: { name: string; queries: number }
+    readers: Array<{ name: string; queries: number; healthy: boolean }>
   }
-  await afterWrites()
-  await request(baseUrl, 'GET', '/users?limit=5', [200])
-  // Without waiting for the replica, a fresh row may not have reached it yet: 404 is then possible.
-  await request(baseUrl, 'GET', `/users/${created[0] ?? 1}`, replicaAwaited ? [200] : [200, 404])
-  await request(baseUrl, 'POST', '/users', [400], JSON.stringify({ name: 'No Email' }))
-  await request(baseUrl, 'GET', '/health', [200])
+  console.log('\nstatements per endpoint (GET /admin/stats):')
+  for (const endpoint of [stats.writer, ...stats.readers])
+    console.log(`  ${endpoint.name}: ${endpoint.queries}`)
 }
 
-async function main(): Promise<void> {
-  let cluster: PostgresCluster | undefined
-  let server: RunningServer | undefined
-  const shutdown = async () => {
-    await server?.close() // stops accepting, finishes in-flight requests, destroys the db pools
-    await cluster?.stop()
-  }
-
-  try {
-    let env: DatabaseEnv = process.env
-    if (!process.env.DB_WRITER_URL) {
-      console.log('DB_WRITER_URL is not set: starting a throwaway PostgreSQL primary + streaming replica...')
-      const startedAt = performance.now()
-      cluster = await startPostgresCluster()
-      console.log(
-        `PostgreSQL primary on 127.0.0.1:${cluster.primary.port}, replica on 127.0.0.1:${cluster.replica?.port}` +
-          ` (ready in ${Math.round(performance.now() - startedAt)} ms)`,
-      )
-      env = { DB_DIALECT: 'postgres', DB_WRITER_URL: cluster.writerUrl, DB_READER_URLS: cluster.readerUrl }
-    }
-
-    const { db, dialect } = createDatabase(env)
-    try {
-      await migrate(db, dialect)
-      server = await startServer(db, dialect, Number(process.env.PORT ?? 0), '127.0.0.1')
-    } catch (error) {
-      await db.destroy()
-      throw error
-    }
-    const { writer, readers } = db.stats()
-    console.log(
-      `users service on ${server.url} (${dialect}: ${writer.name} ${writer.address}` +
-        `${readers.map((reader) => `, ${reader.name} ${reader.address}`).join('')})\n`,
-    )
-
-    const started = cluster
-    await session(
-      server.url,
-      async () => {
-        if (started === undefined) return
-        await waitForReplica('postgres', started.adminWriterUrl, started.adminReaderUrl)
-        console.log('(replica has replayed the writes)')
-      },
-      started !== undefined,
-    )
-
-    console.log('\nfinal db.stats():')
-    console.log(JSON.stringify(db.stats(), null, 2))
-    if (failures > 0) throw new Error(`${failures} request(s) got an unexpected status`)
-  } catch (error) {
-    console.error(`demo failed: ${describeError(error)}`)
-    await shutdown().catch(() => {})
-    process.exit(1)
-  }
-
-  if (serve && server !== undefined) {
-    console.log(`\nserving on ${server.url}; press Ctrl-C to stop. Try: curl -i ${server.url}/users`)
-    exitOnSignals(shutdown)
-    return
-  }
-  await shutdown()
-  console.log('\nserver, database pools and PostgreSQL cluster stopped')
-  process.exit(0)
+if (failures > 0) {
+  console.error(`\n${failures} request(s) got an unexpected status`)
+  process.exit(1)
 }
-
-await main()

@@ -2,8 +2,17 @@ import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { createApp, describeError } from './app.js'
-import { createDatabase, type Database, migrate, type ResilientDb, type SqlDialect } from './db.js'
+import { createApp } from './app.js'
+import {
+  createDatabase,
+  type Database,
+  describeError,
+  jsonLogger,
+  type Logger,
+  logDatabaseEvents,
+  type ResilientDb,
+  type SqlDialect,
+} from './db.js'
 
 /** How long shutdown waits for in-flight requests before closing their connections anyway. */
 const SHUTDOWN_GRACE_MS = 10_000
@@ -18,14 +27,21 @@ export interface RunningServer {
   close(): Promise<void>
 }
 
-/** Starts the app on `port` (0: any free port) and resolves once it is listening. */
-export async function startServer(
-  db: ResilientDb<Database>,
-  dialect: SqlDialect,
-  port: number,
-  host = '0.0.0.0',
-): Promise<RunningServer> {
-  const app = createApp(db, { dialect })
+export interface ServerOptions {
+  readonly dialect: SqlDialect
+  /** 0: any free port. */
+  readonly port: number
+  /** Default: `0.0.0.0`. */
+  readonly host?: string
+  /** Enables `GET /admin/stats` with this bearer token (see createApp). */
+  readonly adminToken?: string | undefined
+  readonly log?: Logger
+}
+
+/** Starts the app and resolves once it is listening. */
+export async function startServer(db: ResilientDb<Database>, options: ServerOptions): Promise<RunningServer> {
+  const { port, host = '0.0.0.0' } = options
+  const app = createApp(db, { dialect: options.dialect, adminToken: options.adminToken, log: options.log })
   const server = await new Promise<Server>((resolveServer, reject) => {
     const listening = app.listen(port, host, (error?: Error) =>
       error ? reject(error) : resolveServer(listening),
@@ -71,18 +87,20 @@ export function exitOnSignals(shutdown: () => Promise<void>): void {
   let stopping = false
   const onSignal = (signal: NodeJS.Signals) => {
     if (stopping) {
-      console.error(`${signal} again: exiting without waiting`)
+      jsonLogger('error', { msg: `${signal} again: exiting without waiting` })
       process.exit(1)
     }
     stopping = true
-    console.log(`${signal}: shutting down (finishing in-flight requests, closing database pools)`)
+    jsonLogger('info', {
+      msg: `${signal}: shutting down (finishing in-flight requests, closing database pools)`,
+    })
     shutdown().then(
       () => {
-        console.log('stopped')
+        jsonLogger('info', { msg: 'stopped' })
         process.exit(0)
       },
       (error: unknown) => {
-        console.error(`shutdown failed: ${describeError(error)}`)
+        jsonLogger('error', { msg: 'shutdown failed', error: describeError(error) })
         process.exit(1)
       },
     )
@@ -100,28 +118,31 @@ function parsePort(value: string | undefined): number {
   return port
 }
 
+/**
+ * The service. The schema must be up to date already (migrate.ts runs at deploy time, before this):
+ * the server changes no schema, so its database user needs no DDL rights.
+ */
 async function main(): Promise<void> {
   const port = parsePort(process.env.PORT)
   const { db, dialect } = createDatabase(process.env)
-  try {
-    await migrate(db, dialect)
-  } catch (error) {
-    await db.destroy()
-    throw error
-  }
-  const server = await startServer(db, dialect, port)
+  logDatabaseEvents(db, jsonLogger)
+  const adminToken = process.env.ADMIN_TOKEN?.trim() || undefined
+  const server = await startServer(db, { dialect, port, host: process.env.HOST || '0.0.0.0', adminToken })
   exitOnSignals(() => server.close())
-  const { writer, readers } = db.stats()
-  console.log(
-    `listening on ${server.url} (${dialect}; writer ${writer.address}` +
-      `${readers.map((reader) => `, ${reader.name} ${reader.address}`).join('')})`,
-  )
+  // The port, not the database's address: logs are read by more people than the admin route.
+  jsonLogger('info', {
+    msg: 'listening',
+    url: server.url,
+    dialect,
+    readers: db.stats().readers.length,
+    admin: adminToken !== undefined,
+  })
 }
 
-// Run only when started directly (`tsx examples/express/server.ts`), not when imported by the demo.
+// Run only when started directly (`node --import tsx examples/express/server.ts`), not when imported.
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
   main().catch((error: unknown) => {
-    console.error(describeError(error))
+    jsonLogger('error', { msg: 'server failed to start', error: describeError(error) })
     process.exit(1)
   })
 }

@@ -10,7 +10,7 @@
 //
 // The same goes for the AWS SDK: DB_AUTH=iam loads `@aws-sdk/rds-signer` and DB_AUTH=secret
 // `@aws-sdk/client-secrets-manager`, both with a dynamic import. Bundled, they and their credential
-// providers add about 490 KiB. The Lambda Node.js runtimes ship the AWS SDK for JavaScript v3, so
+// providers add about 460 KiB. The Lambda Node.js runtimes ship the AWS SDK for JavaScript v3, so
 // `@aws-sdk/*` is external by default here; --bundle-aws-sdk (or `awsSdk: 'bundled'`) puts it inside,
 // for a runtime whose SDK lacks a package or is older than you need.
 import { mkdtempSync } from 'node:fs'

@@ -1,6 +1,6 @@
-import { type ColumnType, type Generated, type Selectable, sql } from 'kysely'
-// The only import of the library in this example. In your own project: from 'kysely-resilient/lambda'.
-import { getConnection, type ResilientDb, resetConnection } from '../../src/lambda/index.js'
+import type { ColumnType, Generated, Selectable } from 'kysely'
+// In your own project these are the same imports: the package name, not a path.
+import { getConnection, type ResilientDb, resetConnection } from 'kysely-resilient/lambda'
 
 export interface LambdaUsersTable {
   id: Generated<number>
@@ -23,6 +23,22 @@ export interface Connection {
 }
 
 /**
+ * One JSON line on stdout, which Lambda sends to CloudWatch Logs: `{"level":"warn","msg":"db reader
+ * ejected","event":"reader-ejected","endpoint":"reader-0",...}`. Filter with
+ * `{ $.event = "failover" }`, or `{ $.level = "error" }`, in CloudWatch Logs Insights or a metric filter.
+ */
+export function log(
+  level: 'info' | 'warn' | 'error',
+  entry: Readonly<Record<string, unknown>> & { msg: string },
+): void {
+  console.log(JSON.stringify({ level, ...entry }))
+}
+
+// The container's db is created once by getConnection() and reused by warm invocations; its events
+// are subscribed once per db (a new one after resetConnection()).
+const watched = new WeakSet<ResilientDb<Database>>()
+
+/**
  * The container's database, configured from the environment by `getConnection()`: `DB_DIALECT`
  * (`postgres` or `mysql`), `DB_WRITER_URL`, optionally `DB_READER_URLS` (comma-separated), and how
  * to authenticate. Deployed: `DB_AUTH=iam` with the IAM user in the URLs and no password (tokens are
@@ -31,47 +47,33 @@ export interface Connection {
  */
 export async function connection(): Promise<Connection> {
   const db = await getConnection<Database>()
+  if (!watched.has(db)) {
+    watched.add(db)
+    // What an operator greps for. Payloads hold endpoint names (writer, reader-0), categories, codes
+    // and timings; never a host or a credential.
+    db.on('failover', (e) => log('warn', { msg: 'db failover', event: 'failover', ...e }))
+    db.on('reader-ejected', (e) => log('warn', { msg: 'db reader ejected', event: 'reader-ejected', ...e }))
+    db.on('reader-restored', (e) =>
+      log('info', { msg: 'db reader restored', event: 'reader-restored', ...e }),
+    )
+    db.on('retry', (e) => log('warn', { msg: 'db statement retry', event: 'retry', ...e }))
+    db.on('endpoint-unresponsive', (e) =>
+      log('error', { msg: 'db endpoint unresponsive', event: 'endpoint-unresponsive', ...e }),
+    )
+    db.on('credentials-refreshed', (e) =>
+      log('info', { msg: 'db credentials refreshed', event: 'credentials-refreshed', ...e }),
+    )
+    db.on('error', (e) => log('warn', { msg: 'db background error', event: 'error', ...e }))
+  }
   // getConnection() validated DB_DIALECT already, so this is one of the two.
   const dialect: Dialect = process.env.DB_DIALECT?.trim() === 'mysql' ? 'mysql' : 'postgres'
   return { db, dialect }
 }
 
-// One migration per container (module-global), shared by concurrent first invocations. A failed
-// attempt is forgotten so the next invocation tries again.
-let migrated: Promise<void> | undefined
-
-/** Creates `lambda_users` on the writer if it does not exist yet; runs once per container. */
-export function ensureSchema({ db, dialect }: Connection): Promise<void> {
-  if (migrated === undefined) {
-    const attempt = migrate(db, dialect)
-    migrated = attempt
-    attempt.catch(() => {
-      if (migrated === attempt) migrated = undefined
-    })
-  }
-  return migrated
-}
-
 /**
- * Closes the container's connections and forgets the cached migration, so the next invocation
- * starts afresh. For the local invoke script (which must close its sockets to exit) and for tests.
+ * Closes the container's connections, so the next invocation starts afresh. For the local scripts
+ * (which must close their sockets to exit) and for tests.
  */
 export async function closeConnection(): Promise<void> {
-  migrated = undefined
   await resetConnection()
-}
-
-async function migrate(db: ResilientDb<Database>, dialect: Dialect): Promise<void> {
-  await db.schema
-    .createTable('lambda_users')
-    .ifNotExists()
-    .addColumn('id', dialect === 'postgres' ? 'serial' : 'integer', (column) =>
-      dialect === 'postgres' ? column.primaryKey() : column.primaryKey().autoIncrement(),
-    )
-    .addColumn('name', 'varchar(100)', (column) => column.notNull())
-    .addColumn('email', 'varchar(200)', (column) => column.notNull())
-    .addColumn('created_at', dialect === 'postgres' ? 'timestamptz' : 'timestamp', (column) =>
-      column.notNull().defaultTo(sql`CURRENT_TIMESTAMP`),
-    )
-    .execute()
 }

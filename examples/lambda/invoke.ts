@@ -1,9 +1,11 @@
-// Invokes the handler locally, as API Gateway would: a POST /users, then a GET /users/{id}.
+// Invokes the functions locally: the migration (as a deployment does, before any request), then the
+// API handler as API Gateway would: a POST /users, then a GET /users/{id}.
 //   DB_DIALECT=postgres DB_WRITER_URL=postgres://app:secret@localhost:5432/app npx tsx examples/lambda/invoke.ts
 import type { APIGatewayProxyStructuredResultV2 } from 'aws-lambda'
 import { closeConnection } from './db.js'
 import { apiGatewayEvent, localContext } from './events.js'
 import { handler } from './handler.js'
+import { handler as migrate } from './migrate.js'
 
 async function call(
   method: 'GET' | 'POST',
@@ -19,6 +21,7 @@ async function call(
 
 try {
   process.env.DB_DIALECT ??= 'postgres'
+  console.log(`migrate -> ${JSON.stringify(await migrate())}`)
   const email = `ada.${Date.now()}@example.com`
   const created = await call('POST', '/users', JSON.stringify({ name: 'Ada Lovelace', email }))
   if (created.statusCode !== 201) process.exitCode = 1

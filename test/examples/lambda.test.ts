@@ -13,8 +13,11 @@ import { type BundleOptions, bundle, isAwsSdkPackage } from '../../examples/lamb
 import { closeConnection, connection } from '../../examples/lambda/db.js'
 import { apiGatewayEvent, localContext } from '../../examples/lambda/events.js'
 import { handler } from '../../examples/lambda/handler.js'
+import { handler as migrate } from '../../examples/lambda/migrate.js'
+import { getConnection } from '../../src/lambda/index.js'
 import { describeEngines, waitForReplica } from '../support/database.js'
 import { killWhileFrozen } from '../support/freeze.js'
+import { getFreePort } from '../support/ports.js'
 import { registerSecret } from '../support/secrets.js'
 
 const root = fileURLToPath(new URL('../..', import.meta.url))
@@ -74,9 +77,37 @@ describeEngines('lambda example', (engine, info) => {
   afterEach(async () => {
     await closeConnection()
     vi.unstubAllEnvs()
+    vi.restoreAllMocks()
   })
 
-  it('POST /users creates a user (201), creating lambda_users on first use', async () => {
+  /** The JSON log lines the functions wrote to stdout while `fn` ran. */
+  async function logLines(fn: () => Promise<unknown>): Promise<Array<Record<string, unknown>>> {
+    const logged = vi.spyOn(console, 'log').mockImplementation(() => {})
+    try {
+      await fn()
+      return logged.mock.calls.map(([line]) => JSON.parse(String(line)) as Record<string, unknown>)
+    } finally {
+      logged.mockRestore()
+    }
+  }
+
+  it('the migrate function applies the schema once, as its own step; a second run applies nothing', async () => {
+    // Two containers deploying at once: the Migrator's lock makes one of them apply, the other wait.
+    const lines = await logLines(async () => {
+      const [first, second] = await Promise.all([migrate(), migrate()])
+      expect([...first.applied, ...second.applied]).toEqual(['2026_12_01_001_lambda_users'])
+      expect(await migrate()).toEqual({ applied: [] })
+    })
+    expect(lines).toContainEqual({
+      level: 'info',
+      msg: 'migration 2026_12_01_001_lambda_users: Success',
+      migration: '2026_12_01_001_lambda_users',
+      status: 'Success',
+    })
+    await waitForReplica(engine) // the table itself must exist on the reader
+  })
+
+  it('POST /users creates a user (201)', async () => {
     const reply = await invoke('POST', '/users', JSON.stringify({ name: 'Ada Lovelace', email }))
     expect(reply.status).toBe(201)
     expect(reply.body).toMatchObject({ name: 'Ada Lovelace', email })
@@ -144,7 +175,63 @@ describeEngines('lambda example', (engine, info) => {
     expect(Number(writerNow.id)).not.toBe(Number(onWriter.id))
   })
 
-  it('invoke.ts posts a user then reads it back against DB_WRITER_URL', () => {
+  it('logs one JSON line per database event: a reader that is down is ejected, reads use the writer', async () => {
+    const deadReader = new URL(info.readerUrl)
+    deadReader.port = String(await getFreePort())
+    vi.stubEnv('DB_READER_URLS', deadReader.href)
+    let reply: Reply | undefined
+    const lines = await logLines(async () => {
+      reply = await invoke('GET', `/users/${createdId}`)
+    })
+    expect(reply?.status).toBe(200)
+    expect(lines).toContainEqual(
+      expect.objectContaining({
+        level: 'warn',
+        event: 'reader-ejected',
+        endpoint: 'reader-0',
+        reason: 'unreachable',
+      }),
+    )
+    // Endpoint names only: no host, port or credentials in what goes to CloudWatch.
+    expect(JSON.stringify(lines)).not.toContain(deadReader.port)
+    if (info.password) expect(JSON.stringify(lines)).not.toContain(info.password)
+  })
+
+  it('a writer that is down: POST /users is a 503 with Retry-After and one JSON line saying why', async () => {
+    const deadWriter = new URL(info.writerUrl)
+    deadWriter.port = String(await getFreePort())
+    // getConnection() keeps the first call's config: this one, with a short retry budget (the
+    // library's default, 10 s, is for production), is what the handler gets.
+    await getConnection({
+      dialect: engine,
+      writer: deadWriter.href,
+      pool: { acquireTimeoutMs: 500, connectTimeoutMs: 500 },
+      retry: { maxElapsedMs: 200 },
+    })
+    let result: APIGatewayProxyStructuredResultV2 | undefined
+    const lines = await logLines(async () => {
+      const reply = await handler(
+        apiGatewayEvent('POST', '/users', JSON.stringify({ name: 'Ada', email: `down.${email}` })),
+        localContext(),
+        () => undefined,
+      )
+      if (typeof reply === 'object') result = reply
+    })
+    expect(result?.statusCode).toBe(503)
+    expect(result?.headers?.['retry-after']).toBe('1')
+    expect(lines).toContainEqual(
+      expect.objectContaining({
+        level: 'warn',
+        msg: 'request failed',
+        method: 'POST',
+        category: 'unavailable',
+      }),
+    )
+    expect(JSON.stringify(lines)).not.toContain(deadWriter.port)
+    if (info.password) expect(JSON.stringify(lines)).not.toContain(info.password)
+  })
+
+  it('invoke.ts migrates, posts a user then reads it back against DB_WRITER_URL', () => {
     const result = spawnSync(join(root, 'node_modules/.bin/tsx'), ['examples/lambda/invoke.ts'], {
       cwd: root,
       encoding: 'utf8',
@@ -152,6 +239,7 @@ describeEngines('lambda example', (engine, info) => {
       timeout: 60_000,
     })
     expect(result.status, result.stderr).toBe(0)
+    expect(result.stdout).toMatch(/^migrate -> \{"applied":\[\]\}$/m)
     expect(result.stdout).toMatch(/^POST \/users -> 201 /m)
     expect(result.stdout).toMatch(/^GET \/users\/\d+ -> 200 /m)
   })
