@@ -1,3 +1,5 @@
+import { isIP } from 'node:net'
+import { checkServerIdentity, type PeerCertificate } from 'node:tls'
 import type { Client, ClientConfig } from 'pg'
 import { connectWithCredentials } from '../auth/connect-with-credentials.js'
 import type { CredentialCache } from '../auth/credential-cache.js'
@@ -103,7 +105,7 @@ export class PostgresConnector implements PoolConnector<Client> {
   }
 
   async #open(config: ClientConfig): Promise<Client> {
-    const client = new this.#pg.Client(config)
+    const client = new this.#pg.Client(checkIpHostIdentity(config))
     // Without a listener, an idle client whose server went away would crash the process with an
     // unhandled 'error' event. Mark it broken instead; the pool drops it.
     client.on('error', () => this.#markBroken(client))
@@ -155,4 +157,23 @@ export class PostgresConnector implements PoolConnector<Client> {
       await this.close(client)
     }
   }
+}
+
+/**
+ * With a verifying `tls` and an IP-address host, the certificate must be checked against that address.
+ * pg before 8.23.1 gives Node no server name for an IP address (SNI takes none), and Node then checks
+ * the certificate against 'localhost': a trusted certificate for localhost would pass for any
+ * address. Checking against the address the connection goes to is right with every pg version.
+ */
+function checkIpHostIdentity(config: ClientConfig): ClientConfig {
+  const { ssl, host } = config
+  if (typeof ssl !== 'object' || ssl.rejectUnauthorized === false) return config
+  if (host === undefined || isIP(host) === 0 || ssl.checkServerIdentity !== undefined) return config
+  // In place: `config` is this connection's own copy, and its password is a non-enumerable property
+  // that a spread would drop.
+  config.ssl = {
+    ...ssl,
+    checkServerIdentity: (_name: string, cert: PeerCertificate) => checkServerIdentity(host, cert),
+  }
+  return config
 }

@@ -382,8 +382,9 @@ async function refuseCleartextPassword() {
 
 /**
  * A verifying `tls` on PostgreSQL checks the certificate against the host connected to, an IP address
- * included. `pg` before 8.23.1 gives Node no name for an IP address, so Node checks 'localhost'
- * instead, and a certificate for localhost passes for any address. A fake server on 127.0.0.1
+ * included. `pg` before 8.23.1 gives Node no name for an IP address, so Node would check 'localhost'
+ * instead and a certificate for localhost would pass for any address; the library checks the address
+ * itself (postgres-connector.ts). A fake server on 127.0.0.1
  * presents one (signed by the CA the client trusts): the client must refuse it before sending anything.
  */
 async function verifyIpAddressHost() {
