@@ -25,6 +25,7 @@ export type {
   PostgresDriverOptions,
   PostgresTypeParsers,
 } from './config/driver-options.js'
+export type { ConnectionProxy } from './config/proxy.js'
 export { createDb, type ReadYourWritesOptions, type ResilientDb } from './create-db.js'
 export type { EndpointStats } from './endpoint/endpoint.js'
 export {

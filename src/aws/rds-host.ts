@@ -15,6 +15,20 @@ export function isRdsHost(host: string | undefined): boolean {
   return host !== undefined && !isUnixSocket(host) && RDS_HOST.test(host)
 }
 
+/**
+ * RDS Proxy endpoints: the default `<proxy>.proxy-<id>.<region>.rds.amazonaws.com` and custom ones,
+ * `<endpoint>.endpoint.proxy-<id>.<region>.rds.amazonaws.com`.
+ */
+const RDS_PROXY_HOST = new RegExp(
+  String.raw`(?:^|\.)proxy-[a-z0-9]+\.[a-z]{2}(?:-[a-z]+)+-\d+${RDS_DOMAIN}`,
+  'i',
+)
+
+/** An Amazon RDS Proxy endpoint (default or custom). They get `proxy: 'rds-proxy'` by default. */
+export function isRdsProxyHost(host: string | undefined): boolean {
+  return isRdsHost(host) && RDS_PROXY_HOST.test(host as string)
+}
+
 /** The region in an RDS host name: `<name>.<id>.<region>.rds.amazonaws.com`. */
 export function regionFromRdsHost(host: string | undefined): string | undefined {
   const match = host === undefined ? null : RDS_HOST_REGION.exec(host)

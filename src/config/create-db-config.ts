@@ -2,6 +2,7 @@ import type { KyselyPlugin, LogConfig } from 'kysely'
 import type { AuthConfig } from '../auth/auth-config.js'
 import type { TlsConfig } from '../tls/tls-config.js'
 import type { ConnectionHook, MysqlDriverOptions, PostgresDriverOptions } from './driver-options.js'
+import type { ConnectionProxy } from './proxy.js'
 
 /**
  * The database engine family. `'mysql'` covers MySQL, MariaDB and Aurora MySQL (driver: `mysql2`);
@@ -270,6 +271,13 @@ export interface EndpointOptions {
    * Default: `config.onReserveConnection`. Example: `async (c) => { await c.executeQuery(CompiledQuery.raw('set role app_reader')) }`.
    */
   readonly onReserveConnection?: ConnectionHook
+  /**
+   * The connection proxy in front of this endpoint, overriding `config.proxy`; see
+   * {@link ConnectionProxy} and the README's "Behind a connection proxy".
+   *
+   * Default: `config.proxy`. Example: `'pgbouncer'`.
+   */
+  readonly proxy?: ConnectionProxy | false
 }
 
 /**
@@ -483,6 +491,18 @@ export interface CreateDbConfig {
    * Example: `'verify-full'`.
    */
   readonly tls?: TlsConfig
+  /**
+   * The connection proxy in front of every endpoint (an endpoint's own `proxy` wins): PgBouncer or
+   * Amazon RDS Proxy. Behind one, the library sends no startup parameters and no `SET` at connect
+   * (the proxy refuses them or pins the session), and refuses the settings that need them
+   * (`pool.statementTimeoutMs`, `pool.sessionIdleTimeoutMs`, pg's `options`, `lock_timeout`,
+   * `idle_in_transaction_session_timeout`) with a `ConfigError` that says what to use instead. `false`
+   * says there is none, even on an RDS Proxy host name. See the README's "Behind a connection proxy".
+   *
+   * Default: `'rds-proxy'` for RDS Proxy host names (`*.proxy-*.<region>.rds.amazonaws.com`), none
+   * for others. Example: `'pgbouncer'`.
+   */
+  readonly proxy?: ConnectionProxy | false
   /**
    * Pool settings for every endpoint; see {@link PoolConfig}.
    *

@@ -5,6 +5,7 @@ import type { ResolvedTls } from '../tls/resolve-tls.js'
 import type { SqlDialect } from './create-db-config.js'
 import type { ConnectionHook, ResolvedDriverOptions } from './driver-options.js'
 import type { ResolvedPoolOptions } from './pool-options.js'
+import type { ConnectionProxy } from './proxy.js'
 
 /** Kysely's connection hooks of one endpoint (its own, or the top level's). */
 export interface ConnectionHooks {
@@ -47,6 +48,8 @@ export class EndpointSettings {
    */
   readonly driverOptions: ResolvedDriverOptions
   readonly hooks: ConnectionHooks
+  /** The connection proxy in front of this endpoint (set or detected), or `undefined` for none. */
+  readonly proxy: ConnectionProxy | undefined
   readonly #password: string | undefined
 
   constructor(fields: {
@@ -63,6 +66,7 @@ export class EndpointSettings {
     tls: ResolvedTls
     driverOptions?: ResolvedDriverOptions
     hooks?: ConnectionHooks
+    proxy?: ConnectionProxy | undefined
   }) {
     this.name = fields.name
     this.role = fields.role
@@ -76,6 +80,7 @@ export class EndpointSettings {
     this.tls = fields.tls
     this.driverOptions = fields.driverOptions ?? NO_OPTIONS
     this.hooks = fields.hooks ?? NO_HOOKS
+    this.proxy = fields.proxy
     this.#password = fields.password
   }
 
@@ -109,6 +114,7 @@ export class EndpointSettings {
       pool: this.pool,
       // The type only: an IAM config may hold AWS keys, a token config a closure.
       auth: this.auth.type,
+      proxy: this.proxy ?? false,
       tls: this.tls.mode === 'verify' ? `verify (${this.tls.trust} CA)` : this.tls.mode,
       // Names only: a value may be a secret.
       driverOptions: Object.keys(this.driverOptions),

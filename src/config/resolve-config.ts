@@ -25,6 +25,7 @@ import type {
 import { type ResolvedDriverOptions, resolveDriverOptions, resolveHook } from './driver-options.js'
 import { type ConnectionHooks, type EndpointRole, EndpointSettings } from './endpoint-settings.js'
 import { POOL_DEFAULTS, POOL_KEYS, type ResolvedPoolOptions } from './pool-options.js'
+import { type ConnectionProxy, checkProxyCompatibility, checkProxySetting, proxyOf } from './proxy.js'
 
 /** `createDb`'s config after validation, with every default applied. */
 export interface ResolvedConfig {
@@ -86,6 +87,7 @@ const TOP_LEVEL_KEYS = settingKeys<CreateDbConfig>()(
   'mysql2',
   'onCreateConnection',
   'onReserveConnection',
+  'proxy',
 )
 const CONSISTENCY_KEYS = settingKeys<ConsistencyConfig>()(
   'readYourWrites',
@@ -115,6 +117,7 @@ const ENDPOINT_KEYS = settingKeys<EndpointOptions>()(
   'mysql2',
   'onCreateConnection',
   'onReserveConnection',
+  'proxy',
 )
 const ROUTING_KEYS = settingKeys<RoutingConfig>()(
   'readerStrategy',
@@ -156,6 +159,7 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
     auth: resolveAuth(config.auth, 'auth'),
     tls: config.tls,
     driverOptions: driverOptionsOf(config, dialect, '', NO_DRIVER_OPTIONS),
+    proxy: checkProxySetting(config.proxy, 'proxy'),
     hooks: {
       onCreateConnection: resolveHook(config.onCreateConnection, 'onCreateConnection', undefined),
       onReserveConnection: resolveHook(config.onReserveConnection, 'onReserveConnection', undefined),
@@ -362,6 +366,7 @@ interface EndpointDefaults {
   readonly auth: ResolvedAuth
   readonly tls: TlsConfig | undefined
   readonly driverOptions: ResolvedDriverOptions
+  readonly proxy: ConnectionProxy | false | undefined
   readonly hooks: ConnectionHooks
 }
 
@@ -404,6 +409,11 @@ function resolveEndpoint(
   let tlsSetting = 'tls'
   let driverOptions = base.driverOptions
   let hooks = base.hooks
+  let proxySetting = base.proxy
+  let proxySettingName = 'proxy'
+  // Which of this endpoint's own settings it set, to name the right one in an error.
+  let ownPool: Readonly<Record<string, unknown>> = {}
+  let ownDriver: Readonly<Record<string, unknown>> = {}
 
   if (typeof input === 'string') {
     Object.assign(fields, parseUrl(input, dialect, setting))
@@ -459,8 +469,18 @@ function resolveEndpoint(
       }
       name = input.name
     }
-    if (input.pool !== undefined) pool = resolvePool(input.pool as PoolConfig, base.pool, `${setting}.pool`)
+    if (input.pool !== undefined) {
+      pool = resolvePool(input.pool as PoolConfig, base.pool, `${setting}.pool`)
+      ownPool = input.pool as Readonly<Record<string, unknown>>
+    }
     driverOptions = driverOptionsOf(input, dialect, `${setting}.`, driverOptions)
+    ownDriver = ((dialect === 'postgres' ? input.pg : input.mysql2) ?? {}) as Readonly<
+      Record<string, unknown>
+    >
+    if (input.proxy !== undefined) {
+      proxySetting = checkProxySetting(input.proxy, `${setting}.proxy`)
+      proxySettingName = `${setting}.proxy`
+    }
     hooks = {
       onCreateConnection: resolveHook(
         input.onCreateConnection,
@@ -496,6 +516,17 @@ function resolveEndpoint(
     )
   }
   checkAuth(auth, authSetting, setting, fields, resolvedTls.mode !== 'off')
+  const proxy = proxyOf(proxySetting, fields.host)
+  const driverName = dialect === 'postgres' ? 'pg' : 'mysql2'
+  checkProxyCompatibility(proxy, dialect, pool, driverOptions, {
+    proxy:
+      proxySetting === undefined
+        ? `${setting} (an RDS Proxy host name; set proxy: false if it is not)`
+        : proxySettingName,
+    pool: (key) => (ownPool[key] !== undefined ? `${setting}.pool.${key}` : `pool.${key}`),
+    driver: (key) =>
+      ownDriver[key] !== undefined ? `${setting}.${driverName}.${key}` : `${driverName}.${key}`,
+  })
 
   return new EndpointSettings({
     name,
@@ -511,6 +542,7 @@ function resolveEndpoint(
     tls: resolvedTls,
     driverOptions,
     hooks,
+    proxy,
   })
 }
 

@@ -155,7 +155,9 @@ function classifyOne(err: object, phase: ErrorPhase | undefined): ErrorClassific
   if (severity !== undefined && sqlState !== undefined && /^[0-9A-Z]{5}$/.test(sqlState)) {
     // FATAL and PANIC mean the server process serving this session is exiting.
     const sessionEnded = severity === 'FATAL' || severity === 'PANIC'
-    return verdict(postgresRule(sqlState), sqlState, sessionEnded, phase)
+    const message = stringField(err, 'message') ?? ''
+    const proxyRule = sqlState === '08P01' ? pgbouncerRule(message) : rdsProxyRule(message)
+    return verdict(proxyRule ?? postgresRule(sqlState), sqlState, sessionEnded, phase)
   }
 
   const errno = field(err, 'errno')
@@ -455,6 +457,94 @@ const POSTGRES_CLASSES: ReadonlyMap<string, Rule> = new Map([
 
 const POSTGRES_OTHER = rule('fatal', 'the server rejected the statement')
 
+/**
+ * PgBouncer reports its own failures as SQLSTATE 08P01 ("protocol violation") with a fixed message,
+ * so the message, matched against the texts PgBouncer (1.18 and later) sends, is what tells them
+ * apart. Each was observed from a real PgBouncer in test/retry/pgbouncer-errors.test.ts. A message
+ * that matches none keeps 08P01's own verdict.
+ */
+function pgbouncerRule(message: string): Rule | undefined {
+  for (const [pattern, matched] of PGBOUNCER_RULES) if (pattern.test(message)) return matched
+  return undefined
+}
+
+const PGBOUNCER_RULES: ReadonlyArray<readonly [RegExp, Rule]> = [
+  // Refused before any statement: PgBouncer holds no server session for this client yet.
+  [
+    /^no more connections allowed \(max_client_conn\)/,
+    rule('unavailable', 'PgBouncer refused the connection: max_client_conn reached', true),
+  ],
+  // The statement waited in PgBouncer's queue for a server session and was never sent (also what a
+  // PAUSE longer than query_wait_timeout, or a server that is down, ends in).
+  [
+    /^query_wait_timeout$/,
+    rule(
+      'unavailable',
+      'PgBouncer found no server session within query_wait_timeout; nothing was sent',
+      true,
+    ),
+  ],
+  [
+    /^server login has been failing, try again later/,
+    rule('unavailable', 'PgBouncer cannot log in to the server (server_login_retry); nothing was sent', true),
+  ],
+  [
+    /^pgbouncer cannot connect to server/,
+    rule('unavailable', 'PgBouncer cannot connect to the server; nothing was sent', true),
+  ],
+  [
+    /^client_login_timeout/,
+    rule('unavailable', 'PgBouncer timed out the login (client_login_timeout)', true),
+  ],
+  [
+    /^database ".*" is disabled$/,
+    rule('unavailable', 'PgBouncer refuses connections to this database (DISABLE)', true),
+  ],
+  [
+    /^client_idle_timeout$/,
+    rule('unavailable', 'PgBouncer closed the idle client connection (client_idle_timeout)', true),
+  ],
+  // The server session died under a statement or transaction: it may have committed.
+  [
+    /^server conn crashed\?$/,
+    rule('ambiguous', 'the server session behind PgBouncer was lost mid-statement', true),
+  ],
+  [/^database removed$/, rule('ambiguous', 'PgBouncer dropped the database (KILL or a config reload)', true)],
+  [
+    /^query[ _]timeout$/,
+    rule('ambiguous', "PgBouncer's query_timeout closed the server session mid-statement", true),
+  ],
+  [
+    /^idle transaction timeout$/,
+    rule(
+      'conflict',
+      "PgBouncer's idle_transaction_timeout closed the session; the transaction was rolled back",
+      true,
+    ),
+  ],
+  [
+    /^unsupported startup parameter/,
+    rule(
+      'fatal',
+      'the connection proxy refused a startup parameter: set the proxy setting so the library sends none',
+      true,
+    ),
+  ],
+  [/^no such (database|user)/, rule('fatal', 'PgBouncer does not know this database or user', true)],
+]
+
+/** RDS Proxy's borrow timeout reaches PostgreSQL clients with its text; AWS documents no SQLSTATE. */
+function rdsProxyRule(message: string): Rule | undefined {
+  return /^Timed-out waiting to acquire database connection/.test(message)
+    ? RDS_PROXY_BORROW_TIMEOUT
+    : undefined
+}
+
+const RDS_PROXY_BORROW_TIMEOUT = rule(
+  'unavailable',
+  'RDS Proxy found no database connection within its borrow timeout; nothing was sent',
+)
+
 function postgresRule(sqlState: string): Rule {
   return POSTGRES_RULES.get(sqlState) ?? POSTGRES_CLASSES.get(sqlState.slice(0, 2)) ?? POSTGRES_OTHER
 }
@@ -491,6 +581,12 @@ const MYSQL_RULES: ReadonlyMap<number, Rule> = new Map([
     rule('read-only', 'write in a read-only transaction (also what a demoted Aurora writer returns)', true),
   ],
   [1040, rule('unavailable', 'too many connections: the server refused a new session', true)],
+  // RDS Proxy's "Timed-out waiting to acquire database connection": no database connection was free
+  // within its ConnectionBorrowTimeout, so the statement was never sent.
+  [
+    9501,
+    rule('unavailable', 'RDS Proxy found no database connection within its borrow timeout; nothing was sent'),
+  ],
   [1203, rule('unavailable', 'max_user_connections reached: the server refused a new session', true)],
   [1053, rule('ambiguous', 'server shutdown in progress', true)],
   [1927, rule('ambiguous', 'the connection was killed', true)],

@@ -1,4 +1,4 @@
-import { isRdsHost } from '../aws/rds-host.js'
+import { isRdsHost, isRdsProxyHost } from '../aws/rds-host.js'
 import { ConfigError } from '../errors.js'
 import { describeValue } from '../validation/describe-value.js'
 import { settingKeys } from '../validation/setting-keys.js'
@@ -18,7 +18,8 @@ export type ResolvedTls =
 const OPTION_KEYS = settingKeys<TlsOptions>()('ca', 'cert', 'key')
 
 /**
- * Validates a `tls` setting. `undefined` means the default: `'rds'` for Amazon RDS hosts, plain
+ * Validates a `tls` setting. `undefined` means the default: `'verify-full'` for RDS Proxy endpoints,
+ * `'rds'` for other Amazon RDS hosts, plain
  * TCP elsewhere (the drivers' own default, so a local or private server keeps working unchanged).
  */
 export function resolveTls(
@@ -27,6 +28,9 @@ export function resolveTls(
   setting: string,
 ): ResolvedTls {
   if (input === undefined) {
+    // RDS Proxy presents an AWS Certificate Manager certificate (Amazon Trust Services roots, in
+    // Node's trust store), not one from the RDS CAs: its endpoints are verified against the system store.
+    if (isRdsProxyHost(host)) return { mode: 'verify', trust: 'system', options: undefined }
     return isRdsHost(host) ? { mode: 'verify', trust: 'rds', options: undefined } : { mode: 'off' }
   }
   if (input === false) return { mode: 'off' }

@@ -52,3 +52,11 @@ function isExecutable(path: string): boolean {
     return false
   }
 }
+
+/** Debian's `pgbouncer` package installs it in /usr/sbin; `PGBOUNCER_BIN` overrides the search. */
+export function findPgBouncer(): string | undefined {
+  if (process.env.PGBOUNCER_BIN)
+    return isExecutable(process.env.PGBOUNCER_BIN) ? process.env.PGBOUNCER_BIN : undefined
+  const dirs = ['/usr/sbin', '/usr/bin', '/usr/local/sbin', '/usr/local/bin', ...pathDirectories()]
+  return dirs.map((dir) => join(dir, 'pgbouncer')).find(isExecutable)
+}

@@ -12,6 +12,7 @@ import {
   readLeakWatchDir,
   type SecretEntry,
 } from './leak-scan.js'
+import { PGBOUNCER_AVAILABLE } from './pgbouncer.js'
 import { registerSecret } from './secrets.js'
 
 /**
@@ -24,6 +25,13 @@ import { registerSecret } from './secrets.js'
  */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const startedAt = performance.now()
+  if (!PGBOUNCER_AVAILABLE) {
+    const message =
+      'PgBouncer not found: the proxy suites will NOT run. Install it (apt-get install -y pgbouncer) or set PGBOUNCER_BIN.'
+    // In CI a skipped suite is a failure, as for the database servers.
+    if (process.env.CI) throw new Error(message)
+    console.warn(`[global-setup] WARNING: ${message}`)
+  }
   // Before anything that registers a secret, and before the workers start: they inherit the environment.
   const leakDir = mkdtempSync(join(tmpdir(), 'kr-leak-watch-'))
   process.env[LEAK_WATCH_DIR_ENV] = leakDir
