@@ -71,7 +71,7 @@ export class PostgresConnector implements PoolConnector<Client> {
         Object.defineProperty(config, 'password', { value: current.password(), enumerable: false })
         return this.#open(config)
       },
-      (error) => (error as { code?: unknown } | null)?.code === '28P01',
+      isCredentialRejection,
     )
   }
 
@@ -158,6 +158,19 @@ export class PostgresConnector implements PoolConnector<Client> {
     }
   }
 }
+
+/**
+ * The server (28P01), or PgBouncer in front of it, refused the password. PgBouncer sends its own
+ * refusal as 08P01 with a fixed message ("SASL authentication failed" for SCRAM, "password
+ * authentication failed" otherwise): a rotated password must be refetched there too.
+ */
+function isCredentialRejection(error: unknown): boolean {
+  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown }
+  if (code === '28P01') return true
+  return code === '08P01' && typeof message === 'string' && PGBOUNCER_AUTH_FAILED.test(message)
+}
+
+const PGBOUNCER_AUTH_FAILED = /^(SASL|password) authentication failed/
 
 /**
  * With a verifying `tls` and an IP-address host, the certificate must be checked against that address.

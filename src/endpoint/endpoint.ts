@@ -12,6 +12,7 @@ import type { CredentialCache } from '../auth/credential-cache.js'
 import { createCredentialCache } from '../auth/credential-source.js'
 import type { ConnectionHook } from '../config/driver-options.js'
 import type { EndpointSettings } from '../config/endpoint-settings.js'
+import type { ConnectionProxy } from '../config/proxy.js'
 import type { ReadPosition } from '../consistency/replication-position.js'
 import { readReplayLagMs } from '../dialect/lag-queries.js'
 import { type LoadedDrivers, missingCursor, type PgCursorConstructor } from '../dialect/load-driver.js'
@@ -49,6 +50,11 @@ export interface EndpointStats extends PoolCounts {
   readonly address: string
   /** Statements this endpoint has executed (including `begin`/`commit`), since `createDb`. */
   readonly queries: number
+  /**
+   * The connection proxy in front of it (the `proxy` setting, or `'rds-proxy'` detected from the host
+   * name); absent when there is none. Behind one, the settings a proxy refuses or pins on are refused.
+   */
+  readonly proxy?: ConnectionProxy
 }
 
 /**
@@ -385,6 +391,7 @@ export class Endpoint {
       role: this.settings.role,
       address: this.settings.address,
       queries: this.#queries,
+      ...(this.settings.proxy === undefined ? {} : { proxy: this.settings.proxy }),
       ...this.#pool.counts(),
     }
   }

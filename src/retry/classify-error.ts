@@ -531,6 +531,10 @@ const PGBOUNCER_RULES: ReadonlyArray<readonly [RegExp, Rule]> = [
     ),
   ],
   [/^no such (database|user)/, rule('fatal', 'PgBouncer does not know this database or user', true)],
+  [
+    /^(SASL|password) authentication failed/,
+    rule('fatal', 'authentication failed at PgBouncer (wrong or rotated password)', true),
+  ],
 ]
 
 /** RDS Proxy's borrow timeout reaches PostgreSQL clients with its text; AWS documents no SQLSTATE. */

@@ -894,6 +894,45 @@ describe('classifyError on error shapes we cannot produce here', () => {
     expectVerdict(error, { category, code: error.code, connectionLost })
   })
 
+  // PgBouncer (1.18 and later) sends every failure of its own as 08P01 with a fixed message; these
+  // are the texts of its source (the reachable ones are also produced for real in
+  // test/proxy/pgbouncer.test.ts). RDS Proxy's borrow timeout is documented with its text only.
+  it.each([
+    ['no more connections allowed (max_client_conn)', 'unavailable', true],
+    ['query_wait_timeout', 'unavailable', true],
+    ['server login has been failing, try again later (server_login_retry)', 'unavailable', true],
+    ['pgbouncer cannot connect to server', 'unavailable', true],
+    ['client_login_timeout (server down)', 'unavailable', true],
+    ['database "orders" is disabled', 'unavailable', true],
+    ['client_idle_timeout', 'unavailable', true],
+    ['server conn crashed?', 'ambiguous', false],
+    ['database removed', 'ambiguous', false],
+    ['query timeout', 'ambiguous', false],
+    ['idle transaction timeout', 'conflict', true],
+    ['unsupported startup parameter: statement_timeout', 'fatal', false],
+    ['no such database: orders', 'fatal', false],
+    ['SASL authentication failed', 'fatal', false],
+  ] as const)('PgBouncer 08P01 %s', (message, category, retryable) => {
+    const verdict = classifyError(postgresError('08P01', 'FATAL', message))
+    expect(verdict).toMatchObject({ category, code: '08P01', connectionLost: true, retryable })
+    // Fixed phrases only: never the message's variable part (a database, user or parameter name).
+    expect(verdict.reason).not.toMatch(/orders|statement_timeout/)
+  })
+
+  it("RDS Proxy's borrow timeout: nothing was sent, on PostgreSQL (text only) and MySQL (9501)", () => {
+    const text = 'Timed-out waiting to acquire database connection'
+    expectVerdict(postgresError('XX000', 'ERROR', text), {
+      category: 'unavailable',
+      code: 'XX000',
+      connectionLost: false,
+    })
+    expectVerdict(mysqlError(9501, 'HY000', text), {
+      category: 'unavailable',
+      code: '9501',
+      connectionLost: false,
+    })
+  })
+
   it('postgres 53xxx while connecting is unavailable', () => {
     const error = postgresError('53200', 'FATAL', 'out of memory')
     expectVerdict(
