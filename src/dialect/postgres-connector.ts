@@ -8,6 +8,7 @@ import type { EndpointSettings } from '../config/endpoint-settings.js'
 import type { PoolConnector } from '../pool/connection-pool.js'
 import { type CaBundle, pgSslOptions } from '../tls/driver-tls-options.js'
 import type { PgModule } from './load-driver.js'
+import { sendCancelRequest } from './postgres-cancel.js'
 
 /** Opens `pg` clients to one endpoint with the endpoint's timeouts, keepalive, TLS and credentials. */
 export class PostgresConnector implements PoolConnector<Client> {
@@ -18,6 +19,11 @@ export class PostgresConnector implements PoolConnector<Client> {
   /** Set by the pool: told when a connection breaks, so an idle one leaves the pool at once. */
   onBroken: ((client: Client) => void) | undefined
   readonly #base: ClientConfig
+  /**
+   * Behind a proxy only: the open clients by the process id their BackendKeyData named, so that
+   * Kysely's cancel and kill reach the right statement by a CancelRequest (see controlClient).
+   */
+  readonly #byProcessId: Map<number, Client> | undefined
 
   constructor(
     pg: PgModule,
@@ -53,6 +59,7 @@ export class PostgresConnector implements PoolConnector<Client> {
       base.options = driverOptions.options === undefined ? own : `${driverOptions.options} ${own}`
     }
     this.#base = base
+    this.#byProcessId = endpoint.proxy === undefined ? undefined : new Map()
   }
 
   connect(): Promise<Client> {
@@ -86,6 +93,7 @@ export class PostgresConnector implements PoolConnector<Client> {
     end(): Promise<void>
   } {
     const connector = this
+    if (this.#byProcessId !== undefined) return this.#proxyControlClient(this.#byProcessId)
     return class ControlClient {
       #client: Client | undefined
 
@@ -104,6 +112,48 @@ export class PostgresConnector implements PoolConnector<Client> {
     }
   }
 
+  /**
+   * Behind a proxy, Kysely's `select pg_cancel_backend(<pid>)` / `pg_terminate_backend(<pid>)`
+   * would name the proxy's key, not a server process, and run on any server session (see
+   * sendCancelRequest). This control client does not send them: it sends a CancelRequest with the
+   * connection's own key, which the proxy forwards to the session running the statement, and for a
+   * kill also destroys the connection, so the proxy drops the server session it had lent.
+   */
+  #proxyControlClient(clients: Map<number, Client>): new () => {
+    connect(): Promise<void>
+    query(sql: string, parameters: unknown[]): Promise<unknown>
+    end(): Promise<void>
+  } {
+    const connector = this
+    const endpoint = this.#endpoint
+    return class ProxyControlClient {
+      async connect(): Promise<void> {}
+
+      async query(sql: string): Promise<unknown> {
+        const match = /^select pg_(cancel|terminate)_backend\((\d+)\)$/.exec(sql)
+        if (match === null) throw new Error('kysely-resilient: unexpected control statement behind a proxy')
+        const target = clients.get(Number(match[2]))
+        // Already closed: its statement ended with it.
+        if (target === undefined) return { rows: [] }
+        const { processID, secretKey } = target as unknown as { processID: number; secretKey: number }
+        try {
+          await sendCancelRequest(
+            endpoint.host,
+            endpoint.port,
+            processID,
+            secretKey,
+            endpoint.pool.connectTimeoutMs,
+          )
+        } finally {
+          if (match[1] === 'terminate') connector.destroy(target)
+        }
+        return { rows: [] }
+      }
+
+      async end(): Promise<void> {}
+    }
+  }
+
   async #open(config: ClientConfig): Promise<Client> {
     const client = new this.#pg.Client(checkIpHostIdentity(config))
     // Without a listener, an idle client whose server went away would crash the process with an
@@ -117,16 +167,28 @@ export class PostgresConnector implements PoolConnector<Client> {
       void client.end().catch(() => undefined)
       throw error
     }
+    const processId = (client as unknown as { processID?: unknown }).processID
+    if (this.#byProcessId !== undefined && typeof processId === 'number')
+      this.#byProcessId.set(processId, client)
     return client
+  }
+
+  #forget(client: Client): void {
+    const processId = (client as unknown as { processID?: unknown }).processID
+    if (typeof processId === 'number' && this.#byProcessId?.get(processId) === client) {
+      this.#byProcessId.delete(processId)
+    }
   }
 
   #markBroken(client: Client): void {
     this.#broken.add(client)
+    this.#forget(client)
     this.onBroken?.(client)
   }
 
   async close(client: Client): Promise<void> {
     this.#broken.add(client)
+    this.#forget(client)
     await client.end().catch(() => undefined)
   }
 
@@ -141,6 +203,7 @@ export class PostgresConnector implements PoolConnector<Client> {
 
   destroy(client: Client): void {
     this.#broken.add(client)
+    this.#forget(client)
     // pg has no public "destroy": end() waits for the server; the socket is what must go now.
     const connection = (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection
     connection?.stream?.destroy()

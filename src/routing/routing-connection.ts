@@ -190,6 +190,9 @@ export class RoutingConnection implements DatabaseConnection {
   async cancelQuery(_controlConnectionProvider: ControlConnectionProvider): Promise<void> {
     const lease = this.#active ?? this.#bound
     if (lease === undefined) return
+    // Behind a proxy the cancel is a CancelRequest the proxy forwards when it can, and PgBouncer was
+    // seen to deliver one late, to whatever this client ran next: never reuse a cancelled connection.
+    if (lease.endpoint.settings.proxy !== undefined) lease.discard = true
     // The control statement must reach the same server as the query it cancels.
     await this.#abortInFlight(lease, lease.connection.cancelQuery?.(controlProviderFor(lease.endpoint)))
   }

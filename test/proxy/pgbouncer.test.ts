@@ -255,6 +255,47 @@ describe.skipIf(!PGBOUNCER_AVAILABLE)('behind PgBouncer in transaction mode', ()
     await expect(sql`select 1`.execute(db)).resolves.toBeDefined()
   })
 
+  it.each(['cancel query', 'kill session'] as const)(
+    "an aborted statement with '%s' rejects at once, and its connection is never reused",
+    async (strategy) => {
+      let opened = 0
+      const db = track(
+        createDb<Database>({
+          dialect: 'postgres',
+          writer: writer.url,
+          proxy: 'pgbouncer',
+          onCreateConnection: async () => {
+            opened++
+          },
+        }),
+      )
+      await sql`select 1`.execute(db)
+      expect(opened).toBe(1)
+      const controller = new AbortController()
+      const statement = db
+        .selectNoFrom(sql<number>`pg_sleep(30)`.as('slept'))
+        .execute({ signal: controller.signal, inflightQueryAbortStrategy: strategy })
+      statement.catch(() => {})
+      await pause(300)
+      const reason = new Error('caller gave up')
+      const abortedAt = performance.now()
+      controller.abort(reason)
+      expect(await failure(statement)).toBe(reason)
+      expect(performance.now() - abortedAt).toBeLessThan(1_000)
+      // The cancel went out as a CancelRequest that PgBouncer forwards when it can (1.18 was seen to
+      // deliver one late, to the client's next statement): that connection is gone, a new one serves.
+      await pollUntil(async () => (db.stats().writer.total <= 1 ? true : undefined), {
+        timeoutMs: 5_000,
+        what: 'the cancelled connection to be closed',
+      })
+      await expect(sql`select 1`.execute(db)).resolves.toBeDefined()
+      expect(opened).toBe(2)
+      // PgBouncer 1.18 aborted when a cancelled client hung up while it still forwarded the cancel;
+      // the library waits for the proxy to close the cancel connection first.
+      expect(await writer.admin('SHOW VERSION')).toHaveLength(1)
+    },
+  )
+
   it('reads its own writes on the replica through the proxies, in a scope and by token', async () => {
     const db = routed()
     const id = randomInt(1, 1_000_000)
