@@ -18,8 +18,10 @@ export interface ProxyObservation {
   readonly peakClients: number
   /** Clients waiting for a server connection at once (cl_waiting), most seen. */
   readonly peakWaiting: number
-  /** Server connections PgBouncer held at once (sv_active + sv_idle + sv_used + sv_tested + sv_login), most seen. */
+  /** Server connections of the app's pool at once (sv_active + sv_idle + sv_used + sv_tested + sv_login), most seen. */
   readonly peakServer: number
+  /** The same for PgBouncer's other pools (the auth_query user's, which checks client passwords), most seen. */
+  readonly peakOtherServer: number
   /** Longest wait of a queued client for a server connection, ms, most seen (maxwait). */
   readonly peakMaxWaitMs: number
   /** Transactions / queries PgBouncer passed to the server (SHOW STATS). */
@@ -52,21 +54,29 @@ export async function startProxy(server: StormServer): Promise<ProxyRun> {
   let peakClients = 0
   let peakWaiting = 0
   let peakServer = 0
+  let peakOtherServer = 0
   let peakMaxWaitMs = 0
   let sampleErrors = 0
   let timer: NodeJS.Timeout | undefined
   let inFlight: Promise<void> = Promise.resolve()
   const sample = async () => {
     try {
-      const pool = appPool(await pgbouncer.admin('SHOW POOLS'))
+      const pools = await pgbouncer.admin('SHOW POOLS')
+      const serverConnections = (row: Row) =>
+        ['sv_active', 'sv_idle', 'sv_used', 'sv_tested', 'sv_login'].reduce(
+          (sum, key) => sum + Number(row[key] ?? 0),
+          0,
+        )
+      const pool = appPool(pools)
+      peakOtherServer = Math.max(
+        peakOtherServer,
+        pools.filter((row) => row !== pool).reduce((sum, row) => sum + serverConnections(row), 0),
+      )
       if (pool === undefined) return
       const n = (key: string) => Number(pool[key] ?? 0)
       peakClients = Math.max(peakClients, n('cl_active') + n('cl_waiting'))
       peakWaiting = Math.max(peakWaiting, n('cl_waiting'))
-      peakServer = Math.max(
-        peakServer,
-        n('sv_active') + n('sv_idle') + n('sv_used') + n('sv_tested') + n('sv_login'),
-      )
+      peakServer = Math.max(peakServer, serverConnections(pool))
       peakMaxWaitMs = Math.max(peakMaxWaitMs, n('maxwait') * 1000 + n('maxwait_us') / 1000)
     } catch {
       sampleErrors++
@@ -89,6 +99,7 @@ export async function startProxy(server: StormServer): Promise<ProxyRun> {
         peakClients,
         peakWaiting,
         peakServer,
+        peakOtherServer,
         peakMaxWaitMs,
         transactions,
         queries: n('total_query_count'),
@@ -105,11 +116,11 @@ function appPool(rows: Row[]): Row | undefined {
 }
 
 export function describeObservation(observation: ProxyObservation): string {
-  const { peakClients, peakWaiting, peakServer, peakMaxWaitMs, transactions, queries, meanWaitMs } =
-    observation
+  const { peakClients, peakWaiting, peakServer, peakOtherServer, peakMaxWaitMs } = observation
+  const { transactions, queries, meanWaitMs } = observation
   return (
     `PgBouncer: peak ${peakClients} client connections (${peakWaiting} waiting for a server connection), ` +
-    `peak ${peakServer} server connections, longest queue wait ${peakMaxWaitMs.toFixed(0)} ms; ` +
+    `peak ${peakServer} server connections (+${peakOtherServer} of the auth_query user), longest queue wait ${peakMaxWaitMs.toFixed(0)} ms; ` +
     `${transactions} transactions / ${queries} queries passed on, mean queue wait ${meanWaitMs.toFixed(1)} ms per transaction` +
     (observation.sampleErrors > 0 ? `; ${observation.sampleErrors} SHOW POOLS samples failed` : '')
   )
