@@ -1,11 +1,12 @@
 /**
  * Connection storm: far more clients than max_connections hit a server, through `createDb` and through
- * plain Kysely, one after the other on the same throwaway server, for PostgreSQL and MariaDB. Prints
- * requests ok and failed (by error code), TCP connects, latency and createDb's retries side by side.
- * See bench/README.md.
+ * plain Kysely, one after the other on the same throwaway server, for PostgreSQL and MariaDB (and, on
+ * PostgreSQL, the same storm through PgBouncer). Prints requests ok and failed (by error code), TCP
+ * connects, latency and createDb's retries side by side. See bench/README.md.
  *
  *   npm run bench:storm
  *   BENCH_STORM_ENGINES=postgres BENCH_STORM_SCENARIOS=single BENCH_STORM_SECONDS=5 npm run bench:storm
+ *   BENCH_STORM_ENGINES=postgres BENCH_STORM_SCENARIOS=storm,proxy npm run bench:storm
  */
 import { availableParallelism, loadavg } from 'node:os'
 import { PGBOUNCER_AVAILABLE } from '../../test/support/pgbouncer.js'
