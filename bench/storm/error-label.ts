@@ -11,6 +11,8 @@ import { serverErrorCode } from '../../test/support/sql.js'
 export function errorLabel(error: unknown): string {
   if (error instanceof ResilientError) return error.name
   const server = serverErrorCode(error)
+  // PgBouncer sends every failure of its own as 08P01 with a fixed message: the message tells them apart.
+  if (server === '08P01' && error instanceof Error) return `08P01 ${error.message.slice(0, 44)}`
   if (server !== undefined) return server
   if (typeof error === 'object' && error !== null && 'code' in error && typeof error.code === 'string') {
     return error.code
@@ -19,8 +21,10 @@ export function errorLabel(error: unknown): string {
   return String(error).slice(0, 60)
 }
 
-/** One line of the error's message, for the samples printed under the table. */
+/** One line of the error's message (and its cause's label), for the samples printed under the table. */
 export function errorSample(error: unknown): string {
   const message = error instanceof Error ? error.message : String(error)
-  return message.split('\n')[0]?.slice(0, 140) ?? ''
+  const line = message.split('\n')[0]?.slice(0, 140) ?? ''
+  const cause = error instanceof Error && error.cause !== undefined ? errorLabel(error.cause) : undefined
+  return cause === undefined ? line : `${line} (cause: ${cause})`
 }

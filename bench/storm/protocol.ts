@@ -7,8 +7,10 @@ import type { Variant } from './settings.js'
 export interface WorkerSpec {
   readonly engine: Engine
   readonly variant: Variant
-  /** The app user's URL of the server. */
+  /** The app user's URL of the server, or of the PgBouncer in front of it. */
   readonly url: string
+  /** 'pgbouncer' when `url` is a PgBouncer's: createDb gets `proxy: 'pgbouncer'`. */
+  readonly proxy: 'pgbouncer' | undefined
   readonly poolMax: number
   readonly loops: number
   readonly durationMs: number

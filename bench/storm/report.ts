@@ -13,8 +13,13 @@ export interface Measurement {
   readonly outcome: FleetOutcome
   /** Client connections on the server before the start, other than the benchmark's own. */
   readonly lingering: number
-  /** Connection attempts the server itself counted during the measurement (see servers.ts). */
+  /**
+   * Connection attempts the server itself counted during the measurement (see servers.ts); through a
+   * proxy, the proxy's own logins to the server.
+   */
   readonly serverConnects: number | undefined
+  /** The proxy scenario: what PgBouncer saw (its pool's peaks and totals), one line. */
+  readonly proxy: string | undefined
 }
 
 interface Totals {
@@ -126,6 +131,7 @@ export function report(measurements: ReadonlyArray<Measurement>): void {
           'their counts are missing from the row',
       )
     }
+    if (measurement.proxy !== undefined) notes.push(`${where}: ${measurement.proxy}`)
     for (const problem of outcome.problems) notes.push(`${where}: ${problem}`)
     if (t.destroyTimeouts > 0)
       notes.push(`${where}: db.destroy() timed out in ${t.destroyTimeouts} process(es)`)
@@ -167,7 +173,9 @@ export function report(measurements: ReadonlyArray<Measurement>): void {
       'PostgreSQL: log_connections lines),\n' +
       'a cross-check of connects. p50 / p99: latency of successful requests, pool wait included. ' +
       "retries: createDb's 'retry' events\n" +
-      '(plain Kysely has none). ok/process: fewest..most ok of one process.',
+      '(plain Kysely has none). ok/process: fewest..most ok of one process.\n' +
+      "Through PgBouncer: connects are the processes' connects to PgBouncer, server saw is PgBouncer's own logins to " +
+      "the server (the app pool's, and the auth_query user's that checks client passwords).",
   )
   if (samples.size > 0) {
     console.log('\nerror codes seen (first message of each):')
@@ -202,6 +210,31 @@ export function report(measurements: ReadonlyArray<Measurement>): void {
         ? `  ${ENGINE_NAME[engine]}: no complete pair of variants`
         : `  ${ENGINE_NAME[engine]}: failed requests ${failed.join(', ')}; connects ${connects.join(', ')}`,
     )
+  }
+
+  // The same storm straight at the server and through PgBouncer, per variant.
+  const find = (scenario: Scenario, variant: Variant) =>
+    computed.find(
+      ({ measurement }) =>
+        measurement.engine === 'postgres' &&
+        measurement.scenario === scenario &&
+        measurement.variant === variant,
+    )?.totals
+  const lines: string[] = []
+  for (const variant of ['createDb', 'plain'] as const) {
+    const direct = find('storm', variant)
+    const proxied = find('proxy', variant)
+    if (direct === undefined || proxied === undefined) continue
+    const quantile = (q: number) => `${ms(direct.latency.quantile(q))} / ${ms(proxied.latency.quantile(q))}`
+    lines.push(
+      `  ${variant}: ok ${direct.ok} / ${proxied.ok}, failed ${direct.failed} / ${proxied.failed}, ` +
+        `p50 ms ${quantile(0.5)}, p99 ms ${quantile(0.99)}`,
+    )
+  }
+  if (lines.length > 0) {
+    console.log(`
+summary, ${ENGINE_NAME.postgres} storm direct / through PgBouncer:`)
+    for (const line of lines) console.log(line)
   }
 }
 

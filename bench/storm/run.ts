@@ -1,16 +1,19 @@
 /**
  * Connection storm: far more clients than max_connections hit a server, through `createDb` and through
- * plain Kysely, one after the other on the same throwaway server, for PostgreSQL and MariaDB. Prints
- * requests ok and failed (by error code), TCP connects, latency and createDb's retries side by side.
- * See bench/README.md.
+ * plain Kysely, one after the other on the same throwaway server, for PostgreSQL and MariaDB (and, on
+ * PostgreSQL, the same storm through PgBouncer). Prints requests ok and failed (by error code), TCP
+ * connects, latency and createDb's retries side by side. See bench/README.md.
  *
  *   npm run bench:storm
  *   BENCH_STORM_ENGINES=postgres BENCH_STORM_SCENARIOS=single BENCH_STORM_SECONDS=5 npm run bench:storm
+ *   BENCH_STORM_ENGINES=postgres BENCH_STORM_SCENARIOS=storm,proxy npm run bench:storm
  */
 import { availableParallelism, loadavg } from 'node:os'
+import { PGBOUNCER_AVAILABLE } from '../../test/support/pgbouncer.js'
 import type { Engine } from '../../test/support/sql.js'
 import { killWorkers, runFleet } from './fleet.js'
 import type { WorkerResult } from './protocol.js'
+import { describeObservation, type ProxyObservation, type ProxyRun, startProxy } from './proxy.js'
 import { type Measurement, report } from './report.js'
 import {
   createSchema,
@@ -28,12 +31,14 @@ import {
   FREE_SLOTS,
   LOOPS,
   MAX_CONNECTIONS,
+  PGBOUNCER,
   POOL_MAX,
   processesOf,
   ROWS,
   SCENARIO_LABEL,
   SCENARIOS,
   SECONDS,
+  scenarioRunsOn,
   VARIANTS,
 } from './settings.js'
 
@@ -41,20 +46,23 @@ import {
 interface Resources {
   server: StormServer | undefined
   held: HeldConnections | undefined
+  proxy: ProxyRun | undefined
 }
 
 async function release(resources: Resources): Promise<void> {
-  const { server, held } = resources
+  const { server, held, proxy } = resources
   resources.server = undefined
   resources.held = undefined
+  resources.proxy = undefined
   killWorkers()
   await held?.close().catch(() => undefined)
+  await proxy?.pgbouncer.stop().catch(() => undefined)
   await server?.stop().catch(() => undefined)
 }
 
 async function main(): Promise<void> {
   const startedAt = performance.now()
-  const resources: Resources = { server: undefined, held: undefined }
+  const resources: Resources = { server: undefined, held: undefined, proxy: undefined }
   // Ctrl-C: kill the workers, close the held connections, stop the server, exit. The test harness also
   // kills every server it started on SIGINT by itself.
   let aborting = false
@@ -108,6 +116,23 @@ async function measureEngine(
   console.log(`${server.description}: ${server.appSlots} connections for the app user`)
 
   for (const scenario of SCENARIOS) {
+    if (!scenarioRunsOn(scenario, engine)) {
+      console.log(`  ${SCENARIO_LABEL[scenario]}: skipped, PgBouncer speaks only PostgreSQL's protocol`)
+      continue
+    }
+    if (scenario === 'proxy') {
+      if (!PGBOUNCER_AVAILABLE) {
+        console.log(
+          `  ${SCENARIO_LABEL[scenario]}: SKIPPED, PgBouncer not found (apt-get install -y pgbouncer, or set PGBOUNCER_BIN)`,
+        )
+        continue
+      }
+      console.log(
+        `  ${SCENARIO_LABEL[scenario]}: a fresh PgBouncer per variant, pool_mode ${PGBOUNCER.poolMode}, ` +
+          `max_client_conn ${PGBOUNCER.maxClientConn}, default_pool_size ${PGBOUNCER.defaultPoolSize}, ` +
+          `query_wait_timeout ${PGBOUNCER.queryWaitTimeoutS} s; createDb with proxy: 'pgbouncer'`,
+      )
+    }
     const held = new HeldConnections(server)
     resources.held = held
     if (scenario === 'single')
@@ -117,13 +142,18 @@ async function measureEngine(
       await resetServerState(server)
       const lingering = (await waitForConnections(server, held.count)) - held.count
       const processes = processesOf(scenario)
+      // The proxy scenario: a PgBouncer of its own for each variant, so both start with no server connection.
+      const proxy = scenario === 'proxy' ? await startProxy(server) : undefined
+      resources.proxy = proxy
       const attemptsBefore = await serverConnectionAttempts(server)
       process.stdout.write(`  ${SCENARIO_LABEL[scenario]}, ${variant}: ${processes} x ${LOOPS} loops ... `)
+      proxy?.startSampling()
       const outcome = await runFleet(
         {
           engine,
           variant,
-          url: server.appUrl,
+          url: proxy?.pgbouncer.url ?? server.appUrl,
+          proxy: proxy === undefined ? undefined : 'pgbouncer',
           poolMax: POOL_MAX,
           loops: LOOPS,
           durationMs: SECONDS * 1000,
@@ -131,6 +161,13 @@ async function measureEngine(
         },
         processes,
       )
+      let proxyObservation: ProxyObservation | undefined
+      if (proxy !== undefined) {
+        proxyObservation = await proxy.finish().catch(() => undefined)
+        // PgBouncer's server connections close with it; the count below includes its logins.
+        resources.proxy = undefined
+        await proxy.pgbouncer.stop()
+      }
       const attemptsAfter = await serverConnectionAttempts(server)
       // MariaDB's count includes the monitoring connection that read it afterwards; a log file read is none.
       const serverConnects =
@@ -143,7 +180,17 @@ async function measureEngine(
         `${(outcome.wallMs / 1000).toFixed(1)} s, ${sum((r) => r.ok)} ok, ${sum((r) => r.failed)} failed` +
           (outcome.problems.length > 0 ? `, ${outcome.problems.length} process(es) failed` : ''),
       )
-      measurements.push({ engine, scenario, variant, processes, outcome, lingering, serverConnects })
+      if (proxyObservation !== undefined) console.log(`    ${describeObservation(proxyObservation)}`)
+      measurements.push({
+        engine,
+        scenario,
+        variant,
+        processes,
+        outcome,
+        lingering,
+        serverConnects,
+        proxy: proxyObservation === undefined ? undefined : describeObservation(proxyObservation),
+      })
     }
     await held.close()
     resources.held = undefined

@@ -14,6 +14,8 @@ import { createTableSql, seedSql } from './schema.js'
 
 export interface StormServer {
   readonly engine: Engine
+  /** The server's TCP port on 127.0.0.1 (what a PgBouncer in front of it connects to). */
+  readonly port: number
   /** The app user (what the workers and the held connections log in as). */
   readonly appUrl: string
   /** A superuser / admin, for monitoring. */
@@ -50,6 +52,7 @@ export async function startServer(engine: Engine, maxConnections: number): Promi
       const reserved = Number(row?.reserved)
       return {
         engine,
+        port: cluster.primary.port,
         appUrl: cluster.writerUrl,
         adminUrl: cluster.adminWriterUrl,
         maxConnections: Number(row?.max),
@@ -75,6 +78,7 @@ export async function startServer(engine: Engine, maxConnections: number): Promi
     )
     return {
       engine,
+      port: cluster.primary.port,
       appUrl: cluster.writerUrl,
       adminUrl: cluster.adminWriterUrl,
       maxConnections: Number(row?.max),

@@ -1,11 +1,12 @@
 /** The connection-storm benchmark's knobs (BENCH_STORM_* environment variables) and fixed parameters. */
 import type { Engine } from '../../test/support/sql.js'
 
-export type Scenario = 'storm' | 'single'
+export type Scenario = 'storm' | 'single' | 'proxy'
 export type Variant = 'createDb' | 'plain'
 
 export const ENGINES = listFromEnv('BENCH_STORM_ENGINES', ['postgres', 'mysql'] as const)
-export const SCENARIOS = listFromEnv('BENCH_STORM_SCENARIOS', ['storm', 'single'] as const)
+/** `proxy` runs on PostgreSQL only (PgBouncer speaks only its protocol); other engines skip it. */
+export const SCENARIOS = listFromEnv('BENCH_STORM_SCENARIOS', ['storm', 'single', 'proxy'] as const)
 export const SECONDS = intFromEnv('BENCH_STORM_SECONDS', 15)
 /** Worker processes in the storm scenario (the single scenario always has one). */
 export const PROCESSES = intFromEnv('BENCH_STORM_PROCESSES', 10)
@@ -29,13 +30,31 @@ export const ROWS = 100
 
 export const ENGINE_NAME: Record<Engine, string> = { postgres: 'PostgreSQL', mysql: 'MariaDB' }
 
+/**
+ * The proxy scenario's PgBouncer, with the issue's numbers: transaction mode, up to 2000 client
+ * connections, 20 server connections for the app's user/database pair (in front of a server with
+ * max_connections 100). query_wait_timeout stays at PgBouncer's default.
+ */
+export const PGBOUNCER = {
+  poolMode: 'transaction',
+  maxClientConn: 2000,
+  defaultPoolSize: 20,
+  queryWaitTimeoutS: 120,
+} as const
+
 export const SCENARIO_LABEL: Record<Scenario, string> = {
   storm: `storm (${PROCESSES} processes)`,
   single: `single process, ${FREE_SLOTS} free slots`,
+  proxy: `storm via PgBouncer (${PROCESSES} processes)`,
 }
 
 export function processesOf(scenario: Scenario): number {
-  return scenario === 'storm' ? PROCESSES : 1
+  return scenario === 'single' ? 1 : PROCESSES
+}
+
+/** Whether a scenario runs on an engine: the proxy one needs PostgreSQL. */
+export function scenarioRunsOn(scenario: Scenario, engine: Engine): boolean {
+  return scenario !== 'proxy' || engine === 'postgres'
 }
 
 function intFromEnv(name: string, fallback: number): number {

@@ -30,13 +30,17 @@ function send(message: WorkerMessage): Promise<void> {
   })
 }
 
-/** Exactly the two set-ups the issue compares: library defaults apart from the pool size. */
+/**
+ * Exactly the two set-ups the issue compares: library defaults apart from the pool size (and, through
+ * PgBouncer, `proxy: 'pgbouncer'`). Plain Kysely's pool is the same whether a proxy is in front or not.
+ */
 function openDb(spec: WorkerSpec): VariantDb {
   if (spec.variant === 'createDb') {
     const db = createDb<StormDatabase>({
       dialect: spec.engine,
       writer: spec.url,
       pool: { max: spec.poolMax },
+      ...(spec.proxy === undefined ? {} : { proxy: spec.proxy }),
     })
     const retries: Record<string, number> = {}
     db.on('retry', (event) => {
