@@ -22,7 +22,8 @@ import type { TlsConfig } from '../tls/tls-config.js'
  *   - `iam`: Amazon RDS IAM database authentication. Every new connection presents a 15-minute token
  *     signed with the function's execution role (which needs `rds-db:connect`), via
  *     `@aws-sdk/rds-signer`. Needs TLS: on by default for `*.rds.amazonaws.com` hosts (RDS Proxy
- *     endpoints included); for any other host name, such as a Route 53 alias, set `DB_TLS`.
+ *     endpoints verified against Node's trust store, others against the RDS CAs); for any other host
+ *     name, such as a Route 53 alias, set `DB_TLS`.
  *   - `secret`: the user name and password (and, where the URL does not give them, the host, port
  *     and database) come from the AWS Secrets Manager secret `DB_SECRET_ID`, in RDS's JSON shape,
  *     via `@aws-sdk/client-secrets-manager`; fetched again when the database rejects the password.

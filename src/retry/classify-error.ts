@@ -537,12 +537,23 @@ const PGBOUNCER_RULES: ReadonlyArray<readonly [RegExp, Rule]> = [
   ],
 ]
 
-/** RDS Proxy's borrow timeout reaches PostgreSQL clients with its text; AWS documents no SQLSTATE. */
+/**
+ * RDS Proxy's own refusals reach PostgreSQL clients with AWS's documented texts and no documented
+ * SQLSTATE: its borrow timeout and its client-connection and rate limits. None sent a statement.
+ */
 function rdsProxyRule(message: string): Rule | undefined {
-  return /^Timed-out waiting to acquire database connection/.test(message)
-    ? RDS_PROXY_BORROW_TIMEOUT
-    : undefined
+  if (/^Timed-out waiting to acquire database connection/.test(message)) return RDS_PROXY_BORROW_TIMEOUT
+  return RDS_PROXY_LIMITS.test(message) ? RDS_PROXY_LIMIT : undefined
 }
+
+const RDS_PROXY_LIMITS =
+  /^(The maximum number of client connections to the proxy exceeded|Rate of connection to proxy exceeded|The IAM authentication failed because of too many competing requests)/
+
+const RDS_PROXY_LIMIT = rule(
+  'unavailable',
+  'RDS Proxy refused the connection: a connection or rate limit',
+  true,
+)
 
 const RDS_PROXY_BORROW_TIMEOUT = rule(
   'unavailable',

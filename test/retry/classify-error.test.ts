@@ -931,6 +931,16 @@ describe('classifyError on error shapes we cannot produce here', () => {
       code: '9501',
       connectionLost: false,
     })
+    for (const limit of [
+      'The maximum number of client connections to the proxy exceeded 1000.',
+      'Rate of connection to proxy exceeded 100.',
+    ]) {
+      expectVerdict(postgresError('XX000', 'FATAL', limit), {
+        category: 'unavailable',
+        code: 'XX000',
+        connectionLost: true,
+      })
+    }
   })
 
   it('postgres 53xxx while connecting is unavailable', () => {
