@@ -540,7 +540,7 @@ describe('IAM config errors', () => {
 })
 
 describe('RDS defaults and printing', () => {
-  it('an *.rds.amazonaws.com host without a tls setting verifies against the RDS CAs', async () => {
+  it('an *.rds.amazonaws.com host without a tls setting verifies against the RDS CAs, an RDS Proxy one against the system store', async () => {
     const config: CreateDbConfig = {
       dialect: 'postgres',
       writer: WRITER_URL,
@@ -550,9 +550,9 @@ describe('RDS defaults and printing', () => {
     const db = createDb(config)
     await db.destroy()
     const resolved = resolveConfig(config)
-    for (const endpoint of [...resolved.writers, ...resolved.readers]) {
-      expect(endpoint.tls).toEqual({ mode: 'verify', trust: 'rds', options: undefined })
-    }
+    expect(resolved.writers[0]?.tls).toEqual({ mode: 'verify', trust: 'rds', options: undefined })
+    // RDS Proxy serves ACM certificates (Amazon Trust Services roots), which the RDS bundle does not hold.
+    expect(resolved.readers[0]?.tls).toEqual({ mode: 'verify', trust: 'system', options: undefined })
     // Elsewhere the default stays plain TCP, so IAM there is refused (see above) rather than sent in clear.
     expect(
       resolveConfig({ dialect: 'postgres', writer: 'postgres://app@db.internal/orders' }).writers[0]?.tls,
