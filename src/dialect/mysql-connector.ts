@@ -15,6 +15,19 @@ export interface MysqlControlConnection {
   destroy(): void
 }
 
+/**
+ * Behind RDS Proxy, Kysely's `KILL QUERY <id>` / `KILL CONNECTION <id>` would name the id the proxy
+ * gave this client connection, and run on whichever database connection the proxy lends: nothing to
+ * do with the statement, and possibly another client's session. So nothing is sent. The caller is
+ * released by Kysely at once anyway, Kysely's kill destroys the connection itself, and a cancelled
+ * connection is never reused (RoutingConnection.cancelQuery).
+ */
+const PROXY_CONTROL_CONNECTION: MysqlControlConnection = Object.freeze({
+  connect: (callback: (error: unknown) => void) => callback(null),
+  query: (_sql: string, _values: unknown[], callback: (error: unknown) => void) => callback(null),
+  destroy: () => {},
+})
+
 /** Opens `mysql2` connections (callback API, as Kysely's MySQL driver expects) to one endpoint. */
 export class MysqlConnector implements PoolConnector<Connection> {
   readonly #mysql: Mysql2Module
@@ -85,6 +98,7 @@ export class MysqlConnector implements PoolConnector<Connection> {
    * after a rejection (the pooled connection's own password may have been rotated since it was opened).
    */
   controlConnection(): MysqlControlConnection {
+    if (this.#endpoint.proxy !== undefined) return PROXY_CONTROL_CONNECTION
     let connection: Connection | undefined
     return {
       connect: (callback) => {

@@ -1,5 +1,6 @@
 import type { AuthConfig } from '../auth/auth-config.js'
 import type { CreateDbConfig, EndpointConfig, SqlDialect } from '../config/create-db-config.js'
+import type { ConnectionProxy } from '../config/proxy.js'
 import { resolveConfig } from '../config/resolve-config.js'
 import { ConfigError } from '../errors.js'
 import { isUnixSocket } from '../host/unix-socket.js'
@@ -31,6 +32,8 @@ import type { TlsConfig } from '../tls/tls-config.js'
  *   (set without it, it most likely means `DB_AUTH=secret` was forgotten).
  * - `DB_TLS`: `verify-full`, `rds`, `require` or `false` (see `TlsConfig`), for every endpoint.
  *   Optional; unset means `rds` for `*.rds.amazonaws.com` hosts and plain TCP elsewhere.
+ * - `DB_PROXY`: `pgbouncer`, `rds-proxy` or `false`, for every endpoint (see `ConnectionProxy`).
+ *   Optional; unset means `rds-proxy` for RDS Proxy host names and none elsewhere.
  * - `AWS_REGION`: the region to sign IAM tokens for and to read the secret from. Lambda sets it to
  *   the function's own region; set it yourself only when the database or the secret is elsewhere.
  *   Not used with `password`.
@@ -49,10 +52,17 @@ export const LAMBDA_ENV_VARIABLES: ReadonlyArray<string> = Object.freeze([
   'DB_AUTH',
   'DB_SECRET_ID',
   'DB_TLS',
+  'DB_PROXY',
   'AWS_REGION',
 ])
 
 type EnvAuth = 'password' | 'iam' | 'secret'
+
+const PROXY_VALUES: Readonly<Record<string, ConnectionProxy | false>> = {
+  pgbouncer: 'pgbouncer',
+  'rds-proxy': 'rds-proxy',
+  false: false,
+}
 
 const DIALECTS: ReadonlyArray<SqlDialect> = ['postgres', 'mysql']
 const AUTH_TYPES: ReadonlyArray<EnvAuth> = ['password', 'iam', 'secret']
@@ -105,6 +115,15 @@ export function configFromEnv(env: Readonly<Record<string, string | undefined>>)
     )
   }
   const tls = tlsText === undefined ? undefined : TLS_VALUES[tlsText]
+
+  const proxyText = value(env, 'DB_PROXY')
+  if (proxyText !== undefined && !Object.hasOwn(PROXY_VALUES, proxyText)) {
+    throw new ConfigError(
+      'DB_PROXY',
+      `expected 'pgbouncer', 'rds-proxy' or 'false' (or unset), got '${proxyText.slice(0, 20)}'`,
+    )
+  }
+  const proxy = proxyText === undefined ? undefined : PROXY_VALUES[proxyText]
 
   const secretId = value(env, 'DB_SECRET_ID')
   if (authType === 'secret' && secretId === undefined) {
@@ -159,6 +178,7 @@ export function configFromEnv(env: Readonly<Record<string, string | undefined>>)
     readers,
     ...(auth === undefined ? {} : { auth }),
     ...(tls === undefined ? {} : { tls }),
+    ...(proxy === undefined ? {} : { proxy }),
   }
   try {
     // Validate here, so a problem is reported under the variable that holds the wrong value.
@@ -188,6 +208,7 @@ function variableOf(setting: string): string {
   if (setting.startsWith('auth.secretId')) return 'DB_SECRET_ID'
   if (setting.startsWith('auth')) return 'DB_AUTH'
   if (setting.startsWith('tls')) return 'DB_TLS'
+  if (setting.startsWith('proxy')) return 'DB_PROXY'
   return 'DB_WRITER_URL'
 }
 

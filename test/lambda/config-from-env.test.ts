@@ -53,3 +53,38 @@ describe("a '%' that starts no percent-escape in a DB_* URL", () => {
     expect(database.detail).toContain(`the URL's database ${RAW_PERCENT}`)
   })
 })
+
+describe('DB_PROXY', () => {
+  const PROXY_URL = 'postgres://app_iam@orders.proxy-abc123.eu-west-1.rds.amazonaws.com/orders'
+
+  it('sets proxy for every endpoint; unset leaves it to the host name', () => {
+    const behind = configFromEnv({
+      DB_DIALECT: 'postgres',
+      DB_WRITER_URL: 'postgres://a:b@pgbouncer/db',
+      DB_PROXY: 'pgbouncer',
+    })
+    expect(behind.proxy).toBe('pgbouncer')
+    const detected = configFromEnv({
+      DB_DIALECT: 'postgres',
+      DB_WRITER_URL: PROXY_URL,
+      DB_AUTH: 'iam',
+      AWS_REGION: 'eu-west-1',
+    })
+    expect(detected.proxy).toBeUndefined()
+    const off = configFromEnv({ DB_DIALECT: 'postgres', DB_WRITER_URL: PROXY_URL, DB_PROXY: 'false' })
+    expect(off.proxy).toBe(false)
+  })
+
+  it('rejects an unknown value, and pgbouncer with MySQL, naming DB_PROXY', () => {
+    const unknown = envError({
+      DB_DIALECT: 'postgres',
+      DB_WRITER_URL: 'postgres://a:b@h/db',
+      DB_PROXY: 'odyssey',
+    })
+    expect(unknown.setting).toBe('DB_PROXY')
+    expect(unknown.detail).toMatch(/'pgbouncer', 'rds-proxy' or 'false'/)
+    const mysql = envError({ DB_DIALECT: 'mysql', DB_WRITER_URL: 'mysql://a:b@h/db', DB_PROXY: 'pgbouncer' })
+    expect(mysql.setting).toBe('DB_PROXY')
+    expect(mysql.detail).toMatch(/only PostgreSQL's protocol/)
+  })
+})
