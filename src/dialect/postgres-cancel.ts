@@ -62,3 +62,16 @@ export function sendCancelRequest(
     })
   })
 }
+
+/**
+ * Reads Kysely's control statement, `select pg_cancel_backend(<pid>)` or
+ * `select pg_terminate_backend(<pid>)`, into the session it names and whether it asks for a kill.
+ * The pid is BackendKeyData's signed 32-bit process id: a proxy's random key is negative half the time.
+ */
+export function parseControlStatement(
+  sql: string,
+): { readonly processId: number; readonly kill: boolean } | undefined {
+  const match = /^select pg_(cancel|terminate)_backend\((-?\d+)\)$/.exec(sql)
+  if (match === null) return undefined
+  return { processId: Number(match[2]), kill: match[1] === 'terminate' }
+}

@@ -8,7 +8,7 @@ import type { EndpointSettings } from '../config/endpoint-settings.js'
 import type { PoolConnector } from '../pool/connection-pool.js'
 import { type CaBundle, pgSslOptions } from '../tls/driver-tls-options.js'
 import type { PgModule } from './load-driver.js'
-import { sendCancelRequest } from './postgres-cancel.js'
+import { parseControlStatement, sendCancelRequest } from './postgres-cancel.js'
 
 /** Opens `pg` clients to one endpoint with the endpoint's timeouts, keepalive, TLS and credentials. */
 export class PostgresConnector implements PoolConnector<Client> {
@@ -130,9 +130,10 @@ export class PostgresConnector implements PoolConnector<Client> {
       async connect(): Promise<void> {}
 
       async query(sql: string): Promise<unknown> {
-        const match = /^select pg_(cancel|terminate)_backend\((\d+)\)$/.exec(sql)
-        if (match === null) throw new Error('kysely-resilient: unexpected control statement behind a proxy')
-        const target = clients.get(Number(match[2]))
+        const control = parseControlStatement(sql)
+        if (control === undefined)
+          throw new Error('kysely-resilient: unexpected control statement behind a proxy')
+        const target = clients.get(control.processId)
         // Already closed: its statement ended with it.
         if (target === undefined) return { rows: [] }
         const { processID, secretKey } = target as unknown as { processID: number; secretKey: number }
@@ -145,7 +146,7 @@ export class PostgresConnector implements PoolConnector<Client> {
             endpoint.pool.connectTimeoutMs,
           )
         } finally {
-          if (match[1] === 'terminate') connector.destroy(target)
+          if (control.kill) connector.destroy(target)
         }
         return { rows: [] }
       }

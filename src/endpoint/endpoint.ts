@@ -14,7 +14,7 @@ import type { ConnectionHook } from '../config/driver-options.js'
 import type { EndpointSettings } from '../config/endpoint-settings.js'
 import type { ConnectionProxy } from '../config/proxy.js'
 import type { ReadPosition } from '../consistency/replication-position.js'
-import { readReplayLagMs } from '../dialect/lag-queries.js'
+import { type LagSource, ReplayLagReader } from '../dialect/lag-queries.js'
 import { type LoadedDrivers, missingCursor, type PgCursorConstructor } from '../dialect/load-driver.js'
 import { MysqlConnector } from '../dialect/mysql-connector.js'
 import { PostgresConnector } from '../dialect/postgres-connector.js'
@@ -89,6 +89,8 @@ export class Endpoint {
   readonly #monitor: LivenessMonitor<unknown>
   #handoff: unknown
   #queries = 0
+  /** Reads the replay lag; made on the first lag check, which finds out how this server reports it. */
+  #lag: ReplayLagReader | undefined
   /** While set, released connections are closed instead of pooled (see {@link drain}). */
   #draining = false
   /** Told when the server stops answering; set by the cluster. */
@@ -341,8 +343,16 @@ export class Endpoint {
    * a replica; Infinity for a replica whose replication is stopped). Not counted in `queries` and
    * never seen by Kysely's logger: it is the library's own statement.
    */
-  async probeLag(): Promise<number> {
-    return this.#withConnection((connection) => readReplayLagMs(connection, this.settings.dialect))
+  /** The replay lag (see ReplayLagReader.read): `undefined` when the server reports none. */
+  async probeLag(): Promise<number | undefined> {
+    this.#lag ??= new ReplayLagReader(this.settings.dialect)
+    const lag = this.#lag
+    return this.#withConnection((connection) => lag.read(connection))
+  }
+
+  /** Where this endpoint's lag comes from, once a lag check has found out. */
+  get lagSource(): LagSource | undefined {
+    return this.#lag?.source
   }
 
   /**

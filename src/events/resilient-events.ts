@@ -52,8 +52,12 @@ export interface FailoverEvent {
  */
 export interface ReaderEjectedEvent {
   readonly endpoint: string
-  /** `'unreachable'`: a connection failed; `'lagging'`: replay lag above `routing.maxReplicaLagMs`. */
-  readonly reason: 'unreachable' | 'lagging'
+  /**
+   * `'unreachable'`: a connection failed; `'lagging'`: replay lag above `routing.maxReplicaLagMs`;
+   * `'lag-unknown'`: with `maxReplicaLagMs` set, a replica that reports no lag (no replication
+   * status, no replay timestamp), which could be any distance behind.
+   */
+  readonly reason: 'unreachable' | 'lagging' | 'lag-unknown'
   /** The measured lag, for `'lagging'`. */
   readonly lagMs: number | undefined
   /** How long until the reader is probed again. */

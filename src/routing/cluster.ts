@@ -1,6 +1,7 @@
 import type { EndpointSettings } from '../config/endpoint-settings.js'
 import type { ResolvedConfig } from '../config/resolve-config.js'
 import { type ConsistencyScope, ReadYourWrites } from '../consistency/read-your-writes.js'
+import type { LagSource } from '../dialect/lag-queries.js'
 import { type LoadedDrivers, loadDrivers } from '../dialect/load-driver.js'
 import { Endpoint, type EndpointStats } from '../endpoint/endpoint.js'
 import { DatabaseDestroyedError, NoReaderAvailableError } from '../errors.js'
@@ -49,9 +50,16 @@ export interface ReaderStats extends EndpointStats {
   readonly replayPosition?: string
   /**
    * The reader's replay lag in milliseconds at the last lag check (`routing.maxReplicaLagMs`;
-   * undefined without it). `Infinity` while its replication is stopped with changes pending.
+   * undefined without it, and while the reader reports no lag). `Infinity` while its replication is
+   * stopped with changes pending.
    */
   readonly lagMs?: number
+  /**
+   * Where the lag comes from, found on the first lag check: `'postgres'` (WAL replay),
+   * `'aurora-postgres'` (`aurora_replica_status()`), `'mysql-replica'` / `'mysql-slave'` (`SHOW
+   * REPLICA STATUS` / `SHOW SLAVE STATUS`), `'aurora-mysql'` (`replica_host_status`).
+   */
+  readonly lagSource?: LagSource
 }
 
 interface Topology {
@@ -235,11 +243,13 @@ export class Cluster {
       readers: topology.readers.map((reader) => {
         const replayPosition = this.consistency.replayPosition(reader)
         const lagMs = topology.health.lagMs(reader)
+        const lagSource = reader.lagSource
         return {
           ...reader.stats(),
           healthy: !topology.health.isEjected(reader),
           ...(replayPosition === undefined ? {} : { replayPosition }),
           ...(lagMs === undefined ? {} : { lagMs }),
+          ...(lagSource === undefined ? {} : { lagSource }),
         }
       }),
     }

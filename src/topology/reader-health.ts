@@ -1,5 +1,5 @@
 import type { Endpoint } from '../endpoint/endpoint.js'
-import type { ResilientEvents } from '../events/resilient-events.js'
+import type { ReaderEjectedEvent, ResilientEvents } from '../events/resilient-events.js'
 import { classifyError } from '../retry/classify-error.js'
 
 /** How reader health is watched; see `RoutingConfig`. */
@@ -23,7 +23,8 @@ interface Ejection {
  * Takes readers out of rotation and brings them back. A reader that fails to connect is ejected
  * for `cooldownMs`, then probed over a fresh connection and restored if it answers (and, with
  * `maxReplicaLagMs`, if it is not lagging). With `maxReplicaLagMs`, every reader's replay lag is
- * also checked every `lagCheckIntervalMs` and a lagging reader ejected.
+ * also checked every `lagCheckIntervalMs` and a lagging reader ejected, as is a replica that reports
+ * no lag at all (`'lag-unknown'`): it could be any distance behind.
  */
 export class ReaderHealth {
   readonly #readers: ReadonlyArray<Endpoint>
@@ -60,6 +61,11 @@ export class ReaderHealth {
     return this.#lagMs.get(reader)
   }
 
+  #noteLag(reader: Endpoint, lagMs: number | undefined): void {
+    if (lagMs === undefined) this.#lagMs.delete(reader)
+    else this.#lagMs.set(reader, lagMs)
+  }
+
   /** A connection to `reader` could not be opened: take it out of rotation. */
   unreachable(reader: Endpoint): void {
     this.#eject(reader, 'unreachable', undefined)
@@ -72,7 +78,7 @@ export class ReaderHealth {
     this.#ejected.clear()
   }
 
-  #eject(reader: Endpoint, reason: 'unreachable' | 'lagging', lagMs: number | undefined): void {
+  #eject(reader: Endpoint, reason: ReaderEjectedEvent['reason'], lagMs: number | undefined): void {
     if (this.#closed || this.#ejected.has(reader)) return
     reader.evictIdle()
     const ejection: Ejection = { since: performance.now(), timer: undefined }
@@ -99,8 +105,9 @@ export class ReaderHealth {
       if (max === undefined) await reader.probeReachable()
       else {
         const lagMs = await reader.probeLag()
-        this.#lagMs.set(reader, lagMs)
-        if (lagMs > max) {
+        this.#noteLag(reader, lagMs)
+        // Unknown is not within the limit: it stays out until it says.
+        if (lagMs === undefined || lagMs > max) {
           this.#scheduleProbe(reader, ejection)
           return
         }
@@ -139,8 +146,10 @@ export class ReaderHealth {
           }
           try {
             const lagMs = await reader.probeLag()
-            this.#lagMs.set(reader, lagMs)
-            if (lagMs > max) this.#eject(reader, 'lagging', lagMs)
+            this.#noteLag(reader, lagMs)
+            // A replica that reports no lag may be any distance behind: never taken for 0.
+            if (lagMs === undefined) this.#eject(reader, 'lag-unknown', undefined)
+            else if (lagMs > max) this.#eject(reader, 'lagging', lagMs)
           } catch (error) {
             const { category, code } = classifyError(error, { phase: 'connect' })
             this.#events.emit('error', { endpoint: reader.name, category, code, reason: 'lag check failed' })

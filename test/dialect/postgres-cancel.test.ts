@@ -1,6 +1,6 @@
 import pg from 'pg'
 import { describe, expect, it } from 'vitest'
-import { sendCancelRequest } from '../../src/dialect/postgres-cancel.js'
+import { parseControlStatement, sendCancelRequest } from '../../src/dialect/postgres-cancel.js'
 import { clusterFor } from '../support/database.js'
 import { serverErrorCode } from '../support/sql.js'
 
@@ -54,5 +54,19 @@ describe('sendCancelRequest', () => {
     await expect(sendCancelRequest('127.0.0.1', 1, 1, 1, 2_000)).rejects.toMatchObject({
       code: 'ECONNREFUSED',
     })
+  })
+})
+
+describe("parseControlStatement (Kysely's cancel and kill statements)", () => {
+  it.each([
+    ['select pg_cancel_backend(4242)', { processId: 4242, kill: false }],
+    ['select pg_terminate_backend(4242)', { processId: 4242, kill: true }],
+    // A proxy's key (PgBouncer's is random) is negative half the time.
+    ['select pg_cancel_backend(-1256602978)', { processId: -1256602978, kill: false }],
+    ['select pg_terminate_backend(-7)', { processId: -7, kill: true }],
+    ['select pg_sleep(1)', undefined],
+    ['select pg_cancel_backend(1); drop table x', undefined],
+  ])('%s', (statement, expected) => {
+    expect(parseControlStatement(statement)).toEqual(expected)
   })
 })

@@ -114,7 +114,8 @@ const CONNECT_ERRORS: Record<Exclude<ConnectBehaviour, 'accept' | 'hang'>, () =>
 
 /** The statement writer discovery sends (PostgresConnector.probeRole). */
 const ROLE_PROBE = /pg_is_in_recovery\(\) as standby/
-/** The lag check (Endpoint.probeLag). */
+/** The lag check (Endpoint.probeLag): first how the server reports lag, then the lag. */
+const LAG_SOURCE_PROBE = /to_regproc\('aurora_replica_status'\)/
 const LAG_PROBE = /as lag_ms/
 const WRITE = /^\s*(insert|update|delete|merge|create|drop|alter|truncate)\b/i
 const TRANSACTION = /^\s*(begin|start transaction|commit|rollback|savepoint|release)\b/i
@@ -133,8 +134,8 @@ export class FakeServer {
   connectBehaviour: ConnectBehaviour = 'accept'
   /** One-shot outcomes for the next connects, in order. */
   readonly connectFaults: ConnectBehaviour[] = []
-  /** Replay lag reported to the lag check. */
-  lagMs = 0
+  /** Replay lag reported to the lag check; `null`: the replica reports none. */
+  lagMs: number | null = 0
   /** While true every statement hangs (a frozen server); so do liveness pings. */
   frozen = false
   /** Every statement the server received, in order (including the library's own probes). */
@@ -298,7 +299,10 @@ class FakeClient extends EventEmitter {
 
   #answer(server: FakeServer, sql: string): Result {
     if (ROLE_PROBE.test(sql)) return rows('SELECT', [{ standby: server.role === 'standby' }])
-    if (LAG_PROBE.test(sql)) return rows('SELECT', [{ lag_ms: server.lagMs }])
+    if (LAG_SOURCE_PROBE.test(sql)) return rows('SELECT', [{ aurora: false }])
+    // A streaming replica that has not replayed all it received, behind by lagMs (null: unknown).
+    if (LAG_PROBE.test(sql))
+      return rows('SELECT', [{ replica: true, caught_up: false, lag_ms: server.lagMs }])
     const transaction = TRANSACTION.exec(sql)?.[1]?.toLowerCase()
     if (transaction !== undefined) {
       if (transaction === 'start transaction') this.#readOnlyTransaction = /read only/i.test(sql)

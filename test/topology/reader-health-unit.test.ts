@@ -178,6 +178,28 @@ describe('a lagging reader (routing.maxReplicaLagMs)', () => {
     expect(new Set(await reads(4))).toEqual(new Set(['reader-0', 'reader-1']))
   })
 
+  test('a replica that reports no lag is ejected as lag-unknown, never taken for 0, and restored once it reports one', async () => {
+    const { readers, events, db, cluster, reads } = setup({ routing: LAG })
+    const [r0] = readers as readonly [FakeServer, FakeServer]
+    r0.lagMs = null
+    await cluster.open()
+    await vi.waitFor(() => expect(events['reader-ejected']).toHaveLength(1))
+    expect(events['reader-ejected']).toEqual([
+      { endpoint: 'reader-0', reason: 'lag-unknown', lagMs: undefined, cooldownMs: COOLDOWN_MS },
+    ])
+    expect(db.stats().readers[0]).toMatchObject({ healthy: false, lagSource: 'postgres' })
+    expect(db.stats().readers[0]?.lagMs).toBeUndefined()
+    expect(await reads(2)).toEqual(['reader-1', 'reader-1'])
+    // Probed after each cooldown, still silent: still out.
+    const lagChecks = r0.count(/as lag_ms/)
+    await vi.waitFor(() => expect(r0.count(/as lag_ms/)).toBeGreaterThan(lagChecks + 1))
+    expect(events['reader-restored']).toEqual([])
+
+    r0.lagMs = 5
+    await vi.waitFor(() => expect(events['reader-restored']).toHaveLength(1))
+    expect(db.stats().readers[0]).toMatchObject({ healthy: true, lagMs: 5 })
+  })
+
   test('a lag check that cannot reach the reader ejects it as unreachable', async () => {
     const { readers, events, cluster } = setup({ routing: LAG })
     const [r0] = readers as readonly [FakeServer, FakeServer]

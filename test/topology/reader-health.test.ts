@@ -302,6 +302,8 @@ for (const engine of ENGINES) {
         expect(db.stats().readers[0]?.healthy).toBe(false)
         // The lag the ejection was decided on is what a health endpoint reads from stats.
         expect(db.stats().readers[0]?.lagMs).toBeGreaterThan(maxReplicaLagMs)
+        // PostgreSQL's WAL replay; MariaDB 10.11 answers SHOW REPLICA STATUS (MySQL 8.4's only form).
+        expect(db.stats().readers[0]?.lagSource).toBe(engine === 'postgres' ? 'postgres' : 'mysql-replica')
         // Reads go to the writer meanwhile, and see the row the replica has not replayed.
         const writerQueries = db.stats().writer.queries
         const row = await db

@@ -1,0 +1,192 @@
+import type { CompiledQuery, DatabaseConnection, QueryResult } from 'kysely'
+import { describe, expect, it } from 'vitest'
+import { ReplayLagReader } from '../../src/dialect/lag-queries.js'
+
+// How each platform reports replay lag, from the result shapes each one returns (the columns as
+// MySQL 8.0/8.4, MariaDB, Aurora and PostgreSQL document them), without a server: a replica that
+// reports no lag is unknown, never 0. Real servers: test/dialect/aurora-lag.test.ts, reader-health.
+
+type Answer = ReadonlyArray<Record<string, unknown>> | Error
+
+/** A connection that answers each statement by the first matching pattern, and records what it got. */
+function connection(
+  answers: ReadonlyArray<readonly [RegExp, Answer]>,
+): DatabaseConnection & { sent: string[] } {
+  const sent: string[] = []
+  return {
+    sent,
+    async executeQuery<R>(query: CompiledQuery): Promise<QueryResult<R>> {
+      sent.push(query.sql)
+      const answer = answers.find(([pattern]) => pattern.test(query.sql))?.[1]
+      if (answer === undefined) throw new Error(`unexpected statement: ${query.sql}`)
+      if (answer instanceof Error) throw answer
+      return { rows: answer as R[] }
+    },
+    // biome-ignore lint/correctness/useYield: never streamed here
+    async *streamQuery() {
+      throw new Error('not streamed')
+    },
+  }
+}
+
+function mysqlError(errno: number, message: string): Error {
+  return Object.assign(new Error(message), { errno, sqlState: '42000', sqlMessage: message })
+}
+
+const VANILLA_PG: readonly [RegExp, Answer] = [/to_regproc/, [{ aurora: false }]]
+const AURORA_PG: readonly [RegExp, Answer] = [/to_regproc/, [{ aurora: true }]]
+const NOT_AURORA_MYSQL: readonly [RegExp, Answer] = [/aurora_version/, []]
+
+describe('PostgreSQL streaming replica', () => {
+  it.each([
+    ['not a replica', { replica: false, caught_up: null, lag_ms: null }, 0],
+    ['replayed all it received', { replica: true, caught_up: true, lag_ms: '86400000' }, 0],
+    ['behind, by the last replayed commit', { replica: true, caught_up: false, lag_ms: '1234.5' }, 1234.5],
+    ['behind, clock skew says negative', { replica: true, caught_up: false, lag_ms: -3 }, 0],
+    [
+      'no replay timestamp (nothing replayed, or fed from an archive)',
+      { replica: true, caught_up: false, lag_ms: null },
+      undefined,
+    ],
+    ['no WAL receiver and no timestamp', { replica: true, caught_up: null, lag_ms: null }, undefined],
+  ])('%s', async (_name, row, expected) => {
+    const reader = new ReplayLagReader('postgres')
+    expect(await reader.read(connection([VANILLA_PG, [/as lag_ms/, [row]]]))).toBe(expected)
+    expect(reader.source).toBe('postgres')
+  })
+})
+
+describe('Aurora PostgreSQL (aurora_replica_status())', () => {
+  it.each([
+    ['the writer', [{ writer: true, lag_ms: null }], 0],
+    ['a reader', [{ writer: false, lag_ms: 17.25 }], 17.25],
+    ['a reader without a lag yet', [{ writer: false, lag_ms: null }], undefined],
+    ['an instance not listed yet', [], undefined],
+  ])('%s', async (_name, rows, expected) => {
+    const reader = new ReplayLagReader('postgres')
+    const conn = connection([
+      AURORA_PG,
+      [/aurora_replica_status\(\) where server_id = aurora_db_instance_identifier/, rows],
+    ])
+    expect(await reader.read(conn)).toBe(expected)
+    expect(reader.source).toBe('aurora-postgres')
+    // Detected once: the second check sends only the lag query.
+    await reader.read(conn)
+    expect(conn.sent.filter((sql) => sql.includes('to_regproc'))).toHaveLength(1)
+  })
+})
+
+describe('MySQL and MariaDB replica status', () => {
+  const MYSQL_80_REPLICA = {
+    Replica_IO_Running: 'Yes',
+    Replica_SQL_Running: 'Yes',
+    Source_Log_File: 'binlog.000012',
+    Read_Source_Log_Pos: 1577,
+    Relay_Source_Log_File: 'binlog.000012',
+    Exec_Source_Log_Pos: 1577,
+    Seconds_Behind_Source: 3,
+  }
+  const MARIADB_REPLICA = {
+    Slave_IO_Running: 'Yes',
+    Slave_SQL_Running: 'Yes',
+    Master_Log_File: 'mariadb-bin.000003',
+    Read_Master_Log_Pos: '4242',
+    Relay_Master_Log_File: 'mariadb-bin.000003',
+    Exec_Master_Log_Pos: '4242',
+    Seconds_Behind_Master: 2,
+  }
+
+  it('MySQL 8.0.22+ / 8.4: SHOW REPLICA STATUS with Source_* columns; SHOW SLAVE STATUS is never sent', async () => {
+    const reader = new ReplayLagReader('mysql')
+    const conn = connection([
+      NOT_AURORA_MYSQL,
+      [/^show replica status$/, [MYSQL_80_REPLICA]],
+      // MySQL 8.4 removed it.
+      [/^show slave status$/, mysqlError(1064, 'You have an error in your SQL syntax')],
+    ])
+    expect(await reader.read(conn)).toBe(3_000)
+    expect(reader.source).toBe('mysql-replica')
+    expect(conn.sent).not.toContain('show slave status')
+  })
+
+  it('MariaDB 10.5+: SHOW REPLICA STATUS keeps the Slave_* / Master_* columns', async () => {
+    const reader = new ReplayLagReader('mysql')
+    expect(
+      await reader.read(connection([NOT_AURORA_MYSQL, [/^show replica status$/, [MARIADB_REPLICA]]])),
+    ).toBe(2_000)
+  })
+
+  it('before MySQL 8.0.22 / MariaDB 10.5.1: falls back to SHOW SLAVE STATUS once and keeps it', async () => {
+    const reader = new ReplayLagReader('mysql')
+    const conn = connection([
+      NOT_AURORA_MYSQL,
+      [/^show replica status$/, mysqlError(1064, 'You have an error in your SQL syntax')],
+      [/^show slave status$/, [{ ...MARIADB_REPLICA, Seconds_Behind_Master: 0 }]],
+    ])
+    expect(await reader.read(conn)).toBe(0)
+    expect(await reader.read(conn)).toBe(0)
+    expect(reader.source).toBe('mysql-slave')
+    expect(conn.sent.filter((sql) => sql === 'show replica status')).toHaveLength(1)
+  })
+
+  it.each([
+    [
+      'SQL thread stopped with relay log pending',
+      { ...MYSQL_80_REPLICA, Seconds_Behind_Source: null, Exec_Source_Log_Pos: 900 },
+      Number.POSITIVE_INFINITY,
+    ],
+    [
+      'source unreachable, everything received applied',
+      { ...MYSQL_80_REPLICA, Seconds_Behind_Source: null, Replica_IO_Running: 'Connecting' },
+      0,
+    ],
+  ])('NULL seconds behind: %s', async (_name, row, expected) => {
+    const reader = new ReplayLagReader('mysql')
+    expect(await reader.read(connection([NOT_AURORA_MYSQL, [/^show replica status$/, [row]]]))).toBe(expected)
+  })
+
+  it.each([
+    ['a writable server (not a replica)', { ro: 0, iro: 0 }, 0],
+    ['a read-only server with no replication channel', { ro: 1, iro: 0 }, undefined],
+    ['an InnoDB-read-only server', { ro: 0, iro: 1 }, undefined],
+  ])('no status row: %s', async (_name, flags, expected) => {
+    const reader = new ReplayLagReader('mysql')
+    const conn = connection([
+      NOT_AURORA_MYSQL,
+      [/^show replica status$/, []],
+      [/@@global.read_only/, [flags]],
+    ])
+    expect(await reader.read(conn)).toBe(expected)
+  })
+
+  it('another error (no REPLICATION CLIENT privilege) is not taken for an old server', async () => {
+    const reader = new ReplayLagReader('mysql')
+    const denied = mysqlError(
+      1227,
+      'Access denied; you need (at least one of) the REPLICATION CLIENT privilege(s)',
+    )
+    await expect(reader.read(connection([NOT_AURORA_MYSQL, [/^show replica status$/, denied]]))).rejects.toBe(
+      denied,
+    )
+    expect(reader.source).toBe('mysql-replica')
+  })
+})
+
+describe('Aurora MySQL (information_schema.replica_host_status)', () => {
+  const AURORA: readonly [RegExp, Answer] = [
+    /aurora_version/,
+    [{ Variable_name: 'aurora_version', Value: '3.05.2' }],
+  ]
+
+  it.each([
+    ['the writer', [{ writer: 1, lag_ms: 0 }], 0],
+    ['a reader', [{ writer: 0, lag_ms: 21 }], 21],
+    ['a reader not listed yet', [], undefined],
+  ])('%s', async (_name, rows, expected) => {
+    const reader = new ReplayLagReader('mysql')
+    const conn = connection([AURORA, [/replica_host_status where server_id = @@aurora_server_id/, rows]])
+    expect(await reader.read(conn)).toBe(expected)
+    expect(reader.source).toBe('aurora-mysql')
+    expect(conn.sent.some((sql) => /show (replica|slave) status/.test(sql))).toBe(false)
+  })
+})
