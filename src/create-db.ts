@@ -9,6 +9,7 @@ import {
 } from 'kysely'
 import type { ReadonlyKysely } from 'kysely/readonly'
 import type { CreateDbConfig, SqlDialect } from './config/create-db-config.js'
+import { type DbSettings, describeSettings } from './config/db-settings.js'
 import { resolveConfig } from './config/resolve-config.js'
 import type { ResilientEventListener, ResilientEventMap } from './events/resilient-events.js'
 import { Cluster, type DbStats } from './routing/cluster.js'
@@ -36,6 +37,13 @@ export interface ResilientDb<DB> extends Kysely<DB> {
    * Typed as Kysely's `ReadonlyKysely`, so a write through it does not compile.
    */
   readonly reader: ReadonlyKysely<DB>
+  /** `'postgres'` or `'mysql'`: the config's `dialect` (MySQL and MariaDB are both `'mysql'`). */
+  readonly dialect: SqlDialect
+  /**
+   * The configuration after validation and defaults, without secrets (see {@link DbSettings}):
+   * for a health check or a startup log line, without reading the environment again.
+   */
+  readonly settings: DbSettings
   /** Connection counts and statements served, per endpoint. */
   stats(): DbStats
   /**
@@ -109,12 +117,16 @@ class ResilientKysely<DB> extends Kysely<DB> implements ResilientDb<DB> {
   readonly #cluster: Cluster
   readonly writer: Kysely<DB>
   readonly reader: ReadonlyKysely<DB>
+  readonly dialect: SqlDialect
+  readonly settings: DbSettings
 
   constructor(props: KyselyProps, cluster: Cluster, writer: Kysely<DB>, reader: Kysely<DB>) {
     super(props)
     this.#cluster = cluster
     this.writer = writer
     this.reader = reader as unknown as ReadonlyKysely<DB>
+    this.dialect = cluster.config.dialect
+    this.settings = describeSettings(cluster.config)
   }
 
   stats(): DbStats {

@@ -18,6 +18,7 @@ export type {
   RoutingConfig,
   SqlDialect,
 } from './config/create-db-config.js'
+export type { DbSettings, EndpointDescription, PoolSettings } from './config/db-settings.js'
 export type {
   ConnectionHook,
   MysqlDriverOptions,
