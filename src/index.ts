@@ -28,6 +28,11 @@ export type {
 } from './config/driver-options.js'
 export type { ConnectionProxy } from './config/proxy.js'
 export { createDb, type ReadYourWritesOptions, type ResilientDb } from './create-db.js'
+export {
+  type ConnectTraceContext,
+  DIAGNOSTICS_CHANNELS,
+  type QueryTraceContext,
+} from './diagnostics/channels.js'
 export type { EndpointStats } from './endpoint/endpoint.js'
 export {
   AuthenticationFailedError,

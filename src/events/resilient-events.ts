@@ -1,3 +1,4 @@
+import { eventChannel } from '../diagnostics/channels.js'
 import type { ErrorCategory } from '../retry/error-classification.js'
 
 /**
@@ -203,6 +204,9 @@ export class ResilientEvents {
   }
 
   emit<K extends keyof ResilientEventMap>(event: K, payload: ResilientEventMap[K]): void {
+    // The same payload for diagnostics_channel subscribers (APMs that do not use db.on).
+    const published = eventChannel(event)
+    if (published.hasSubscribers) published.publish(payload)
     const set = this.#listeners.get(event)
     if (set === undefined) return
     for (const listener of [...set]) {

@@ -1,4 +1,5 @@
 import type { ResolvedPoolOptions } from '../config/pool-options.js'
+import { CONNECT_CHANNEL } from '../diagnostics/channels.js'
 import { ConnectTimeoutError, DatabaseDestroyedError, PoolTimeoutError } from '../errors.js'
 import { classifyError, isSessionRefusal, markConnectPhase } from '../retry/classify-error.js'
 import { withDeadline } from '../retry/deadline.js'
@@ -339,8 +340,11 @@ export class ConnectionPool<C> {
         markConnectPhase(error)
         throw error
       })
+    const traced = CONNECT_CHANNEL.hasSubscribers
+      ? () => CONNECT_CHANNEL.tracePromise(connect, { endpoint: this.name })
+      : connect
     return withDeadline(
-      connect,
+      traced,
       timeoutMs,
       () => {
         throw new ConnectTimeoutError(this.name, timeoutMs)

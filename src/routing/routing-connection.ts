@@ -8,6 +8,8 @@ import {
   type QueryResult,
 } from 'kysely'
 import type { ConsistencyScope } from '../consistency/read-your-writes.js'
+import { QUERY_CHANNEL } from '../diagnostics/channels.js'
+import { operationOf } from '../diagnostics/operation.js'
 import type { Endpoint } from '../endpoint/endpoint.js'
 import { fullJitterDelay, sleep } from '../retry/backoff.js'
 import { classifyError } from '../retry/classify-error.js'
@@ -311,6 +313,12 @@ export class RoutingConnection implements DatabaseConnection {
       if (scope !== undefined && writes(compiledQuery)) this.#wroteIn = scope
     }
     try {
+      // Checked inline: without a subscriber the statement costs no closure.
+      if (QUERY_CHANNEL.hasSubscribers) {
+        return await this.#traced(bound, compiledQuery, () =>
+          this.#withDeadline(bound, bound.connection.executeQuery<R>(compiledQuery, options)),
+        )
+      }
       return await this.#withDeadline(bound, bound.connection.executeQuery<R>(compiledQuery, options))
     } catch (error) {
       this.#noteFailure(bound, classifyError(error))
@@ -365,6 +373,11 @@ export class RoutingConnection implements DatabaseConnection {
       this.#active = lease
       try {
         lease.endpoint.countQuery()
+        if (QUERY_CHANNEL.hasSubscribers) {
+          return await this.#traced(lease, compiledQuery, () =>
+            this.#withDeadline(lease, lease.connection.executeQuery<R>(compiledQuery, options)),
+          )
+        }
         return await this.#withDeadline(lease, lease.connection.executeQuery<R>(compiledQuery, options))
       } catch (error) {
         // A session we killed for the caller is no sign of trouble on the endpoint: not reported.
@@ -378,6 +391,18 @@ export class RoutingConnection implements DatabaseConnection {
       }
       await this.#beforeRetry(failure, attempt, startedAt, read, options)
     }
+  }
+
+  /** Runs one attempt traced on `kysely-resilient:query` (callers check it has subscribers). */
+  #traced<T>(lease: Lease, compiledQuery: CompiledQuery, run: () => Promise<T>): Promise<T> {
+    const { settings } = lease.endpoint
+    return QUERY_CHANNEL.tracePromise(run, {
+      endpoint: settings.name,
+      role: settings.role,
+      dialect: settings.dialect,
+      address: settings.address,
+      operation: operationOf(compiledQuery),
+    })
   }
 
   /**
