@@ -1,0 +1,46 @@
+import { fileURLToPath } from 'node:url'
+import { defineConfig } from 'vitest/config'
+
+const src = (path: string) => fileURLToPath(new URL(`./src/${path}`, import.meta.url))
+
+// The server-free tests (`npm run test:unit`): fakes instead of servers, no global setup, seconds in
+// all. `npm test` runs them too, with everything else (vitest.config.ts).
+export default defineConfig({
+  resolve: {
+    alias: [
+      { find: /^kysely-resilient$/, replacement: src('index.ts') },
+      { find: /^kysely-resilient\/lambda$/, replacement: src('lambda/index.ts') },
+    ],
+  },
+  test: {
+    include: [
+      'test/auth/credential-cache.test.ts',
+      'test/aws/rds-host.test.ts',
+      'test/config/auth-tls-config.test.ts',
+      'test/config/db-settings.test.ts',
+      'test/config/driver-options.test.ts',
+      'test/config/proxy.test.ts',
+      'test/consistency/position-tracker.test.ts',
+      'test/consistency/replication-position.test.ts',
+      'test/dialect/lag-queries.test.ts',
+      'test/errors.test.ts',
+      'test/lambda/config-from-env.test.ts',
+      'test/liveness/liveness-monitor.test.ts',
+      'test/pool/connection-pool.test.ts',
+      'test/retry/deadline.test.ts',
+      'test/retry/retry-policy.test.ts',
+      'test/routing/classify-statement.test.ts',
+      'test/routing/cluster.test.ts',
+      'test/routing/reader-selector.test.ts',
+      'test/topology/reader-health-unit.test.ts',
+      'test/topology/writer-tracker.test.ts',
+      'test/validation/setting-keys.test.ts',
+    ],
+    testTimeout: 30_000,
+    pool: 'threads',
+    // One module graph for all files: the fakes hold no state across files, and re-importing src/ per
+    // file was most of the run.
+    isolate: false,
+    reporters: ['default'],
+  },
+})
