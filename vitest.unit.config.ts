@@ -1,17 +1,11 @@
-import { fileURLToPath } from 'node:url'
 import { defineConfig } from 'vitest/config'
-
-const src = (path: string) => fileURLToPath(new URL(`./src/${path}`, import.meta.url))
+import base from './vitest.config.js'
 
 // The server-free tests (`npm run test:unit`): fakes instead of servers, no global setup, seconds in
 // all. `npm test` runs them too, with everything else (vitest.config.ts).
 export default defineConfig({
-  resolve: {
-    alias: [
-      { find: /^kysely-resilient$/, replacement: src('index.ts') },
-      { find: /^kysely-resilient\/lambda$/, replacement: src('lambda/index.ts') },
-    ],
-  },
+  // The same 'kysely-resilient' aliases as the full run.
+  resolve: base.resolve,
   test: {
     include: [
       'test/auth/credential-cache.test.ts',

@@ -124,9 +124,14 @@ export class RoutingConnection implements DatabaseConnection {
       return
     }
     const read = this.#isRead(compiledQuery)
-    const scope = this.#target === 'reader' ? undefined : this.#cluster.consistency.current()
+    const scope = this.#currentScope()
     const lease = await this.#leaseWithRetry(() => this.#endpointFor(read, scope), options, read)
     this.#prepared = { lease, read, scope }
+  }
+
+  /** The read-your-writes scope a statement routes by; none through `db.reader`, which stays eventual. */
+  #currentScope(): ConsistencyScope | undefined {
+    return this.#target === 'reader' ? undefined : this.#cluster.consistency.current()
   }
 
   /** The endpoint this connection is bound to, if any. */
@@ -342,13 +347,8 @@ export class RoutingConnection implements DatabaseConnection {
     this.#prepared = undefined
     // Classified once: the tree walk is the routing layer's main cost per statement.
     const read = prepared?.read ?? this.#isRead(compiledQuery)
-    // Read-your-writes: undefined (one flag test) unless a scope is in use. db.reader stays eventual.
-    const scope =
-      prepared !== undefined
-        ? prepared.scope
-        : this.#target === 'reader'
-          ? undefined
-          : this.#cluster.consistency.current()
+    // Read-your-writes: undefined (one flag test) unless a scope is in use.
+    const scope = prepared !== undefined ? prepared.scope : this.#currentScope()
     const noteWrite = scope !== undefined && !read && writes(compiledQuery)
     const startedAt = performance.now()
     for (let attempt = 1; ; attempt++) {
@@ -486,12 +486,7 @@ export class RoutingConnection implements DatabaseConnection {
     const prepared = this.#prepared
     this.#prepared = undefined
     const read = prepared?.read ?? this.#isRead(compiledQuery)
-    const scope =
-      prepared !== undefined
-        ? prepared.scope
-        : this.#target === 'reader'
-          ? undefined
-          : this.#cluster.consistency.current()
+    const scope = prepared !== undefined ? prepared.scope : this.#currentScope()
     const lease =
       prepared?.lease ?? (await this.#leaseWithRetry(() => this.#endpointFor(read, scope), options, read))
     this.#active = lease
