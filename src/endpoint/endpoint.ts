@@ -339,11 +339,11 @@ export class Endpoint {
   }
 
   /**
-   * The replica's replay lag in milliseconds, over a pooled connection (0 for a server that is not
-   * a replica; Infinity for a replica whose replication is stopped). Not counted in `queries` and
-   * never seen by Kysely's logger: it is the library's own statement.
+   * The replica's replay lag in milliseconds, over a pooled connection (see ReplayLagReader.read: 0
+   * for a server that is not a replica, Infinity for a replica whose replication is stopped,
+   * `undefined` for one that reports no lag). Not counted in `queries` and never seen by Kysely's
+   * logger: it is the library's own statement.
    */
-  /** The replay lag (see ReplayLagReader.read): `undefined` when the server reports none. */
   async probeLag(): Promise<number | undefined> {
     this.#lag ??= new ReplayLagReader(this.settings.dialect)
     const lag = this.#lag
