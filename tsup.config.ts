@@ -13,5 +13,5 @@ export default defineConfig({
   splitting: true,
   treeshake: true,
   // Drivers and kysely are peers: never bundle them, so a consumer has one shared copy of each.
-  external: ['kysely', 'pg', 'pg-cursor', 'mysql2', '@aws-sdk/rds-signer'],
+  external: ['kysely', 'pg', 'pg-cursor', 'mysql2', '@aws-sdk/rds-signer', '@opentelemetry/api'],
 })

@@ -8,6 +8,8 @@ import { DatabaseDestroyedError, NoReaderAvailableError } from '../errors.js'
 import { ResilientEvents } from '../events/resilient-events.js'
 import { classifyError, isSessionRefusal } from '../retry/classify-error.js'
 import type { ErrorClassification } from '../retry/error-classification.js'
+import { recordClusterMetrics } from '../telemetry/cluster-metrics.js'
+import { loadOpenTelemetryMetrics } from '../telemetry/load-opentelemetry.js'
 import { ReaderHealth } from '../topology/reader-health.js'
 import { WriterTracker } from '../topology/writer-tracker.js'
 import { type WriterTables, writerTables } from './classify-statement.js'
@@ -82,6 +84,8 @@ export class Cluster {
   readonly #selector: ReaderSelector
   #topology: Topology | undefined
   #opening: Promise<Topology> | undefined
+  /** Stops recording OpenTelemetry metrics; set once they are recorded. */
+  #stopMetrics: (() => void) | undefined
   #destroyed = false
   readonly #drivers: LoadedDrivers | undefined
 
@@ -258,6 +262,8 @@ export class Cluster {
   async destroy(): Promise<void> {
     if (this.#destroyed) return
     this.#destroyed = true
+    this.#stopMetrics?.()
+    this.#stopMetrics = undefined
     this.consistency.close()
     const topology = await this.#opening?.catch(() => undefined)
     if (topology === undefined) return
@@ -268,12 +274,36 @@ export class Cluster {
     )
   }
 
+  /**
+   * With `@opentelemetry/api` installed, records this db's metrics through the application's meter
+   * provider (telemetry/cluster-metrics.ts); without it, nothing. The pool gauges are read from
+   * `stats()` when the metric reader collects, so the statement path pays nothing.
+   */
+  async #recordMetrics(): Promise<void> {
+    const api = await loadOpenTelemetryMetrics()
+    if (api === undefined || this.#destroyed || this.#stopMetrics !== undefined) return
+    this.#stopMetrics = recordClusterMetrics(
+      {
+        dialect: this.config.dialect,
+        endpoints: [...this.config.writers, ...this.config.readers],
+        events: this.events,
+        sample: () => {
+          if (this.#topology === undefined) return []
+          const { writers, readers } = this.stats()
+          return [...writers, ...readers]
+        },
+      },
+      api,
+    )
+  }
+
   #opened(): Topology {
     if (this.#topology === undefined) throw new Error('kysely-resilient: cluster used before open()')
     return this.#topology
   }
 
   async #openTopology(): Promise<Topology> {
+    void this.#recordMetrics()
     const drivers = this.#drivers ?? (await loadDrivers(this.config.dialect))
     const all = await Promise.all(
       [...this.config.writers, ...this.config.readers].map((settings) =>

@@ -1,0 +1,175 @@
+import type { Attributes, MetricsAPI, Observable } from '@opentelemetry/api'
+import type { SqlDialect } from '../config/create-db-config.js'
+import type { EndpointSettings } from '../config/endpoint-settings.js'
+import type { ResilientEvents } from '../events/resilient-events.js'
+
+/** One endpoint's counters at the moment the metric reader asks (a slice of `db.stats()`). */
+export interface EndpointSample {
+  readonly name: string
+  readonly idle: number
+  readonly inUse: number
+  readonly waiting: number
+  /** Readers only: in rotation. */
+  readonly healthy?: boolean
+  /** Readers only, with `maxReplicaLagMs`: the lag at the last check. */
+  readonly lagMs?: number
+}
+
+/** What the metrics read from a db: its endpoints' settings, its events, and its counters on demand. */
+export interface MetricsSource {
+  readonly dialect: SqlDialect
+  readonly endpoints: ReadonlyArray<EndpointSettings>
+  readonly events: ResilientEvents
+  /** The endpoints' counters now; empty before the db has opened. */
+  sample(): ReadonlyArray<EndpointSample>
+}
+
+const METER_NAME = 'kysely-resilient'
+
+/**
+ * Records a db's metrics through the application's OpenTelemetry meter provider:
+ *
+ * - the OpenTelemetry database client semantic conventions' connection pool metrics, read from the
+ *   pools when the metric reader collects (nothing on the statement path): `db.client.connection.count`
+ *   by `db.client.connection.state` (`idle` / `used`), `db.client.connection.idle.min`,
+ *   `db.client.connection.max`, `db.client.connection.pending_requests`;
+ * - the library's own, from its events: `kysely_resilient.retries`, `kysely_resilient.failovers` and
+ *   `kysely_resilient.failover.duration`, `kysely_resilient.reader.ejections` /
+ *   `kysely_resilient.reader.restores`, `kysely_resilient.reader.healthy`,
+ *   `kysely_resilient.replica.lag`, `kysely_resilient.credential.refreshes`,
+ *   `kysely_resilient.endpoint.unresponsive`, `kysely_resilient.errors`.
+ *
+ * Attributes name the endpoint (`db.client.connection.pool.name`), its role, `db.system.name`,
+ * `server.address` and `server.port`: never a user name, password or token. Returns the function
+ * that stops recording.
+ */
+export function recordClusterMetrics(source: MetricsSource, api: MetricsAPI): () => void {
+  const meter = api.getMeter(METER_NAME)
+  const system = source.dialect === 'postgres' ? 'postgresql' : 'mysql'
+  const attributesOf = new Map<string, Attributes>()
+  for (const endpoint of source.endpoints) {
+    attributesOf.set(endpoint.name, {
+      'db.system.name': system,
+      'db.client.connection.pool.name': endpoint.name,
+      'kysely_resilient.endpoint.role': endpoint.role,
+      ...(endpoint.host === undefined ? {} : { 'server.address': endpoint.host }),
+      'server.port': endpoint.port,
+    })
+  }
+  const attributes = (endpoint: string, extra?: Attributes): Attributes => ({
+    ...(attributesOf.get(endpoint) ?? {
+      'db.system.name': system,
+      'db.client.connection.pool.name': endpoint,
+    }),
+    ...extra,
+  })
+
+  const count = meter.createObservableUpDownCounter('db.client.connection.count', {
+    description: 'Connections in each state (idle, used), per endpoint',
+    unit: '{connection}',
+  })
+  const idleMin = meter.createObservableUpDownCounter('db.client.connection.idle.min', {
+    description: 'Idle connections the pool keeps open (pool.min)',
+    unit: '{connection}',
+  })
+  const max = meter.createObservableUpDownCounter('db.client.connection.max', {
+    description: 'Most connections the pool opens (pool.max)',
+    unit: '{connection}',
+  })
+  const pending = meter.createObservableUpDownCounter('db.client.connection.pending_requests', {
+    description: 'Callers waiting for a connection',
+    unit: '{request}',
+  })
+  const healthy = meter.createObservableGauge('kysely_resilient.reader.healthy', {
+    description: '1 while the reader is in rotation, 0 while it is ejected',
+    unit: '1',
+  })
+  const lag = meter.createObservableGauge('kysely_resilient.replica.lag', {
+    description: "The reader's replay lag at the last check (routing.maxReplicaLagMs)",
+    unit: 's',
+  })
+  const observables: Observable[] = [count, idleMin, max, pending, healthy, lag]
+  const settingsOf = new Map(source.endpoints.map((endpoint) => [endpoint.name, endpoint]))
+  const observe: Parameters<typeof meter.addBatchObservableCallback>[0] = (result) => {
+    for (const sample of source.sample()) {
+      const base = attributes(sample.name)
+      result.observe(count, sample.idle, { ...base, 'db.client.connection.state': 'idle' })
+      result.observe(count, sample.inUse, { ...base, 'db.client.connection.state': 'used' })
+      result.observe(pending, sample.waiting, base)
+      const pool = settingsOf.get(sample.name)?.pool
+      if (pool !== undefined) {
+        result.observe(idleMin, pool.min, base)
+        result.observe(max, pool.max, base)
+      }
+      if (sample.healthy !== undefined) result.observe(healthy, sample.healthy ? 1 : 0, base)
+      if (sample.lagMs !== undefined && Number.isFinite(sample.lagMs))
+        result.observe(lag, sample.lagMs / 1000, base)
+    }
+  }
+  meter.addBatchObservableCallback(observe, observables)
+
+  const retries = meter.createCounter('kysely_resilient.retries', {
+    description: 'Statements run again after a failure the classification calls safe to retry',
+    unit: '{retry}',
+  })
+  const failovers = meter.createCounter('kysely_resilient.failovers', {
+    description: 'Times the writer changed to another endpoint',
+    unit: '{failover}',
+  })
+  const failoverDuration = meter.createHistogram('kysely_resilient.failover.duration', {
+    description: 'From the old writer failing to the new one found',
+    unit: 's',
+  })
+  const ejections = meter.createCounter('kysely_resilient.reader.ejections', {
+    description: 'Readers taken out of rotation, by reason (unreachable, lagging, lag-unknown)',
+    unit: '{ejection}',
+  })
+  const restores = meter.createCounter('kysely_resilient.reader.restores', {
+    description: 'Ejected readers back in rotation',
+    unit: '{restore}',
+  })
+  const refreshes = meter.createCounter('kysely_resilient.credential.refreshes', {
+    description: 'Credentials fetched from the auth source, by reason (initial, refresh, expired, rejected)',
+    unit: '{refresh}',
+  })
+  const unresponsive = meter.createCounter('kysely_resilient.endpoint.unresponsive', {
+    description: 'Times an endpoint was declared unresponsive by the liveness probe',
+    unit: '{event}',
+  })
+  const errors = meter.createCounter('kysely_resilient.errors', {
+    description:
+      "Failures the library reported on 'error' (probes, discovery, credential fetches), by category",
+    unit: '{error}',
+  })
+
+  const { events } = source
+  const listeners = {
+    retry: (event: { endpoint: string; category: string; statement: string }) =>
+      retries.add(
+        1,
+        attributes(event.endpoint, {
+          'error.type': event.category,
+          'kysely_resilient.statement': event.statement,
+        }),
+      ),
+    failover: (event: { to: string; durationMs: number }) => {
+      failovers.add(1, attributes(event.to))
+      failoverDuration.record(event.durationMs / 1000, attributes(event.to))
+    },
+    'reader-ejected': (event: { endpoint: string; reason: string }) =>
+      ejections.add(1, attributes(event.endpoint, { 'kysely_resilient.reason': event.reason })),
+    'reader-restored': (event: { endpoint: string }) => restores.add(1, attributes(event.endpoint)),
+    'credentials-refreshed': (event: { endpoint: string; reason: string }) =>
+      refreshes.add(1, attributes(event.endpoint, { 'kysely_resilient.reason': event.reason })),
+    'endpoint-unresponsive': (event: { endpoint: string }) => unresponsive.add(1, attributes(event.endpoint)),
+    error: (event: { endpoint: string; category: string }) =>
+      errors.add(1, attributes(event.endpoint, { 'error.type': event.category })),
+  } as const
+  for (const [name, listener] of Object.entries(listeners)) {
+    events.on(name as 'retry', listener as never)
+  }
+  return () => {
+    meter.removeBatchObservableCallback(observe, observables)
+    for (const [name, listener] of Object.entries(listeners)) events.off(name as 'retry', listener as never)
+  }
+}

@@ -1,0 +1,142 @@
+import { metrics } from '@opentelemetry/api'
+import { type DataPoint, MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics'
+import { sql } from 'kysely'
+import { afterAll, afterEach, beforeAll, expect, it } from 'vitest'
+import { createDb, type ResilientDb } from '../../src/index.js'
+import { describeEngines } from '../support/database.js'
+import { pollUntil } from '../support/poll.js'
+import { getFreePort } from '../support/ports.js'
+
+// OpenTelemetry metrics through the application's meter provider (the SDK's own reader, in memory),
+// on real servers: the semantic conventions' connection pool metrics and the library's own, with the
+// attributes an operator filters by and never a secret.
+
+class CollectingReader extends MetricReader {
+  protected override async onForceFlush(): Promise<void> {}
+  protected override async onShutdown(): Promise<void> {}
+}
+
+const reader = new CollectingReader()
+const provider = new MeterProvider({ readers: [reader] })
+
+beforeAll(() => {
+  metrics.setGlobalMeterProvider(provider)
+})
+afterAll(async () => {
+  await provider.shutdown()
+  metrics.disable()
+})
+
+const dbs: Array<ResilientDb<Record<string, never>>> = []
+afterEach(async () => {
+  await Promise.all(dbs.splice(0).map((db) => db.destroy()))
+})
+
+interface Point {
+  readonly name: string
+  readonly attributes: Record<string, unknown>
+  readonly value: unknown
+}
+
+async function collect(): Promise<Point[]> {
+  const { resourceMetrics } = await reader.collect()
+  return resourceMetrics.scopeMetrics
+    .filter((scope) => scope.scope.name === 'kysely-resilient')
+    .flatMap((scope) => scope.metrics)
+    .flatMap((metric) =>
+      (metric.dataPoints as DataPoint<unknown>[]).map((point) => ({
+        name: metric.descriptor.name,
+        attributes: point.attributes as Record<string, unknown>,
+        value: point.value,
+      })),
+    )
+}
+
+/** The points of one metric for one endpoint (`port` tells this test's endpoints from earlier ones). */
+function points(all: Point[], name: string, pool: string, port: number): Point[] {
+  return all.filter(
+    (point) =>
+      point.name === name &&
+      point.attributes['db.client.connection.pool.name'] === pool &&
+      point.attributes['server.port'] === port,
+  )
+}
+
+describeEngines('OpenTelemetry metrics', (engine, info) => {
+  it('pool connection counts, limits and waiters, per endpoint, with server address and no secret', async () => {
+    const db = createDb<Record<string, never>>({
+      dialect: engine,
+      writer: info.writerUrl,
+      readers: [info.readerUrl],
+      pool: { max: 7, min: 0 },
+    })
+    dbs.push(db)
+    // Two statements at once on the writer: two connections, then idle.
+    await Promise.all([sql`select 1`.execute(db), sql`select 2`.execute(db)])
+    const writerPort = Number(new URL(info.writerUrl).port)
+    const readerPort = Number(new URL(info.readerUrl).port)
+    await pollUntil(
+      async () =>
+        points(await collect(), 'db.client.connection.count', 'writer', writerPort).length > 0
+          ? true
+          : undefined,
+      {
+        timeoutMs: 5_000,
+        what: 'the metrics to be recorded once the db opened',
+      },
+    )
+    const all = await collect()
+    const writerCounts = points(all, 'db.client.connection.count', 'writer', writerPort)
+    const byState = Object.fromEntries(
+      writerCounts.map((point) => [point.attributes['db.client.connection.state'], point.value]),
+    )
+    expect(byState).toEqual({ idle: db.stats().writer.idle, used: 0 })
+    expect(db.stats().writer.idle).toBeGreaterThanOrEqual(1)
+    expect(points(all, 'db.client.connection.max', 'writer', writerPort)[0]?.value).toBe(7)
+    expect(points(all, 'db.client.connection.idle.min', 'writer', writerPort)[0]?.value).toBe(0)
+    expect(points(all, 'db.client.connection.pending_requests', 'writer', writerPort)[0]?.value).toBe(0)
+    const url = new URL(info.writerUrl)
+    expect(writerCounts[0]?.attributes).toMatchObject({
+      'db.system.name': engine === 'postgres' ? 'postgresql' : 'mysql',
+      'kysely_resilient.endpoint.role': 'writer',
+      'server.address': url.hostname,
+      'server.port': Number(url.port),
+    })
+    expect(points(all, 'kysely_resilient.reader.healthy', 'reader-0', readerPort)[0]?.value).toBe(1)
+    const printed = JSON.stringify(all)
+    if (info.password !== undefined) expect(printed).not.toContain(info.password)
+    expect(printed).not.toContain('"app"')
+  })
+
+  it('retries, reader ejections and credential refreshes, from the events', async () => {
+    const deadPort = await getFreePort()
+    const url = new URL(info.writerUrl)
+    const password = decodeURIComponent(url.password)
+    url.password = ''
+    const dead = new URL(url)
+    dead.port = String(deadPort)
+    const writerPort = Number(url.port)
+    const db = createDb<Record<string, never>>({
+      dialect: engine,
+      writer: url.toString(),
+      readers: [dead.toString()],
+      auth: { type: 'token', getToken: async () => password, ttlMs: 3_600_000 },
+      routing: { readerCooldownMs: 60_000 },
+    })
+    dbs.push(db)
+    // The read finds its reader refusing connections: retried on the writer, the reader ejected.
+    await db.selectNoFrom(sql<number>`1`.as('one')).execute()
+    const all = await collect()
+    expect(points(all, 'kysely_resilient.reader.ejections', 'reader-0', deadPort)).toMatchObject([
+      { value: 1, attributes: { 'kysely_resilient.reason': 'unreachable' } },
+    ])
+    expect(points(all, 'kysely_resilient.retries', 'reader-0', deadPort)).toMatchObject([
+      { value: 1, attributes: { 'error.type': 'unavailable', 'kysely_resilient.statement': 'read' } },
+    ])
+    expect(points(all, 'kysely_resilient.reader.healthy', 'reader-0', deadPort)[0]?.value).toBe(0)
+    expect(points(all, 'kysely_resilient.credential.refreshes', 'writer', writerPort)).toMatchObject([
+      { value: 1, attributes: { 'kysely_resilient.reason': 'initial' } },
+    ])
+    expect(JSON.stringify(all)).not.toContain(password)
+  })
+})
