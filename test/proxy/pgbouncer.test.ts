@@ -467,6 +467,42 @@ for (const mode of ['transaction', 'session'] as const) {
         expect(new Set(events.error.map((event) => event.code))).toEqual(new Set(['SERVER_UNRESPONSIVE']))
       }, 30_000)
 
+      it("a reader's PgBouncer going down ejects the reader, reads keep working, and it is restored when PgBouncer is back", async () => {
+        const ownReader = await bouncer({ port: portOf(info.readerUrl), appUrl: info.readerUrl })
+        const db = track(
+          createDb<Database>({
+            dialect: 'postgres',
+            writer: writer.url,
+            readers: [ownReader.url],
+            proxy: 'pgbouncer',
+            routing: { readerCooldownMs: 200, maxReplicaLagMs: 30_000, lagCheckIntervalMs: 100 },
+          }),
+        )
+        const events = collectEvents(db)
+        const standby = () => db.selectNoFrom(sql<boolean>`pg_is_in_recovery()`.as('standby')).execute()
+        expect((await standby())[0]?.standby).toBe(true)
+        await ownReader.process.kill('SIGKILL')
+        // Every read still answers: the refused reader is ejected and the read runs on the writer.
+        for (let i = 0; i < 5; i++) expect(await standby()).toHaveLength(1)
+        await pollUntil(async () => (events['reader-ejected'].length > 0 ? true : undefined), {
+          timeoutMs: 5_000,
+          what: 'the reader behind the dead PgBouncer to be ejected',
+        })
+        expect(events['reader-ejected'][0]).toMatchObject({ endpoint: 'reader-0', reason: 'unreachable' })
+        expect((await standby())[0]?.standby).toBe(false)
+        await ownReader.process.start()
+        await pollUntil(async () => (events['reader-restored'].length > 0 ? true : undefined), {
+          timeoutMs: 10_000,
+          what: 'the reader to be restored once its PgBouncer is back',
+        })
+        expect((await standby())[0]?.standby).toBe(true)
+        // Its lag is measured through the PgBouncer again.
+        await pollUntil(async () => (db.stats().readers[0]?.lagMs !== undefined ? true : undefined), {
+          timeoutMs: 5_000,
+          what: 'a lag measurement through the restarted PgBouncer',
+        })
+      }, 30_000)
+
       it('a PgBouncer restart under load surfaces no error for reads and idempotent writes', async () => {
         const own = await bouncer({ port: portOf(info.writerUrl), appUrl: info.writerUrl })
         const db = track(createDb<Database>({ dialect: 'postgres', writer: own.url, proxy: 'pgbouncer' }))
