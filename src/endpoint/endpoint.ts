@@ -406,6 +406,11 @@ export class Endpoint {
     }
   }
 
+  /** Callers that waited `pool.acquireTimeoutMs` for a connection in vain, since the db was made. */
+  get acquireTimeouts(): number {
+    return this.#pool.timeouts
+  }
+
   /** In-use plus waiting: how busy the endpoint is, for the least-busy reader strategy. */
   load(): number {
     const counts = this.#pool.counts()

@@ -128,6 +128,7 @@ export class ConnectionPool<C> {
   readonly #idle: Entry<C>[] = []
   readonly #inUse = new Map<C, Entry<C>>()
   readonly #waiters: Waiter<C>[] = []
+  #timeouts = 0
   #connecting = 0
   /**
    * Opens and closes in flight, each removed once settled: end() awaits them instead of polling
@@ -217,6 +218,7 @@ export class ConnectionPool<C> {
               },
         timer: setTimeout(() => {
           leave()
+          this.#timeouts++
           waiter.reject(this.#timeoutError())
         }, this.options.acquireTimeoutMs),
       }
@@ -271,6 +273,11 @@ export class ConnectionPool<C> {
       clearTimeout(waiter.timer)
       waiter.reject(error)
     }
+  }
+
+  /** Callers that gave up waiting for a connection (acquireTimeoutMs) since the pool was made. */
+  get timeouts(): number {
+    return this.#timeouts
   }
 
   /** Current counts. */

@@ -288,9 +288,17 @@ export class Cluster {
         endpoints: [...this.config.writers, ...this.config.readers],
         events: this.events,
         sample: () => {
-          if (this.#topology === undefined) return []
+          const topology = this.#topology
+          if (topology === undefined) return []
           const { writers, readers } = this.stats()
-          return [...writers, ...readers]
+          const timeouts = (endpoint: Endpoint) => ({ acquireTimeouts: endpoint.acquireTimeouts })
+          return [
+            ...writers.map((stats, i) => ({
+              ...stats,
+              ...timeouts(topology.writers.candidates[i] as Endpoint),
+            })),
+            ...readers.map((stats, i) => ({ ...stats, ...timeouts(topology.readers[i] as Endpoint) })),
+          ]
         },
       },
       api,

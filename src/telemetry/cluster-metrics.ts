@@ -9,6 +9,8 @@ export interface EndpointSample {
   readonly idle: number
   readonly inUse: number
   readonly waiting: number
+  /** Callers that waited `pool.acquireTimeoutMs` in vain, since the db was made. */
+  readonly acquireTimeouts: number
   /** Readers only: in rotation. */
   readonly healthy?: boolean
   /** Readers only, with `maxReplicaLagMs`: the lag at the last check. */
@@ -32,7 +34,8 @@ const METER_NAME = 'kysely-resilient'
  * - the OpenTelemetry database client semantic conventions' connection pool metrics, read from the
  *   pools when the metric reader collects (nothing on the statement path): `db.client.connection.count`
  *   by `db.client.connection.state` (`idle` / `used`), `db.client.connection.idle.min`,
- *   `db.client.connection.max`, `db.client.connection.pending_requests`;
+ *   `db.client.connection.max`, `db.client.connection.pending_requests`,
+ *   `db.client.connection.timeouts`;
  * - the library's own, from its events: `kysely_resilient.retries`, `kysely_resilient.failovers` and
  *   `kysely_resilient.failover.duration`, `kysely_resilient.reader.ejections` /
  *   `kysely_resilient.reader.restores`, `kysely_resilient.reader.healthy`,
@@ -80,6 +83,10 @@ export function recordClusterMetrics(source: MetricsSource, api: MetricsAPI): ()
     description: 'Callers waiting for a connection',
     unit: '{request}',
   })
+  const timeouts = meter.createObservableCounter('db.client.connection.timeouts', {
+    description: 'Callers that waited pool.acquireTimeoutMs for a connection in vain',
+    unit: '{timeout}',
+  })
   const healthy = meter.createObservableGauge('kysely_resilient.reader.healthy', {
     description: '1 while the reader is in rotation, 0 while it is ejected',
     unit: '1',
@@ -88,7 +95,7 @@ export function recordClusterMetrics(source: MetricsSource, api: MetricsAPI): ()
     description: "The reader's replay lag at the last check (routing.maxReplicaLagMs)",
     unit: 's',
   })
-  const observables: Observable[] = [count, idleMin, max, pending, healthy, lag]
+  const observables: Observable[] = [count, idleMin, max, pending, timeouts, healthy, lag]
   const settingsOf = new Map(source.endpoints.map((endpoint) => [endpoint.name, endpoint]))
   const observe: Parameters<typeof meter.addBatchObservableCallback>[0] = (result) => {
     for (const sample of source.sample()) {
@@ -96,6 +103,7 @@ export function recordClusterMetrics(source: MetricsSource, api: MetricsAPI): ()
       result.observe(count, sample.idle, { ...base, 'db.client.connection.state': 'idle' })
       result.observe(count, sample.inUse, { ...base, 'db.client.connection.state': 'used' })
       result.observe(pending, sample.waiting, base)
+      result.observe(timeouts, sample.acquireTimeouts, base)
       const pool = settingsOf.get(sample.name)?.pool
       if (pool !== undefined) {
         result.observe(idleMin, pool.min, base)

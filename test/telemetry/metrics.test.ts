@@ -108,6 +108,24 @@ describeEngines('OpenTelemetry metrics', (engine, info) => {
     expect(printed).not.toContain('"app"')
   })
 
+  it('counts callers that waited acquireTimeoutMs for a connection in vain', async () => {
+    const db = createDb<Record<string, never>>({
+      dialect: engine,
+      writer: info.writerUrl,
+      pool: { max: 1, acquireTimeoutMs: 100 },
+      retry: false,
+    })
+    dbs.push(db)
+    const writerPort = Number(new URL(info.writerUrl).port)
+    await db.connection().execute(async (held) => {
+      await sql`select 1`.execute(held)
+      // The only connection is held: this one waits 100 ms and gives up.
+      await expect(sql`select 2`.execute(db)).rejects.toMatchObject({ code: 'POOL_ACQUIRE_TIMEOUT' })
+    })
+    const all = await collect()
+    expect(points(all, 'db.client.connection.timeouts', 'writer', writerPort)[0]?.value).toBe(1)
+  })
+
   it('retries, reader ejections and credential refreshes, from the events', async () => {
     const deadPort = await getFreePort()
     const url = new URL(info.writerUrl)
