@@ -247,8 +247,9 @@ describe('OpenTelemetry metrics through a failover drill and a credential rotati
     all = await collect()
     expect(points(all, 'kysely_resilient.failovers', 'writer-1', replicaPort)).toMatchObject([{ value: 1 }])
     const [duration] = points(all, 'kysely_resilient.failover.duration', 'writer-1', replicaPort)
-    expect((duration?.value as { count: number; sum: number }).count).toBe(1)
-    expect((duration?.value as { count: number; sum: number }).sum).toBeGreaterThan(0)
+    const histogram = duration?.value as { count: number; sum: number } | undefined
+    expect(histogram?.count).toBe(1)
+    expect(histogram?.sum).toBeGreaterThan(0)
     expect(JSON.stringify(all)).not.toContain(rotated)
     expect(JSON.stringify(all)).not.toContain(original)
   }, 90_000)
