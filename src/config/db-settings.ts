@@ -1,5 +1,4 @@
 import type { ReaderStrategy, SqlDialect } from './create-db-config.js'
-import type { EndpointSettings } from './endpoint-settings.js'
 import type { ResolvedPoolOptions } from './pool-options.js'
 import type { ConnectionProxy } from './proxy.js'
 import type { ResolvedConfig } from './resolve-config.js'
@@ -92,8 +91,8 @@ export interface DbSettings {
 export function describeSettings(config: ResolvedConfig): DbSettings {
   return deepFreeze({
     dialect: config.dialect,
-    writers: config.writers.map(describeEndpoint),
-    readers: config.readers.map(describeEndpoint),
+    writers: config.writers.map((endpoint) => endpoint.describe()),
+    readers: config.readers.map((endpoint) => endpoint.describe()),
     routing: {
       readerStrategy: config.readerStrategy,
       fallback: config.fallback,
@@ -105,26 +104,6 @@ export function describeSettings(config: ResolvedConfig): DbSettings {
     retry: { ...config.retry },
     consistency: { ...config.consistency },
   })
-}
-
-function describeEndpoint(endpoint: EndpointSettings): EndpointDescription {
-  const { tls } = endpoint
-  return {
-    name: endpoint.name,
-    role: endpoint.role,
-    host: endpoint.host,
-    port: endpoint.port,
-    user: endpoint.user,
-    database: endpoint.database,
-    pool: { ...endpoint.pool },
-    auth: endpoint.auth.type,
-    tls: tls.mode === 'verify' ? `verify (${tls.trust} CA)` : tls.mode,
-    proxy: endpoint.proxy,
-    driverOptions: Object.keys(endpoint.driverOptions),
-    hooks: Object.entries(endpoint.hooks)
-      .filter(([, hook]) => hook !== undefined)
-      .map(([name]) => name),
-  }
 }
 
 function deepFreeze<T>(value: T): T {

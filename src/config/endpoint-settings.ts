@@ -3,6 +3,7 @@ import type { ResolvedAuth } from '../auth/resolve-auth.js'
 import { isUnixSocket } from '../host/unix-socket.js'
 import type { ResolvedTls } from '../tls/resolve-tls.js'
 import type { SqlDialect } from './create-db-config.js'
+import type { EndpointDescription } from './db-settings.js'
 import type { ConnectionHook, ResolvedDriverOptions } from './driver-options.js'
 import type { ResolvedPoolOptions } from './pool-options.js'
 import type { ConnectionProxy } from './proxy.js'
@@ -102,26 +103,32 @@ export class EndpointSettings {
     return `${host}:${this.port}${database}`
   }
 
-  toJSON(): Record<string, unknown> {
+  /**
+   * The endpoint without secrets, for `db.settings` and printing: the auth kind only (an IAM config
+   * may hold AWS keys, a token config a closure), driver option names only (a value may be a secret).
+   */
+  describe(): EndpointDescription {
     return {
       name: this.name,
       role: this.role,
-      dialect: this.dialect,
       host: this.host,
       port: this.port,
       user: this.user,
       database: this.database,
-      pool: this.pool,
-      // The type only: an IAM config may hold AWS keys, a token config a closure.
+      pool: { ...this.pool },
       auth: this.auth.type,
-      proxy: this.proxy ?? false,
+      proxy: this.proxy,
       tls: this.tls.mode === 'verify' ? `verify (${this.tls.trust} CA)` : this.tls.mode,
-      // Names only: a value may be a secret.
       driverOptions: Object.keys(this.driverOptions),
       hooks: Object.entries(this.hooks)
         .filter(([, hook]) => hook !== undefined)
         .map(([name]) => name),
     }
+  }
+
+  toJSON(): Record<string, unknown> {
+    const { name, role, ...rest } = this.describe()
+    return { name, role, dialect: this.dialect, ...rest, proxy: this.proxy ?? false }
   }
 
   [inspect.custom](): string {
