@@ -17,6 +17,7 @@ export type {
   ReaderStrategy,
   RoutingConfig,
   SqlDialect,
+  TopologyConfig,
 } from './config/create-db-config.js'
 export type { DbSettings, EndpointDescription, PoolSettings } from './config/db-settings.js'
 export type {
@@ -33,6 +34,8 @@ export {
   DIAGNOSTICS_CHANNELS,
   type QueryTraceContext,
 } from './diagnostics/channels.js'
+export type { LagSource } from './dialect/lag-queries.js'
+export type { DatabasePlatform } from './dialect/topology-queries.js'
 export type { EndpointStats } from './endpoint/endpoint.js'
 export {
   AuthenticationFailedError,
@@ -82,3 +85,4 @@ export {
 } from './retry/with-retry.js'
 export type { DbStats, ReaderStats } from './routing/cluster.js'
 export type { TlsConfig, TlsOptions } from './tls/tls-config.js'
+export type { TopologySnapshot } from './topology/topology-monitor.js'

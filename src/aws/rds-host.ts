@@ -34,3 +34,29 @@ export function regionFromRdsHost(host: string | undefined): string | undefined 
   const match = host === undefined ? null : RDS_HOST_REGION.exec(host)
   return match?.[1]?.toLowerCase()
 }
+
+/**
+ * Aurora and Multi-AZ DB cluster endpoints: `<cluster>.cluster-<id>.<region>.rds.amazonaws.com`, its
+ * reader endpoint `cluster-ro-<id>` and custom endpoints `cluster-custom-<id>`. Group 1 is the part
+ * the cluster's instance endpoints share: `<id>.<region>.rds.amazonaws.com`.
+ */
+const RDS_CLUSTER_HOST = new RegExp(
+  String.raw`^[^.]+\.cluster-(?:ro-|custom-)?([a-z0-9]+\.[a-z]{2}(?:-[a-z]+)+-\d+${RDS_DOMAIN.slice(0, -1)})$`,
+  'i',
+)
+
+/** An Aurora or Multi-AZ DB cluster endpoint (writer, reader or custom). */
+export function isRdsClusterHost(host: string | undefined): boolean {
+  return isRdsHost(host) && RDS_CLUSTER_HOST.test(host as string)
+}
+
+/**
+ * The instance host pattern of a cluster endpoint: its instances are reached at
+ * `<instance>.<id>.<region>.rds.amazonaws.com`, so `?.<id>.<region>.rds.amazonaws.com`; `undefined`
+ * for any other host.
+ */
+export function instanceHostPatternOf(host: string | undefined): string | undefined {
+  if (!isRdsClusterHost(host)) return undefined
+  const domain = RDS_CLUSTER_HOST.exec(host as string)?.[1]
+  return domain === undefined ? undefined : `?.${domain.toLowerCase()}`
+}

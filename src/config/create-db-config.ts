@@ -348,6 +348,54 @@ export interface RoutingConfig {
 }
 
 /**
+ * Topology discovery for Aurora and RDS Multi-AZ DB clusters: the writer and readers are read from
+ * the cluster's own topology view (`aurora_replica_status()`, `information_schema.replica_host_status`,
+ * `rds_tools.show_topology()`, `mysql.rds_topology`) and reached at their instance endpoints, so a
+ * failover is followed as soon as the new writer answers, without waiting for the cluster endpoint's
+ * DNS to change, and readers added or removed are used or dropped at the next refresh. The
+ * `...Ms` settings are integers of at most `2_147_483_647`. See the README's "Aurora and Multi-AZ
+ * clusters".
+ *
+ * @example
+ * ```ts
+ * createDb({
+ *   dialect: 'postgres',
+ *   writer: 'postgres://app@orders.cluster-c9xyz.eu-west-1.rds.amazonaws.com/orders',
+ *   auth: { type: 'iam' },
+ *   topology: { refreshIntervalMs: 10_000 },
+ * })
+ * ```
+ */
+export interface TopologyConfig {
+  /**
+   * Read the topology and connect to instances directly. `true` needs a platform that has a
+   * topology view (found on first use; on any other an `'error'` event says so and the configured
+   * endpoints are used as they are).
+   *
+   * Default: on when the (first) writer is an Aurora or Multi-AZ cluster endpoint
+   * (`<name>.cluster-<id>.<region>.rds.amazonaws.com`), off otherwise. Example: `false`.
+   */
+  readonly discovery?: boolean
+  /**
+   * How an Aurora instance identifier becomes a host: `?` is replaced by the identifier, and an
+   * optional `:port` sets the port (otherwise the writer's). Multi-AZ DB clusters list their
+   * instances' endpoints themselves and do not use it.
+   *
+   * Default: from the cluster endpoint, `?.<id>.<region>.rds.amazonaws.com` (the instance endpoints'
+   * domain). Required when `discovery` is on and the writer is not an RDS cluster endpoint.
+   * Example: `'?.c9xyz.eu-west-1.rds.amazonaws.com'`.
+   */
+  readonly instanceHostPattern?: string
+  /**
+   * How often the topology is read again when nothing has failed. A failure of the writer reads it
+   * again at once.
+   *
+   * Default: `30_000`. Example: `5_000`.
+   */
+  readonly refreshIntervalMs?: number
+}
+
+/**
  * Read-your-writes: which reads must see earlier writes, and what a read does when no reader has
  * replayed them yet. Positions are the engine's own (PostgreSQL WAL locations, MariaDB GTIDs), so a
  * read goes to a replica as soon as that replica has the writes, and never before. The `...Ms`
@@ -515,6 +563,12 @@ export interface CreateDbConfig {
    * Default: `{}`. Example: `{ readerStrategy: 'random' }`.
    */
   readonly routing?: RoutingConfig
+  /**
+   * Topology discovery on Aurora and Multi-AZ DB clusters; see {@link TopologyConfig}.
+   *
+   * Default: `{}` (on for an Aurora / Multi-AZ cluster endpoint writer). Example: `{ discovery: false }`.
+   */
+  readonly topology?: TopologyConfig
   /**
    * Read-your-writes on replicas; see {@link ConsistencyConfig}.
    *

@@ -85,6 +85,13 @@ export interface DbSettings {
     readonly maxWaitMs: number
     readonly pollIntervalMs: number
   }
+  /** Topology discovery as resolved (`false` when off): see `TopologyConfig`. */
+  readonly topology:
+    | false
+    | {
+        readonly instanceHostPattern: string
+        readonly refreshIntervalMs: number
+      }
 }
 
 /** The {@link DbSettings} of a resolved config; built once per db. */
@@ -103,6 +110,7 @@ export function describeSettings(config: ResolvedConfig): DbSettings {
     },
     retry: { ...config.retry },
     consistency: { ...config.consistency },
+    topology: config.topology === undefined ? false : { ...config.topology },
   })
 }
 

@@ -85,6 +85,27 @@ export class EndpointSettings {
     this.#password = fields.password
   }
 
+  /**
+   * The same endpoint settings for one instance of its cluster (topology discovery): another name,
+   * role, host and port; the credentials, pool, TLS and driver options stay. An IAM token is signed
+   * for the instance's own host, as RDS requires, because the credential source reads `host`.
+   */
+  forInstance(fields: { name: string; role: EndpointRole; host: string; port: number }): EndpointSettings {
+    return new EndpointSettings({
+      ...fields,
+      dialect: this.dialect,
+      user: this.user,
+      password: this.#password,
+      database: this.database,
+      pool: this.pool,
+      auth: this.auth,
+      tls: this.tls,
+      driverOptions: this.driverOptions,
+      hooks: this.hooks,
+      proxy: this.proxy,
+    })
+  }
+
   /** The password; read only by the code that opens a connection. */
   password(): string | undefined {
     return this.#password

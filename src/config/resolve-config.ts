@@ -26,6 +26,7 @@ import { type ResolvedDriverOptions, resolveDriverOptions, resolveHook } from '.
 import { type ConnectionHooks, type EndpointRole, EndpointSettings } from './endpoint-settings.js'
 import { POOL_DEFAULTS, POOL_KEYS, type ResolvedPoolOptions } from './pool-options.js'
 import { type ConnectionProxy, checkProxyCompatibility, checkProxySetting, proxyOf } from './proxy.js'
+import { type ResolvedTopology, resolveTopology } from './topology-options.js'
 
 /** `createDb`'s config after validation, with every default applied. */
 export interface ResolvedConfig {
@@ -42,6 +43,8 @@ export interface ResolvedConfig {
   readonly writerTables: ReadonlyArray<string>
   readonly retry: ResolvedRetry
   readonly consistency: ResolvedConsistency
+  /** Topology discovery; `undefined` when off. */
+  readonly topology: ResolvedTopology | undefined
   readonly log: LogConfig | undefined
   readonly plugins: ReadonlyArray<KyselyPlugin>
 }
@@ -88,6 +91,7 @@ const TOP_LEVEL_KEYS = settingKeys<CreateDbConfig>()(
   'onCreateConnection',
   'onReserveConnection',
   'proxy',
+  'topology',
 )
 const CONSISTENCY_KEYS = settingKeys<ConsistencyConfig>()(
   'readYourWrites',
@@ -317,6 +321,7 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
     writerTables,
     retry,
     consistency,
+    topology: resolveTopology(config.topology, writers[0] as EndpointSettings),
     log: config.log,
     plugins: Object.freeze([...(config.plugins ?? [])]),
   })

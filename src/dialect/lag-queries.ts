@@ -1,5 +1,6 @@
 import { CompiledQuery, type DatabaseConnection } from 'kysely'
 import type { SqlDialect } from '../config/create-db-config.js'
+import { type DatabasePlatform, detectPlatform } from './topology-queries.js'
 
 /**
  * How a server reports its replay lag, found on the first lag check of an endpoint and kept: the
@@ -13,10 +14,18 @@ import type { SqlDialect } from '../config/create-db-config.js'
  *   `Replica_*`/`Source_*` under the new statement; MariaDB keeps `Slave_*`/`Master_*`.
  * - `aurora-mysql`: `information_schema.replica_host_status` (an Aurora MySQL reader has no
  *   replication channel: `SHOW REPLICA STATUS` returns no row there).
+ *
+ * @example
+ * ```ts
+ * for (const reader of db.stats().readers) console.log(reader.name, reader.lagSource, reader.lagMs)
+ * ```
  */
 export type LagSource = 'postgres' | 'aurora-postgres' | 'mysql-replica' | 'mysql-slave' | 'aurora-mysql'
 
-/** One endpoint's lag reader: detects the {@link LagSource} once, then reads the lag with it. */
+/**
+ * One endpoint's lag reader: picks the {@link LagSource} from the platform once (given by the
+ * endpoint, or found on the first check), then reads the lag with it.
+ */
 export class ReplayLagReader {
   readonly #dialect: SqlDialect
   #source: LagSource | undefined
@@ -35,8 +44,8 @@ export class ReplayLagReader {
    * received), `Infinity` for a replica whose replication stopped with work pending, and
    * `undefined` when the server is a replica that reports no lag: unknown, never taken for 0.
    */
-  async read(connection: DatabaseConnection): Promise<number | undefined> {
-    this.#source ??= await detectSource(connection, this.#dialect)
+  async read(connection: DatabaseConnection, platform?: DatabasePlatform): Promise<number | undefined> {
+    this.#source ??= lagSourceOf(platform ?? (await detectPlatform(connection, this.#dialect)))
     switch (this.#source) {
       case 'postgres':
         return postgresLagMs(connection)
@@ -85,13 +94,6 @@ const SHOW_REPLICA = CompiledQuery.raw('show replica status')
 const SHOW_SLAVE = CompiledQuery.raw('show slave status')
 const READ_ONLY_FLAGS = CompiledQuery.raw('select @@global.read_only as ro, @@global.innodb_read_only as iro')
 
-// to_regproc is NULL for a function that does not exist, where calling it would fail the statement.
-const DETECT_AURORA_POSTGRES = CompiledQuery.raw(
-  `select to_regproc('aurora_replica_status') is not null as aurora`,
-)
-// SHOW VARIABLES lists nothing for a variable the server does not have (SELECT @@… would fail).
-const DETECT_AURORA_MYSQL = CompiledQuery.raw(`show global variables like 'aurora_version'`)
-
 const POSTGRES_LAG = CompiledQuery.raw(
   `select pg_is_in_recovery() as replica,
           pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() as caught_up,
@@ -109,13 +111,18 @@ const AURORA_MYSQL_LAG = CompiledQuery.raw(
      from information_schema.replica_host_status where server_id = @@aurora_server_id`,
 )
 
-async function detectSource(connection: DatabaseConnection, dialect: SqlDialect): Promise<LagSource> {
-  if (dialect === 'postgres') {
-    const [row] = (await connection.executeQuery<{ aurora: boolean }>(DETECT_AURORA_POSTGRES)).rows
-    return row?.aurora === true ? 'aurora-postgres' : 'postgres'
+/** Where a platform reports replay lag: Aurora in its own views, the others as their engine does. */
+function lagSourceOf(platform: DatabasePlatform): LagSource {
+  switch (platform) {
+    case 'aurora-postgres':
+    case 'aurora-mysql':
+      return platform
+    case 'postgres':
+    case 'rds-multi-az-postgres':
+      return 'postgres'
+    default:
+      return 'mysql-replica'
   }
-  const { rows } = await connection.executeQuery<unknown>(DETECT_AURORA_MYSQL)
-  return rows.length > 0 ? 'aurora-mysql' : 'mysql-replica'
 }
 
 async function postgresLagMs(connection: DatabaseConnection): Promise<number | undefined> {

@@ -20,6 +20,13 @@ import { MysqlConnector } from '../dialect/mysql-connector.js'
 import { PostgresConnector } from '../dialect/postgres-connector.js'
 import { readReplayPosition, readWriterPosition } from '../dialect/replication-queries.js'
 import {
+  type DatabasePlatform,
+  detectPlatform,
+  hasTopology,
+  readTopology,
+  type TopologyInstance,
+} from '../dialect/topology-queries.js'
+import {
   ConnectionHookTimeoutError,
   ConnectTimeoutError,
   QueryTimeoutError,
@@ -55,6 +62,12 @@ export interface EndpointStats extends PoolCounts {
    * name); absent when there is none. Behind one, the settings a proxy refuses or pins on are refused.
    */
   readonly proxy?: ConnectionProxy
+  /**
+   * The platform found behind the endpoint (`'postgres'`, `'aurora-postgres'`,
+   * `'rds-multi-az-postgres'`, `'mysql'`, `'mariadb'`, `'aurora-mysql'`, `'rds-multi-az-mysql'`):
+   * found by the first lag check or topology read, absent until then.
+   */
+  readonly platform?: DatabasePlatform
 }
 
 /**
@@ -89,8 +102,9 @@ export class Endpoint {
   readonly #monitor: LivenessMonitor<unknown>
   #handoff: unknown
   #queries = 0
-  /** Reads the replay lag; made on the first lag check, which finds out how this server reports it. */
+  /** Reads the replay lag; made on the first lag check. */
   #lag: ReplayLagReader | undefined
+  #platform: DatabasePlatform | undefined
   /** While set, released connections are closed instead of pooled (see {@link drain}). */
   #draining = false
   /** Told when the server stops answering; set by the cluster. */
@@ -347,7 +361,53 @@ export class Endpoint {
   async probeLag(): Promise<number | undefined> {
     this.#lag ??= new ReplayLagReader(this.settings.dialect)
     const lag = this.#lag
-    return this.#withConnection((connection) => lag.read(connection))
+    return this.#withConnection(async (connection) =>
+      lag.read(connection, await this.#platformOf(connection)),
+    )
+  }
+
+  /**
+   * The platform behind this endpoint (Aurora, Multi-AZ cluster, MariaDB, ...), found once over a
+   * pooled connection by the first lag check or topology read, and again after {@link forgetPlatform}.
+   */
+  get platform(): DatabasePlatform | undefined {
+    return this.#platform
+  }
+
+  /**
+   * The platform is already known (an instance of a cluster whose platform another endpoint found):
+   * no detection for this endpoint.
+   */
+  assumePlatform(platform: DatabasePlatform): void {
+    this.#platform ??= platform
+  }
+
+  /** A failover may have put another server behind the same host name: find the platform again. */
+  forgetPlatform(): void {
+    this.#platform = undefined
+  }
+
+  /**
+   * The cluster's instances as this server's topology view lists them; `undefined` on a platform
+   * without one (the platform is found first when not yet known). Not counted in `queries`, never
+   * seen by Kysely's logger.
+   */
+  readTopology(): Promise<{
+    platform: DatabasePlatform
+    instances: ReadonlyArray<TopologyInstance> | undefined
+  }> {
+    return this.#withConnection(async (connection) => {
+      const platform = await this.#platformOf(connection)
+      return {
+        platform,
+        instances: hasTopology(platform) ? await readTopology(connection, platform) : undefined,
+      }
+    })
+  }
+
+  async #platformOf(connection: DatabaseConnection): Promise<DatabasePlatform> {
+    this.#platform ??= await detectPlatform(connection, this.settings.dialect)
+    return this.#platform
   }
 
   /** Where this endpoint's lag comes from, once a lag check has found out. */
@@ -402,6 +462,7 @@ export class Endpoint {
       address: this.settings.address,
       queries: this.#queries,
       ...(this.settings.proxy === undefined ? {} : { proxy: this.settings.proxy }),
+      ...(this.#platform === undefined ? {} : { platform: this.#platform }),
       ...this.#pool.counts(),
     }
   }

@@ -1,5 +1,6 @@
 import type { EndpointSettings } from '../config/endpoint-settings.js'
 import type { ResolvedConfig } from '../config/resolve-config.js'
+import type { ResolvedTopology } from '../config/topology-options.js'
 import { type ConsistencyScope, ReadYourWrites } from '../consistency/read-your-writes.js'
 import type { LagSource } from '../dialect/lag-queries.js'
 import { type LoadedDrivers, loadDrivers } from '../dialect/load-driver.js'
@@ -7,10 +8,12 @@ import { Endpoint, type EndpointStats } from '../endpoint/endpoint.js'
 import { DatabaseDestroyedError, NoReaderAvailableError } from '../errors.js'
 import { ResilientEvents } from '../events/resilient-events.js'
 import { classifyError, isSessionRefusal } from '../retry/classify-error.js'
+import { withDeadline } from '../retry/deadline.js'
 import type { ErrorClassification } from '../retry/error-classification.js'
 import { recordClusterMetrics } from '../telemetry/cluster-metrics.js'
 import { loadOpenTelemetryMetrics } from '../telemetry/load-opentelemetry.js'
 import { ReaderHealth } from '../topology/reader-health.js'
+import { TopologyMonitor, type TopologySnapshot } from '../topology/topology-monitor.js'
 import { WriterTracker } from '../topology/writer-tracker.js'
 import { type WriterTables, writerTables } from './classify-statement.js'
 import { ReaderSelector } from './reader-selector.js'
@@ -29,8 +32,17 @@ export interface DbStats {
   readonly writer: EndpointStats
   /** Every writer candidate's counters, in config order (one entry for a single writer). */
   readonly writers: ReadonlyArray<EndpointStats>
-  /** Each reader's counters, in config order. Empty when there are no readers. */
+  /**
+   * Each reader's counters, in config order (with topology discovery: the cluster's reader
+   * instances, in the view's order). Empty when there are no readers.
+   */
   readonly readers: ReadonlyArray<ReaderStats>
+  /**
+   * With topology discovery (`topology`), the cluster as its view last listed it: the platform, each
+   * instance's id, role and address, and when it was read. Absent without discovery, and until the
+   * first read.
+   */
+  readonly topology?: TopologySnapshot
 }
 
 /**
@@ -68,6 +80,10 @@ interface Topology {
   readonly writers: WriterTracker
   readers: ReadonlyArray<Endpoint>
   readonly health: ReaderHealth
+  /** The configured readers (with topology discovery, replaced in rotation by the instances). */
+  readonly seedReaders: ReadonlyArray<Endpoint>
+  /** Topology discovery (Aurora, Multi-AZ clusters); undefined when off. */
+  monitor: TopologyMonitor | undefined
 }
 
 /**
@@ -121,8 +137,15 @@ export class Cluster {
         })
       },
     })
-    // Positions of the old writer's history are not compared with the new one's.
-    this.events.on('failover', () => this.consistency.writerChanged())
+    this.events.on('failover', () => {
+      // Positions of the old writer's history are not compared with the new one's.
+      this.consistency.writerChanged()
+      // A configured endpoint is a name that DNS may now resolve to another server: its platform is
+      // found again on its next lag check or topology read.
+      for (const endpoint of this.#topology?.writers.candidates ?? []) {
+        if (this.config.writers.includes(endpoint.settings)) endpoint.forgetPlatform()
+      }
+    })
   }
 
   get destroyed(): boolean {
@@ -241,7 +264,9 @@ export class Cluster {
         readers: this.config.readers.map((settings) => ({ ...idleStats(settings), healthy: true })),
       }
     }
+    const snapshot = topology.monitor?.snapshot
     return {
+      ...(snapshot === undefined ? {} : { topology: snapshot }),
       writer: topology.writers.current.stats(),
       writers: topology.writers.candidates.map((endpoint) => endpoint.stats()),
       readers: topology.readers.map((reader) => {
@@ -267,11 +292,16 @@ export class Cluster {
     this.consistency.close()
     const topology = await this.#opening?.catch(() => undefined)
     if (topology === undefined) return
+    topology.monitor?.close()
     topology.writers.close()
     topology.health.close()
-    await Promise.all(
-      [...topology.writers.candidates, ...topology.readers].map((endpoint) => endpoint.destroy()),
-    )
+    const endpoints = new Set([
+      ...topology.writers.candidates,
+      ...topology.readers,
+      ...topology.seedReaders,
+      ...(topology.monitor?.endpoints() ?? []),
+    ])
+    await Promise.all([...endpoints].map((endpoint) => endpoint.destroy()))
   }
 
   /**
@@ -333,7 +363,49 @@ export class Cluster {
       caughtUp: () => this.consistency.caughtUp(),
     })
     await writers.initialize()
-    return { writers, readers, health }
+    const topology: Topology = { writers, readers, health, seedReaders: readers, monitor: undefined }
+    if (this.config.topology !== undefined)
+      await this.#discoverTopology(topology, drivers, this.config.topology)
+    return topology
+  }
+
+  /**
+   * Topology discovery: reads the cluster's instances before the first statement (bounded: a view
+   * that cannot be read leaves the configured endpoints in use, and the next refresh tries again),
+   * then keeps them current; a suspected writer reads it again at once.
+   */
+  async #discoverTopology(
+    topology: Topology,
+    drivers: LoadedDrivers,
+    config: ResolvedTopology,
+  ): Promise<void> {
+    const { writers, health } = topology
+    const template = this.config.writers[0] as EndpointSettings
+    const monitor = new TopologyMonitor(
+      config,
+      template,
+      {
+        writers,
+        health,
+        seedReaders: topology.seedReaders,
+        setReaders: (readers) => {
+          topology.readers = readers
+        },
+        open: async (settings) => {
+          const endpoint = await Endpoint.open(settings, drivers, this.events)
+          endpoint.onUnresponsive =
+            settings.role === 'writer'
+              ? (unresponsive) => writers.suspect(unresponsive, 'unresponsive')
+              : (unresponsive) => this.#topology?.health.unreachable(unresponsive)
+          return endpoint
+        },
+      },
+      this.events,
+    )
+    topology.monitor = monitor
+    writers.onDiscovery = () => void monitor.refresh()
+    const timeoutMs = template.pool.connectTimeoutMs * 2
+    await withDeadline(monitor.start(), timeoutMs, () => undefined)
   }
 }
 

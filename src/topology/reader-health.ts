@@ -27,7 +27,7 @@ interface Ejection {
  * no lag at all (`'lag-unknown'`): it could be any distance behind.
  */
 export class ReaderHealth {
-  readonly #readers: ReadonlyArray<Endpoint>
+  #readers: ReadonlyArray<Endpoint>
   readonly #events: ResilientEvents
   readonly #options: ReaderHealthOptions
   readonly #ejected = new Map<Endpoint, Ejection>()
@@ -40,10 +40,30 @@ export class ReaderHealth {
     this.#readers = readers
     this.#events = events
     this.#options = options
-    if (options.maxReplicaLagMs !== undefined && readers.length > 0) {
-      this.#lagTimer = setInterval(() => void this.#checkLag(), options.lagCheckIntervalMs)
-      this.#lagTimer.unref()
+    this.#startLagChecks()
+  }
+
+  /**
+   * The readers changed (topology discovery found instances added or removed): the removed ones
+   * leave rotation with their ejection and lag state; new ones start healthy, like at startup.
+   */
+  setReaders(readers: ReadonlyArray<Endpoint>): void {
+    for (const [reader, ejection] of this.#ejected) {
+      if (readers.includes(reader)) continue
+      clearTimeout(ejection.timer)
+      this.#ejected.delete(reader)
     }
+    for (const reader of this.#lagMs.keys()) if (!readers.includes(reader)) this.#lagMs.delete(reader)
+    this.#readers = readers
+    this.#startLagChecks()
+  }
+
+  #startLagChecks(): void {
+    const { maxReplicaLagMs, lagCheckIntervalMs } = this.#options
+    if (maxReplicaLagMs === undefined || this.#readers.length === 0 || this.#lagTimer !== undefined) return
+    if (this.#closed) return
+    this.#lagTimer = setInterval(() => void this.#checkLag(), lagCheckIntervalMs)
+    this.#lagTimer.unref()
   }
 
   /** The readers currently in rotation. */

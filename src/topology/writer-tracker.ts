@@ -23,14 +23,19 @@ const GIVE_UP_AFTER_MS = 60_000
  * (100 ms, 200 ms, 400 ms, then every 500 ms), so a promotion is found soon after it happens.
  */
 export class WriterTracker {
-  readonly #candidates: ReadonlyArray<Endpoint>
+  /** The configured writers, then (with topology discovery) one per instance of the cluster. */
+  readonly #candidates: Endpoint[]
   readonly #events: ResilientEvents
   #current: Endpoint
   #discovery: Promise<void> | undefined
+  /** Counts finished discoveries: a topology read that began before one is too old to route writes by. */
+  #generation = 0
   #closed = false
+  /** Told when a discovery starts (the writer is suspected) and when it ends; set by the cluster. */
+  onDiscovery: ((phase: 'started' | 'ended') => void) | undefined
 
   constructor(candidates: ReadonlyArray<Endpoint>, events: ResilientEvents) {
-    this.#candidates = candidates
+    this.#candidates = [...candidates]
     this.#events = events
     this.#current = candidates[0] as Endpoint
   }
@@ -42,6 +47,51 @@ export class WriterTracker {
 
   get candidates(): ReadonlyArray<Endpoint> {
     return this.#candidates
+  }
+
+  /**
+   * Increases each time a discovery ends: a topology read that started under an older generation
+   * was read before the last failover (or during it) and must not move writes.
+   */
+  get generation(): number {
+    return this.#generation
+  }
+
+  /** True while a discovery is running (the writer is suspected). */
+  get discovering(): boolean {
+    return this.#discovery !== undefined
+  }
+
+  /** A new instance of the cluster: probed like the others from the next discovery on. */
+  addCandidate(endpoint: Endpoint): void {
+    if (!this.#candidates.includes(endpoint)) this.#candidates.push(endpoint)
+  }
+
+  /** An instance left the cluster. The current writer is never removed: it leaves by a discovery. */
+  removeCandidate(endpoint: Endpoint): boolean {
+    const index = this.#candidates.indexOf(endpoint)
+    if (index < 0 || endpoint === this.#current) return false
+    this.#candidates.splice(index, 1)
+    return true
+  }
+
+  /**
+   * Moves writes to `endpoint` (the topology's writer instance, reached directly) after a fresh
+   * connection confirms it accepts writes. Only from a configured endpoint (the cluster endpoint,
+   * resolved by DNS) and only if no discovery ran or is running since `generation` was read: the
+   * same server by a direct route, so it is no failover and no event says so.
+   */
+  async adopt(endpoint: Endpoint, generation: number): Promise<boolean> {
+    const previous = this.#current
+    if (this.#closed || endpoint === previous || this.#discovery !== undefined) return false
+    if (generation !== this.#generation) return false
+    const role = await endpoint.probeRole().catch(() => undefined)
+    if (role !== 'writer' || this.#closed || this.#current !== previous) return false
+    if (this.#discovery !== undefined || generation !== this.#generation) return false
+    this.#current = endpoint
+    endpoint.stopDraining()
+    previous.drain()
+    return true
   }
 
   /** Probes for the writer before the first write when there is more than one candidate. */
@@ -74,14 +124,18 @@ export class WriterTracker {
     // pooled anyway).
     if (reason === 'read-only') endpoint.drain()
     else if (reason !== 'startup') endpoint.evictIdle()
-    this.#discovery ??= this.#discover(reason).finally(() => {
+    if (this.#discovery !== undefined) return
+    this.#discovery = this.#discover(reason).finally(() => {
       this.#discovery = undefined
+      this.#generation++
       // Connections of the writer found (or kept) are good again; the others may lead to a demoted one.
       for (const candidate of this.#candidates) {
         if (candidate === this.#current) candidate.stopDraining()
         else candidate.drain()
       }
+      this.onDiscovery?.('ended')
     })
+    this.onDiscovery?.('started')
   }
 
   close(): void {
@@ -119,9 +173,11 @@ export class WriterTracker {
   /** Probes every candidate at once; the first to answer 'writer' wins. */
   #probeAll(): Promise<Endpoint | undefined> {
     return new Promise((resolve) => {
-      let pending = this.#candidates.length
+      // A copy: topology discovery may add or remove candidates while a round runs.
+      const candidates = [...this.#candidates]
+      let pending = candidates.length
       let found = false
-      for (const candidate of this.#candidates) {
+      for (const candidate of candidates) {
         candidate
           .probeRole()
           .then(
@@ -146,6 +202,7 @@ export class WriterTracker {
             if (pending === 0 && !found) resolve(undefined)
           })
       }
+      if (pending === 0) resolve(undefined)
     })
   }
 }

@@ -1,5 +1,10 @@
 import { describe, expect, test } from 'vitest'
-import { isRdsHost, regionFromRdsHost } from '../../src/aws/rds-host.js'
+import {
+  instanceHostPatternOf,
+  isRdsClusterHost,
+  isRdsHost,
+  regionFromRdsHost,
+} from '../../src/aws/rds-host.js'
 
 // The one place RDS host names are recognised: TLS defaults to the RDS CAs for them, and IAM auth
 // takes its signing region from them.
@@ -43,5 +48,29 @@ describe('regionFromRdsHost', () => {
     ['no host', undefined],
   ])('%s has no region', (_name, host) => {
     expect(regionFromRdsHost(host)).toBeUndefined()
+  })
+})
+
+describe('cluster endpoints and their instances’ host pattern', () => {
+  test.each([
+    ['orders.cluster-c9xyz.eu-west-1.rds.amazonaws.com', '?.c9xyz.eu-west-1.rds.amazonaws.com'],
+    ['orders.cluster-ro-c9xyz.eu-west-1.rds.amazonaws.com', '?.c9xyz.eu-west-1.rds.amazonaws.com'],
+    ['analytics.cluster-custom-c9xyz.us-east-2.rds.amazonaws.com', '?.c9xyz.us-east-2.rds.amazonaws.com'],
+    ['orders.cluster-c9xyz.cn-north-1.rds.amazonaws.com.cn', '?.c9xyz.cn-north-1.rds.amazonaws.com.cn'],
+    ['ORDERS.CLUSTER-C9XYZ.EU-WEST-1.RDS.AMAZONAWS.COM', '?.c9xyz.eu-west-1.rds.amazonaws.com'],
+  ])('%s: instances at %s', (host, pattern) => {
+    expect(isRdsClusterHost(host)).toBe(true)
+    expect(instanceHostPatternOf(host)).toBe(pattern)
+  })
+
+  test.each([
+    ['an instance endpoint', 'orders-1.c9xyz.eu-west-1.rds.amazonaws.com'],
+    ['an RDS Proxy endpoint', 'orders.proxy-c9xyz.eu-west-1.rds.amazonaws.com'],
+    ['a private DNS name', 'orders.cluster.internal'],
+    ['a Unix socket path', '/run/orders.cluster-c9xyz.eu-west-1.rds.amazonaws.com'],
+    ['no host', undefined],
+  ])('%s is not a cluster endpoint', (_name, host) => {
+    expect(isRdsClusterHost(host)).toBe(false)
+    expect(instanceHostPatternOf(host)).toBeUndefined()
   })
 })

@@ -1,33 +1,10 @@
-import type { CompiledQuery, DatabaseConnection, QueryResult } from 'kysely'
 import { describe, expect, it } from 'vitest'
 import { ReplayLagReader } from '../../src/dialect/lag-queries.js'
+import { type Answer, connection } from '../support/fake-connection.js'
 
 // How each platform reports replay lag, from the result shapes each one returns (the columns as
 // MySQL 8.0/8.4, MariaDB, Aurora and PostgreSQL document them), without a server: a replica that
 // reports no lag is unknown, never 0. Real servers: test/dialect/aurora-lag.test.ts, reader-health.
-
-type Answer = ReadonlyArray<Record<string, unknown>> | Error
-
-/** A connection that answers each statement by the first matching pattern, and records what it got. */
-function connection(
-  answers: ReadonlyArray<readonly [RegExp, Answer]>,
-): DatabaseConnection & { sent: string[] } {
-  const sent: string[] = []
-  return {
-    sent,
-    async executeQuery<R>(query: CompiledQuery): Promise<QueryResult<R>> {
-      sent.push(query.sql)
-      const answer = answers.find(([pattern]) => pattern.test(query.sql))?.[1]
-      if (answer === undefined) throw new Error(`unexpected statement: ${query.sql}`)
-      if (answer instanceof Error) throw answer
-      return { rows: answer as R[] }
-    },
-    // biome-ignore lint/correctness/useYield: never streamed here
-    async *streamQuery() {
-      throw new Error('not streamed')
-    },
-  }
-}
 
 function mysqlError(errno: number, message: string): Error {
   return Object.assign(new Error(message), { errno, sqlState: '42000', sqlMessage: message })
@@ -36,6 +13,8 @@ function mysqlError(errno: number, message: string): Error {
 const VANILLA_PG: readonly [RegExp, Answer] = [/to_regproc/, [{ aurora: false }]]
 const AURORA_PG: readonly [RegExp, Answer] = [/to_regproc/, [{ aurora: true }]]
 const NOT_AURORA_MYSQL: readonly [RegExp, Answer] = [/aurora_version/, []]
+// Platform detection's second statement on MySQL/MariaDB: the version, and no Multi-AZ topology table.
+const MYSQL_VERSION: readonly [RegExp, Answer] = [/rds_topology/, [{ version: '8.0.36', multi_az: 0 }]]
 
 describe('PostgreSQL streaming replica', () => {
   it.each([
@@ -100,6 +79,7 @@ describe('MySQL and MariaDB replica status', () => {
     const reader = new ReplayLagReader('mysql')
     const conn = connection([
       NOT_AURORA_MYSQL,
+      MYSQL_VERSION,
       [/^show replica status$/, [MYSQL_80_REPLICA]],
       // MySQL 8.4 removed it.
       [/^show slave status$/, mysqlError(1064, 'You have an error in your SQL syntax')],
@@ -112,7 +92,9 @@ describe('MySQL and MariaDB replica status', () => {
   it('MariaDB 10.5+: SHOW REPLICA STATUS keeps the Slave_* / Master_* columns', async () => {
     const reader = new ReplayLagReader('mysql')
     expect(
-      await reader.read(connection([NOT_AURORA_MYSQL, [/^show replica status$/, [MARIADB_REPLICA]]])),
+      await reader.read(
+        connection([NOT_AURORA_MYSQL, MYSQL_VERSION, [/^show replica status$/, [MARIADB_REPLICA]]]),
+      ),
     ).toBe(2_000)
   })
 
@@ -120,6 +102,7 @@ describe('MySQL and MariaDB replica status', () => {
     const reader = new ReplayLagReader('mysql')
     const conn = connection([
       NOT_AURORA_MYSQL,
+      MYSQL_VERSION,
       [/^show replica status$/, mysqlError(1064, 'You have an error in your SQL syntax')],
       [/^show slave status$/, [{ ...MARIADB_REPLICA, Seconds_Behind_Master: 0 }]],
     ])
@@ -142,7 +125,9 @@ describe('MySQL and MariaDB replica status', () => {
     ],
   ])('NULL seconds behind: %s', async (_name, row, expected) => {
     const reader = new ReplayLagReader('mysql')
-    expect(await reader.read(connection([NOT_AURORA_MYSQL, [/^show replica status$/, [row]]]))).toBe(expected)
+    expect(
+      await reader.read(connection([NOT_AURORA_MYSQL, MYSQL_VERSION, [/^show replica status$/, [row]]])),
+    ).toBe(expected)
   })
 
   it.each([
@@ -153,6 +138,7 @@ describe('MySQL and MariaDB replica status', () => {
     const reader = new ReplayLagReader('mysql')
     const conn = connection([
       NOT_AURORA_MYSQL,
+      MYSQL_VERSION,
       [/^show replica status$/, []],
       [/@@global.read_only/, [flags]],
     ])
@@ -165,9 +151,9 @@ describe('MySQL and MariaDB replica status', () => {
       1227,
       'Access denied; you need (at least one of) the REPLICATION CLIENT privilege(s)',
     )
-    await expect(reader.read(connection([NOT_AURORA_MYSQL, [/^show replica status$/, denied]]))).rejects.toBe(
-      denied,
-    )
+    await expect(
+      reader.read(connection([NOT_AURORA_MYSQL, MYSQL_VERSION, [/^show replica status$/, denied]])),
+    ).rejects.toBe(denied)
     expect(reader.source).toBe('mysql-replica')
   })
 })
