@@ -29,6 +29,7 @@ export default defineConfig({
       'test/routing/cluster.test.ts',
       'test/routing/reader-selector.test.ts',
       'test/topology/reader-health-unit.test.ts',
+      'test/topology/topology-monitor.test.ts',
       'test/topology/writer-tracker.test.ts',
       'test/validation/setting-keys.test.ts',
     ],

@@ -277,8 +277,14 @@ export class TopologyMonitor {
       await writers.adopt(proposed, generation)
       return
     }
-    // The view names another writer than the one writes go to: a failover the library has not
-    // seen fail yet (e.g. a switchover with no error on this side).
+    // The view names another writer than the one writes go to: a failover the library has not seen
+    // fail yet (a switchover with no error on this side), or a view ahead of the instances. Only if
+    // the proposed instance says it accepts writes is the current writer suspected (a discovery
+    // then probes every instance); otherwise the next read looks again, and no discovery loops on a
+    // view that is wrong for a while.
+    const role = await proposed.probeRole().catch(() => undefined)
+    if (role !== 'writer' || this.#closed) return
+    if (generation !== writers.generation || writers.discovering) return
     writers.suspect(writers.current, 'topology')
   }
 

@@ -25,6 +25,8 @@ const GIVE_UP_AFTER_MS = 60_000
 export class WriterTracker {
   /** The configured writers, then (with topology discovery) one per instance of the cluster. */
   readonly #candidates: Endpoint[]
+  /** The candidates topology discovery added: instances reached directly, not through DNS. */
+  readonly #instances = new Set<Endpoint>()
   readonly #events: ResilientEvents
   #current: Endpoint
   #discovery: Promise<void> | undefined
@@ -65,6 +67,7 @@ export class WriterTracker {
   /** A new instance of the cluster: probed like the others from the next discovery on. */
   addCandidate(endpoint: Endpoint): void {
     if (!this.#candidates.includes(endpoint)) this.#candidates.push(endpoint)
+    this.#instances.add(endpoint)
   }
 
   /** An instance left the cluster. The current writer is never removed: it leaves by a discovery. */
@@ -72,6 +75,7 @@ export class WriterTracker {
     const index = this.#candidates.indexOf(endpoint)
     if (index < 0 || endpoint === this.#current) return false
     this.#candidates.splice(index, 1)
+    this.#instances.delete(endpoint)
     return true
   }
 
@@ -170,22 +174,34 @@ export class WriterTracker {
     }
   }
 
-  /** Probes every candidate at once; the first to answer 'writer' wins. */
+  /**
+   * Probes every candidate at once; the first to answer 'writer' wins. With topology discovery, an
+   * instance reached directly wins over a configured endpoint (the cluster endpoint, whose DNS may
+   * still lead to the old writer or, once it caught up, to the same server by a longer way): a
+   * configured endpoint's 'writer' is taken only once no instance probe can answer 'writer' any more.
+   */
   #probeAll(): Promise<Endpoint | undefined> {
     return new Promise((resolve) => {
       // A copy: topology discovery may add or remove candidates while a round runs.
       const candidates = [...this.#candidates]
       let pending = candidates.length
+      let instancesPending = candidates.filter((candidate) => this.#instances.has(candidate)).length
       let found = false
+      let indirect: Endpoint | undefined
+      const settle = (endpoint: Endpoint | undefined): void => {
+        if (found) return
+        found = true
+        resolve(endpoint)
+      }
       for (const candidate of candidates) {
+        const direct = this.#instances.has(candidate)
         candidate
           .probeRole()
           .then(
             (role) => {
-              if (role === 'writer' && !found) {
-                found = true
-                resolve(candidate)
-              }
+              if (role !== 'writer') return
+              if (direct || this.#instances.size === 0) settle(candidate)
+              else indirect ??= candidate
             },
             (error: unknown) => {
               const { category, code } = classifyError(error, { phase: 'connect' })
@@ -199,10 +215,12 @@ export class WriterTracker {
           )
           .finally(() => {
             pending--
-            if (pending === 0 && !found) resolve(undefined)
+            if (direct) instancesPending--
+            if (indirect !== undefined && instancesPending === 0) settle(indirect)
+            if (pending === 0) settle(indirect)
           })
       }
-      if (pending === 0) resolve(undefined)
+      if (pending === 0) settle(undefined)
     })
   }
 }

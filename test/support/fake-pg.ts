@@ -117,6 +117,8 @@ const ROLE_PROBE = /pg_is_in_recovery\(\) as standby/
 /** The lag check (Endpoint.probeLag): first how the server reports lag, then the lag. */
 const LAG_SOURCE_PROBE = /to_regproc\('aurora_replica_status'\)/
 const LAG_PROBE = /as lag_ms/
+/** Topology discovery's read of Aurora's view (dialect/topology-queries.ts). */
+const AURORA_TOPOLOGY = /select server_id, session_id = 'MASTER_SESSION_ID' as writer/
 const WRITE = /^\s*(insert|update|delete|merge|create|drop|alter|truncate)\b/i
 const TRANSACTION = /^\s*(begin|start transaction|commit|rollback|savepoint|release)\b/i
 
@@ -210,6 +212,7 @@ class FakeClient extends EventEmitter {
   }
   readonly #server: FakeServer | undefined
   readonly #host: string
+  readonly #fake: FakePg
   #state: 'new' | 'open' | 'ended' = 'new'
   #readOnlyTransaction = false
   /** Rejects the statement in flight, if any. */
@@ -219,6 +222,7 @@ class FakeClient extends EventEmitter {
     super()
     this.#host = config.host ?? 'localhost'
     this.#server = fake.servers.get(this.#host)
+    this.#fake = fake
   }
 
   connect(): Promise<void> {
@@ -299,7 +303,17 @@ class FakeClient extends EventEmitter {
 
   #answer(server: FakeServer, sql: string): Result {
     if (ROLE_PROBE.test(sql)) return rows('SELECT', [{ standby: server.role === 'standby' }])
-    if (LAG_SOURCE_PROBE.test(sql)) return rows('SELECT', [{ aurora: false }])
+    const aurora = this.#fake.auroraTopology
+    if (LAG_SOURCE_PROBE.test(sql)) return rows('SELECT', [{ aurora: aurora !== undefined, multi_az: false }])
+    if (AURORA_TOPOLOGY.test(sql)) {
+      if (aurora === undefined)
+        throw pgError('ERROR', '42883', 'function aurora_replica_status() does not exist')
+      if (aurora instanceof Error) throw aurora
+      return rows(
+        'SELECT',
+        aurora.map((instance) => ({ server_id: instance.id, writer: instance.writer })),
+      )
+    }
     // A streaming replica that has not replayed all it received, behind by lagMs (null: unknown).
     if (LAG_PROBE.test(sql))
       return rows('SELECT', [{ replica: true, caught_up: false, lag_ms: server.lagMs }])
@@ -340,6 +354,17 @@ class FakeCursor {
 /** A set of fake servers, and the `pg` module that connects to them by host name. */
 export class FakePg {
   readonly servers = new Map<string, FakeServer>()
+  /**
+   * Makes every server an Aurora PostgreSQL instance sharing one cluster volume: what each one's
+   * `aurora_replica_status()` lists (instance ids are server names, so the host pattern `'?'` maps
+   * them back), or an Error the view fails with. Undefined: plain PostgreSQL.
+   */
+  auroraTopology: ReadonlyArray<{ id: string; writer: boolean }> | Error | undefined
+
+  /** Points another host name (a cluster endpoint: "DNS") at an existing server. */
+  alias(name: string, server: FakeServer): void {
+    this.servers.set(name, server)
+  }
 
   /** Adds a server; an endpoint whose host is `name` connects to it. */
   server(name: string, role: 'primary' | 'standby' = 'primary'): FakeServer {
