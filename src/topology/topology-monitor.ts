@@ -8,6 +8,9 @@ import { withDeadline } from '../retry/deadline.js'
 import type { ReaderHealth } from './reader-health.js'
 import type { WriterTracker } from './writer-tracker.js'
 
+/** How soon the view is read again while it disagrees with the writer in use. */
+const READ_AGAIN_AFTER_MS = 1_000
+
 /** What the monitor changes and where it opens endpoints; the cluster's parts. */
 export interface TopologyTargets {
   readonly writers: WriterTracker
@@ -63,6 +66,8 @@ export class TopologyMonitor {
   /** One reader-role endpoint per non-writer instance id. */
   readonly #readerEndpoints = new Map<string, Endpoint>()
   #timer: NodeJS.Timeout | undefined
+  /** A read scheduled ahead of the interval, while the view and the writer in use disagree. */
+  #soon: NodeJS.Timeout | undefined
   #refreshing: Promise<void> | undefined
   /** Another refresh was asked for while one ran: run once more after it. */
   #again = false
@@ -119,6 +124,7 @@ export class TopologyMonitor {
   close(): void {
     this.#closed = true
     clearInterval(this.#timer)
+    clearTimeout(this.#soon)
   }
 
   async #readAndApply(): Promise<void> {
@@ -271,6 +277,9 @@ export class TopologyMonitor {
     const writerId = instances.find((instance) => instance.writer)?.id
     const proposed = writerId === undefined ? undefined : this.#writerEndpoints.get(writerId)
     if (proposed === undefined || proposed === writers.current) return
+    // From here on the view and the writer in use disagree: read it again soon (a view can trail a
+    // failover the probes already found), not only at the next interval.
+    this.#readAgainSoon()
     if (generation !== writers.generation || writers.discovering) return
     const fromInstance = [...this.#writerEndpoints.values()].includes(writers.current)
     if (!fromInstance) {
@@ -286,6 +295,18 @@ export class TopologyMonitor {
     if (role !== 'writer' || this.#closed) return
     if (generation !== writers.generation || writers.discovering) return
     writers.suspect(writers.current, 'topology')
+  }
+
+  #readAgainSoon(): void {
+    if (this.#soon !== undefined || this.#closed) return
+    this.#soon = setTimeout(
+      () => {
+        this.#soon = undefined
+        void this.refresh()
+      },
+      Math.min(READ_AGAIN_AFTER_MS, this.#config.refreshIntervalMs),
+    )
+    this.#soon.unref()
   }
 
   #settingsFor(instance: TopologyInstance, role: 'writer' | 'reader'): EndpointSettings {

@@ -7,7 +7,7 @@ import { connection } from '../support/fake-connection.js'
 // information_schema.replica_host_status (Aurora), rds_tools.show_topology() /
 // rds_tools.multi_az_db_cluster_source_dbi_resource_id() and mysql.rds_topology (Multi-AZ DB
 // clusters), and SHOW REPLICA STATUS as MySQL 8.0.22+ / 8.4 names its columns. Real servers:
-// test/topology/aurora-topology.test.ts.
+// test/topology/cluster-topology.test.ts.
 
 describe('detectPlatform', () => {
   it.each([

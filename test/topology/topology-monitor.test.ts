@@ -8,7 +8,7 @@ import { pollUntil } from '../support/poll.js'
 // Topology discovery's decisions without a server: a fake Aurora PostgreSQL cluster whose instances
 // share one `aurora_replica_status()` (FakePg.auroraTopology) and a cluster endpoint that is a host
 // alias ("DNS") of one of them. Instance ids are the fake servers' names, so the host pattern '?'
-// maps them back. Real servers: test/topology/aurora-topology.test.ts.
+// maps them back. Real servers: test/topology/cluster-topology.test.ts.
 
 interface Database {
   person: { id: number }
