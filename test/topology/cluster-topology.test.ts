@@ -142,15 +142,15 @@ describe.each(['aurora-postgres', 'rds-multi-az-postgres'] as const)(
           { timeoutMs: 10_000, intervalMs: 20, what: 'the removed reader out of rotation' },
         )
         // Its pool is closed (the sessions' goodbyes are the last bytes it gets) ...
-      await pollUntil(async () => (added.stats().live === 0 ? true : undefined), {
-        timeoutMs: 5_000,
-        what: 'the removed reader’s connections closed',
-      })
-      // ... and no read goes there any more.
-      const sentBefore = added.stats().bytesUp
-      await readPorts(20)
-      expect(added.stats().bytesUp).toBe(sentBefore)
-    } finally {
+        await pollUntil(async () => (added.stats().live === 0 ? true : undefined), {
+          timeoutMs: 5_000,
+          what: 'the removed reader’s connections closed',
+        })
+        // ... and no read goes there any more.
+        const sentBefore = added.stats().bytesUp
+        await readPorts(20)
+        expect(added.stats().bytesUp).toBe(sentBefore)
+      } finally {
         await aurora.setInstances([
           { id: String(aurora.cluster.primary.port), writer: true },
           { id: String(aurora.cluster.replica?.port), writer: false },
