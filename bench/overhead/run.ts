@@ -1,8 +1,8 @@
 /**
  * What does the routing layer cost over plain Kysely? Runs the same point SELECT, one-row INSERT, point
  * UPDATE and UPDATE-then-SELECT pair through plain Kysely (`pg.Pool` / mysql2's pool) and through
- * `createDb` (also with read-your-writes on), and through the nearest peer, kysely-replication, against
- * the same servers, on PostgreSQL and MariaDB one after the other, and prints the median per-round
+ * `createDb` (also with read-your-writes on, and with the OpenTelemetry SDK registered), and through the
+ * nearest peer, kysely-replication, against the same servers, on PostgreSQL and MariaDB one after the other, and prints the median per-round
  * overhead. See bench/README.md.
  *
  *   npm run bench
@@ -37,6 +37,7 @@ import {
   type Workload,
 } from './setup.js'
 import { median, percent, quantile, shuffled, signed, table } from './stats.js'
+import { type OpenTelemetrySdk, registerOpenTelemetrySdk } from './telemetry.js'
 
 const ROUNDS = intFromEnv('BENCH_ROUNDS', 15)
 const OPS = intFromEnv('BENCH_OPS', 2000)
@@ -65,6 +66,7 @@ type VariantKey =
   | 'routedSplit'
   | 'routedProcess'
   | 'routedScoped'
+  | 'routedOtel'
   | 'replication'
 
 interface Variant {
@@ -89,6 +91,35 @@ interface Comparison {
   readonly consistency?: boolean
   /** The peer, kysely-replication: shown beside createDb in the same run, not part of PASS/FAIL. */
   readonly peer?: boolean
+  /**
+   * An OpenTelemetry row: createDb with the SDK's meter and tracer providers registered, which is
+   * instrumentation on top of the routing layer; reported apart from its PASS/FAIL.
+   */
+  readonly telemetry?: boolean
+}
+
+const OTEL_LABEL = 'createDb writer only + OpenTelemetry SDK'
+
+/** The OpenTelemetry rows of one workload: against plain Kysely, and against createDb without the SDK. */
+function telemetryComparisons(workload: Workload): Comparison[] {
+  return [
+    {
+      workload,
+      variant: 'routedOtel',
+      baseline: 'plainWriter',
+      label: OTEL_LABEL,
+      against: 'plain @ writer',
+      telemetry: true,
+    },
+    {
+      workload,
+      variant: 'routedOtel',
+      baseline: 'routedWriter',
+      label: OTEL_LABEL,
+      against: 'createDb writer only',
+      telemetry: true,
+    },
+  ]
 }
 
 const COMPARISONS: ReadonlyArray<Comparison> = [
@@ -122,6 +153,7 @@ const COMPARISONS: ReadonlyArray<Comparison> = [
     against: 'plain @ replica',
     peer: true,
   },
+  ...telemetryComparisons('select'),
   {
     workload: 'select',
     variant: 'routedProcess',
@@ -160,6 +192,7 @@ const COMPARISONS: ReadonlyArray<Comparison> = [
     against: 'plain @ writer',
     peer: true,
   },
+  ...telemetryComparisons('insert'),
   {
     workload: 'insert',
     variant: 'routedProcess',
@@ -230,6 +263,8 @@ interface Tally {
   ops: number
   /** Wall time of each operation in µs, at concurrency 1 only. */
   readonly latencies: number[]
+  /** Spans the OpenTelemetry SDK was given while this variant's operations ran. */
+  spans: number
 }
 
 /**
@@ -247,6 +282,7 @@ async function interleavedRound(
   variants: ReadonlyArray<Variant>,
   workload: Workload,
   concurrency: number,
+  spansStarted: () => number,
 ): Promise<Map<VariantKey, Tally>> {
   const ids = randomIds(OPS)
   const blockOps = concurrency === 1 ? 1 : Math.max(concurrency, C_BLOCK_OPS)
@@ -254,7 +290,7 @@ async function interleavedRound(
   const runners = variants.map((variant) => ({
     key: variant.key,
     op: operation(variant.db, workload, ids, variant.scope),
-    tally: { wallMs: 0, cpuMicros: 0, ops: 0, latencies: [] as number[] },
+    tally: { wallMs: 0, cpuMicros: 0, ops: 0, latencies: [] as number[], spans: 0 },
   }))
   for (let from = 0; from < OPS; from += blockOps) {
     if (concurrency < POOL_MAX && from % reshuffleEvery < blockOps) {
@@ -262,10 +298,13 @@ async function interleavedRound(
     }
     const count = Math.min(blockOps, OPS - from)
     for (const { op, tally } of shuffled(runners)) {
+      const spansBefore = spansStarted()
       const cpuBefore = process.cpuUsage()
       const before = performance.now()
       await runOps(op, from, count, concurrency)
       const wallMs = performance.now() - before
+      // Blocks of different variants never overlap, so the spans started meanwhile are this variant's.
+      tally.spans += spansStarted() - spansBefore
       tally.wallMs += wallMs
       if (concurrency === 1) tally.latencies.push(wallMs * 1000)
       const cpu = process.cpuUsage(cpuBefore)
@@ -281,9 +320,14 @@ const sampleKey = (workload: Workload, concurrency: number, variant: VariantKey)
   `${workload}/${concurrency}/${variant}`
 
 /** The pools of the engine being measured, and how to remove its servers or table: for Ctrl-C. */
-const current: { dbs: Kysely<BenchDatabase>[]; cleanUp: (() => Promise<void>) | undefined } = {
+const current: {
+  dbs: Kysely<BenchDatabase>[]
+  cleanUp: (() => Promise<void>) | undefined
+  otel: OpenTelemetrySdk | undefined
+} = {
   dbs: [],
   cleanUp: undefined,
+  otel: undefined,
 }
 
 async function main(): Promise<void> {
@@ -375,6 +419,8 @@ async function benchEngine(engine: Engine): Promise<void> {
       routedSplit: { key: 'routedSplit', db: split },
       routedProcess: { key: 'routedProcess', db: processMode },
       routedScoped: { key: 'routedScoped', db: scoped, scope: (fn) => scoped.withReadYourWrites(fn) },
+      // The same as routedWriter, opened only once the SDK is registered (see the warm-up).
+      routedOtel: { key: 'routedOtel', db: routedKysely(engine, server.writerUrl, undefined) },
       replication: { key: 'replication', db: replication.db },
     }
     current.dbs = Object.values(variants).map((variant) => variant.db)
@@ -384,14 +430,23 @@ async function benchEngine(engine: Engine): Promise<void> {
         `load average ${loadAverage()}`,
     )
 
-    // Warm-up: open every pool's connections and let the JIT settle on every code path.
-    for (const workload of WORKLOADS) {
-      for (const key of variantsOf(workload)) {
-        const op = operation(variants[key].db, workload, randomIds(WARM_UP_OPS), variants[key].scope)
-        await runOps(op, 0, WARM_UP_OPS, Math.max(...CONCURRENCY))
-        await runOps(op, 0, WARM_UP_OPS, 1)
+    // Warm-up: open every pool's connections and let the JIT settle on every code path. A db takes
+    // its meter from the global provider when it opens: every db but routedOtel opens before the
+    // OpenTelemetry SDK is registered (so it records nothing, as an application with the API installed
+    // and no SDK), routedOtel after.
+    const warmUp = async (keys: (key: VariantKey) => boolean) => {
+      for (const workload of WORKLOADS) {
+        for (const key of variantsOf(workload).filter(keys)) {
+          const op = operation(variants[key].db, workload, randomIds(WARM_UP_OPS), variants[key].scope)
+          await runOps(op, 0, WARM_UP_OPS, Math.max(...CONCURRENCY))
+          await runOps(op, 0, WARM_UP_OPS, 1)
+        }
       }
     }
+    await warmUp((key) => key !== 'routedOtel')
+    const otel = registerOpenTelemetrySdk()
+    current.otel = otel
+    await warmUp((key) => key === 'routedOtel')
 
     const samples: Samples = new Map()
     // Where the process-mode variant's timed SELECTs ran: on the reader, if nothing was pending.
@@ -410,6 +465,7 @@ async function benchEngine(engine: Engine): Promise<void> {
             keys.map((key) => variants[key]),
             workload,
             concurrency,
+            otel.spansStarted,
           )
           if (workload === 'select') {
             const after = processMode.stats()
@@ -429,9 +485,12 @@ async function benchEngine(engine: Engine): Promise<void> {
 
     report(samples)
     sanityCheck(split, processSelects, scoped, replication.statements())
+    await telemetryCheck(samples, otel)
   } finally {
     await Promise.allSettled(current.dbs.map((db) => db.destroy()))
     current.dbs = []
+    await current.otel?.shutdown()
+    current.otel = undefined
     await current.cleanUp()
     current.cleanUp = undefined
   }
@@ -461,10 +520,11 @@ function readerQueries(stats: ReturnType<ResilientDb<BenchDatabase>['stats']>): 
 
 function report(samples: Samples): void {
   const rows: string[][] = []
-  // The worst row of the routing layer, and of the read-your-writes rows.
-  const worst: Record<'routing' | 'consistency', Worst | undefined> = {
+  // The worst row of the routing layer, of the read-your-writes rows, and of the OpenTelemetry rows.
+  const worst: Record<'routing' | 'consistency' | 'telemetry', Worst | undefined> = {
     routing: undefined,
     consistency: undefined,
+    telemetry: undefined,
   }
   const opsPerSecond = (tally: Tally) => tally.ops / (tally.wallMs / 1000)
   const wallMicros = (tally: Tally) => (tally.wallMs * 1000) / tally.ops
@@ -502,7 +562,12 @@ function report(samples: Samples): void {
         `${median(variant.map(cpuMicros)).toFixed(1)} / ${median(baseline.map(cpuMicros)).toFixed(1)}`,
         signed(median(paired.map(([v, b]) => cpuMicros(v) - cpuMicros(b)))),
       ])
-      const group = comparison.consistency === true ? 'consistency' : 'routing'
+      const group =
+        comparison.consistency === true
+          ? 'consistency'
+          : comparison.telemetry === true
+            ? 'telemetry'
+            : 'routing'
       const worstSoFar = worst[group]
       if (
         !comparison.control &&
@@ -555,6 +620,41 @@ function report(samples: Samples): void {
   if (worst.consistency !== undefined) {
     console.log(`read-your-writes rows (no target of their own): worst ${describeWorst(worst.consistency)}`)
   }
+  if (worst.telemetry !== undefined) {
+    console.log(`OpenTelemetry rows (no target of their own): worst ${describeWorst(worst.telemetry)}`)
+  }
+}
+
+/**
+ * What the OpenTelemetry variant really did: the spans the SDK was given per statement, by it and by
+ * the createDb variants opened before the SDK was registered (0 unless the library takes a tracer
+ * that follows the global provider after the fact: then their rows include tracing too), and the
+ * data points its metrics hold when collected once, after the rounds.
+ */
+async function telemetryCheck(samples: Samples, otel: OpenTelemetrySdk): Promise<void> {
+  const totals = (keys: ReadonlyArray<VariantKey>) => {
+    let spans = 0
+    let ops = 0
+    for (const [key, tallies] of samples) {
+      if (!keys.some((variant) => key.endsWith(`/${variant}`))) continue
+      for (const tally of tallies) {
+        spans += tally.spans
+        ops += tally.ops
+      }
+    }
+    return { spans, ops }
+  }
+  const instrumented = totals(['routedOtel'])
+  if (instrumented.ops === 0) return
+  const others = totals(['routedWriter', 'routedSplit', 'routedProcess', 'routedScoped'])
+  const perStatement = (total: { spans: number; ops: number }) =>
+    total.ops === 0 ? '0' : (total.spans / total.ops).toFixed(2)
+  console.log(
+    `check: OpenTelemetry SDK: ${OTEL_LABEL} started ${instrumented.spans} spans ` +
+      `(${perStatement(instrumented)} per statement); the createDb variants without it ` +
+      `${others.spans} (${perStatement(others)} per operation); the library's metrics hold ` +
+      `${await otel.libraryDataPoints()} data points (collected once, after the rounds)`,
+  )
 }
 
 interface Worst {

@@ -19,6 +19,7 @@ import {
   type SqlDialect,
   type User,
 } from './db.js'
+import type { Metrics } from './telemetry.js'
 
 export interface AppOptions {
   /** The engine behind `db`: PostgreSQL returns the created row with `RETURNING`, MySQL does not. */
@@ -30,6 +31,13 @@ export interface AppOptions {
    * `Authorization: Bearer <adminToken>`. Unset (the default), the route does not exist.
    */
   readonly adminToken?: string | undefined
+  /**
+   * Enables `GET /metrics` (the OpenTelemetry metrics in the Prometheus text format: pool counts,
+   * retries, failovers, ... per endpoint, with each endpoint's host and port) for requests with
+   * `Authorization: Bearer <token>`, answered by `handle` (see telemetry.ts). Unset (the default), the
+   * route does not exist.
+   */
+  readonly metrics?: { readonly token: string; readonly handle: Metrics['handle'] } | undefined
 }
 
 const MAX_LIMIT = 100
@@ -47,7 +55,7 @@ const TOKEN_HEADER = 'x-consistency-token'
 const UNIQUE_VIOLATION = new Set(['23505', '1062'])
 
 /**
- * The users service: CRUD on `/users`, credit transfers, `/health`, and (opt-in) `/admin/stats`.
+ * The users service: CRUD on `/users`, credit transfers, `/health`, and (opt-in) `/admin/stats` and `/metrics`.
  * Plain reads go to a reader, writes to the writer; every request runs in a read-your-writes scope,
  * so a read that follows the request's own write (or a write named by the `x-consistency-token`
  * request header) sees it. Does not listen: see server.ts.
@@ -97,18 +105,21 @@ export function createApp(db: ResilientDb<Database>, options: AppOptions): expre
   })
 
   if (options.adminToken) {
-    const expected = digest(options.adminToken)
+    const authorized = bearer(options.adminToken)
     app.get('/admin/stats', (req, res) => {
-      const match = /^Bearer (\S+)$/.exec(req.get('authorization') ?? '')
-      if (match === null || !timingSafeEqual(digest(match[1] ?? ''), expected)) {
-        res
-          .set('www-authenticate', 'Bearer')
-          .status(401)
-          .json({ error: 'a valid admin bearer token is required' })
-        return
-      }
+      if (!authorized(req, res)) return
       // Endpoint names, host:port/database, pool counts and statement counters; never credentials.
       res.json(db.stats())
+    })
+  }
+
+  if (options.metrics) {
+    const { handle } = options.metrics
+    const authorized = bearer(options.metrics.token)
+    // Behind a token like /admin/stats: the series name each endpoint's host and port. Prometheus
+    // sends it with `authorization: { credentials_file: ... }` in its scrape config.
+    app.get('/metrics', (req, res) => {
+      if (authorized(req, res)) handle(req, res)
     })
   }
 
@@ -510,6 +521,20 @@ async function ping(query: () => Promise<unknown>, log: Logger): Promise<Health>
   } catch (error) {
     log('warn', { msg: 'health ping failed', error: describeError(error) })
     return 'down'
+  }
+}
+
+/**
+ * A check for `Authorization: Bearer <token>` (compared in constant time): true when it matches, else
+ * answers 401 itself and returns false.
+ */
+function bearer(token: string): (req: Request, res: Response) => boolean {
+  const expected = digest(token)
+  return (req, res) => {
+    const match = /^Bearer (\S+)$/.exec(req.get('authorization') ?? '')
+    if (match !== null && timingSafeEqual(digest(match[1] ?? ''), expected)) return true
+    res.set('www-authenticate', 'Bearer').status(401).json({ error: 'a valid bearer token is required' })
+    return false
   }
 }
 

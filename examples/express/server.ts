@@ -13,6 +13,7 @@ import {
   type ResilientDb,
   type SqlDialect,
 } from './db.js'
+import { type Metrics, startMetrics } from './telemetry.js'
 
 /** How long shutdown waits for in-flight requests before closing their connections anyway. */
 const SHUTDOWN_GRACE_MS = 10_000
@@ -35,13 +36,21 @@ export interface ServerOptions {
   readonly host?: string
   /** Enables `GET /admin/stats` with this bearer token (see createApp). */
   readonly adminToken?: string | undefined
+  /** Enables `GET /metrics` with this bearer token, served by `metrics` (see createApp); shut down on close. */
+  readonly metrics?: { readonly token: string; readonly metrics: Metrics } | undefined
   readonly log?: Logger
 }
 
 /** Starts the app and resolves once it is listening. */
 export async function startServer(db: ResilientDb<Database>, options: ServerOptions): Promise<RunningServer> {
   const { port, host = '0.0.0.0' } = options
-  const app = createApp(db, { dialect: options.dialect, adminToken: options.adminToken, log: options.log })
+  const metrics = options.metrics
+  const app = createApp(db, {
+    dialect: options.dialect,
+    adminToken: options.adminToken,
+    metrics: metrics && { token: metrics.token, handle: metrics.metrics.handle },
+    log: options.log,
+  })
   const server = await new Promise<Server>((resolveServer, reject) => {
     const listening = app.listen(port, host, (error?: Error) =>
       error ? reject(error) : resolveServer(listening),
@@ -56,6 +65,7 @@ export async function startServer(db: ResilientDb<Database>, options: ServerOpti
       closing ??= (async () => {
         await stopAccepting(server)
         await db.destroy()
+        await metrics?.metrics.shutdown()
       })()
       return closing
     },
@@ -124,10 +134,19 @@ function parsePort(value: string | undefined): number {
  */
 async function main(): Promise<void> {
   const port = parsePort(process.env.PORT)
+  // Before createDatabase: the db takes its meter from the global provider when it opens.
+  const metricsToken = process.env.METRICS_TOKEN?.trim() || undefined
+  const metrics = metricsToken === undefined ? undefined : { token: metricsToken, metrics: startMetrics() }
   const { db, dialect } = createDatabase(process.env)
   logDatabaseEvents(db, jsonLogger)
   const adminToken = process.env.ADMIN_TOKEN?.trim() || undefined
-  const server = await startServer(db, { dialect, port, host: process.env.HOST || '0.0.0.0', adminToken })
+  const server = await startServer(db, {
+    dialect,
+    port,
+    host: process.env.HOST || '0.0.0.0',
+    adminToken,
+    metrics,
+  })
   exitOnSignals(() => server.close())
   // The port, not the database's address: logs are read by more people than the admin route.
   jsonLogger('info', {
@@ -136,6 +155,7 @@ async function main(): Promise<void> {
     dialect,
     readers: db.stats().readers.length,
     admin: adminToken !== undefined,
+    metrics: metrics !== undefined,
   })
 }
 

@@ -18,6 +18,7 @@ import {
   type ResilientDb,
 } from '../../examples/express/db.js'
 import { migrateToLatest } from '../../examples/express/migrate.js'
+import { type Metrics, startMetrics } from '../../examples/express/telemetry.js'
 import { findPostgresBinDir } from '../support/binaries.js'
 import { describeEngines, waitForReplica } from '../support/database.js'
 import { PollAbort, pollUntil } from '../support/poll.js'
@@ -85,6 +86,42 @@ async function send(
   }
 }
 
+/** The series of one metric in a Prometheus text exposition, each with its labels and value. */
+function series(text: string, name: string): Array<{ labels: Record<string, string>; value: number }> {
+  return text
+    .split('\n')
+    .filter((line) => line.startsWith(`${name}{`))
+    .map((line) => {
+      const close = line.lastIndexOf('}')
+      const labels = Object.fromEntries(
+        Array.from(line.slice(name.length + 1, close).matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g), (match) => [
+          match[1] as string,
+          match[2] as string,
+        ]),
+      )
+      return { labels, value: Number(line.slice(close + 1).trim()) }
+    })
+}
+
+// One meter provider for the whole file, registered before any db opens (as server.ts does before
+// createDatabase): every db below records through it, and /metrics serves what they recorded.
+let telemetry: Metrics | undefined
+const metricsToken = randomUUID()
+beforeAll(() => {
+  telemetry = startMetrics()
+})
+afterAll(async () => {
+  await telemetry?.shutdown()
+})
+
+/** GET /metrics on `url` with the scrape token: the Prometheus text. */
+async function scrape(url: string): Promise<string> {
+  const response = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${metricsToken}` } })
+  expect(response.status).toBe(200)
+  expect(response.headers.get('content-type')).toMatch(/^text\/plain/)
+  return response.text()
+}
+
 describeEngines('express example', (engine, info) => {
   let database: AppDatabase
   let server: { url: string; close: () => Promise<void> }
@@ -121,7 +158,12 @@ describeEngines('express example', (engine, info) => {
     logDatabaseEvents(database.db, log)
     await migrateToLatest(database.db, database.dialect, log)
     await waitForReplica(engine) // the tables themselves must exist on the reader
-    server = await serve(database.db, { dialect: database.dialect, log, adminToken })
+    server = await serve(database.db, {
+      dialect: database.dialect,
+      log,
+      adminToken,
+      metrics: { token: metricsToken, handle: (telemetry as Metrics).handle },
+    })
   })
 
   afterAll(async () => {
@@ -524,6 +566,57 @@ describeEngines('express example', (engine, info) => {
     }
   })
 
+  it('GET /metrics: Prometheus text, only with the scrape token: pool and library series per endpoint, no secret', async () => {
+    expect((await call('GET', '/metrics')).status).toBe(401)
+    const wrong = await send(server.url, 'GET', '/metrics', undefined, { authorization: 'Bearer wrong' })
+    expect(wrong.status).toBe(401)
+
+    // Some traffic on both endpoints first: a write, and a plain read the reader serves.
+    const id = await createUser('metrics')
+    await waitForReplica(engine)
+    expect((await call('GET', `/users/${id}`)).status).toBe(200)
+    const text = await scrape(server.url)
+
+    const writer = new URL(info.writerUrl)
+    const reader = new URL(info.readerUrl)
+    const endpoint = (name: string, url: URL) => ({
+      db_system_name: engine === 'postgres' ? 'postgresql' : 'mysql',
+      db_client_connection_pool_name: name,
+      kysely_resilient_endpoint_role: name === 'writer' ? 'writer' : 'reader',
+      server_address: url.hostname,
+      server_port: url.port,
+    })
+    const ofEndpoint = (name: string, url: URL) => (point: { labels: Record<string, string> }) =>
+      point.labels.db_client_connection_pool_name === name && point.labels.server_port === url.port
+    const writerCounts = series(text, 'db_client_connection_count').filter(ofEndpoint('writer', writer))
+    expect(writerCounts.map((point) => point.labels.db_client_connection_state).sort()).toEqual([
+      'idle',
+      'used',
+    ])
+    for (const point of writerCounts) expect(point.labels).toMatchObject(endpoint('writer', writer))
+    expect(writerCounts.reduce((sum, point) => sum + point.value, 0)).toBeGreaterThanOrEqual(1)
+    const readerCounts = series(text, 'db_client_connection_count').filter(ofEndpoint('reader-0', reader))
+    expect(readerCounts).toHaveLength(2)
+    for (const point of readerCounts) expect(point.labels).toMatchObject(endpoint('reader-0', reader))
+    expect(series(text, 'db_client_connection_max').filter(ofEndpoint('writer', writer))).toEqual([
+      { labels: expect.objectContaining(endpoint('writer', writer)), value: 10 },
+    ])
+    expect(
+      series(text, 'db_client_connection_pending_requests').filter(ofEndpoint('writer', writer)),
+    ).toEqual([{ labels: expect.objectContaining(endpoint('writer', writer)), value: 0 }])
+    // The library's own series, by the same labels.
+    expect(series(text, 'kysely_resilient_reader_healthy').filter(ofEndpoint('reader-0', reader))).toEqual([
+      { labels: expect.objectContaining(endpoint('reader-0', reader)), value: 1 },
+    ])
+
+    // Names and addresses of endpoints, never who logs in or with what.
+    if (info.password) expect(text).not.toContain(info.password)
+    for (const url of [writer, reader]) {
+      if (url.username !== '') expect(text).not.toContain(`="${decodeURIComponent(url.username)}"`)
+      expect(text).not.toContain(url.href)
+    }
+  })
+
   it('a reader that is down: /health 200 degraded, reader-ejected logged, reads fall back to the writer', async () => {
     const deadReader = new URL(info.readerUrl)
     deadReader.port = String(await getFreePort())
@@ -550,6 +643,20 @@ describeEngines('express example', (engine, info) => {
       const list = await send(app.url, 'GET', '/users?limit=1')
       expect(list.status).toBe(200)
       expect(broken.db.stats().readers[0]?.queries).toBe(0)
+      // Every db of the process records through the one meter provider: the ejection is a series.
+      const ejections = series(await scrape(server.url), 'kysely_resilient_reader_ejections_total').filter(
+        (point) => point.labels.server_port === deadReader.port,
+      )
+      expect(ejections).toEqual([
+        {
+          labels: expect.objectContaining({
+            db_client_connection_pool_name: 'reader-0',
+            kysely_resilient_reason: 'unreachable',
+          }),
+          value: expect.any(Number),
+        },
+      ])
+      expect(ejections[0]?.value).toBeGreaterThanOrEqual(1)
     } finally {
       await app.close()
       await broken.db.destroy()

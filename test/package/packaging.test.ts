@@ -1,11 +1,14 @@
 // Checks the package as a consumer gets it: `npm pack` the built package, install the tarball into
 // throwaway consumer projects next to the peers they choose (no network: the peers are symlinked from
-// this repository's node_modules), and load it from ESM and from CommonJS with the pinned Node.
+// this repository's node_modules), and load it from ESM and from CommonJS with the pinned Node. No
+// consumer has the optional @opentelemetry/api; the one with both drivers also queries the shared
+// PostgreSQL and MariaDB clusters, so a db opens (and looks for the API) without it.
 import { spawnSync } from 'node:child_process'
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { clusterFor } from '../support/database.js'
 import {
   assertPackable,
   BUILT_FILES,
@@ -62,6 +65,9 @@ async function main() {
     }
     assert.equal(found, installed.includes(name), name + (found ? ' is' : ' is not') + ' resolvable here')
   }
+  // @opentelemetry/api is an optional peer that no consumer here has: the package loads without it and
+  // a db that opens (which is when the library looks for it) works, recording no metrics.
+  assert.throws(() => localRequire.resolve('@opentelemetry/api'), { code: 'MODULE_NOT_FOUND' })
   // A CommonJS driver, whether required or imported, lands in the CommonJS module cache.
   const loaded = (name) =>
     Object.keys(localRequire.cache).some((key) => key.includes(sep + 'node_modules' + sep + name + sep))
@@ -89,6 +95,25 @@ async function main() {
   }
   await postgres.destroy()
   await mysql.destroy()
+
+  // A real server for each installed driver the test gives one for: queries answer, routing counts.
+  const servers = { pg: process.env.PG_WRITER_URL, mysql2: process.env.MYSQL_WRITER_URL }
+  for (const name of installed) {
+    const url = servers[name]
+    if (!url) continue
+    const db = createDb({ dialect: name === 'pg' ? 'postgres' : 'mysql', writer: url })
+    try {
+      const { rows } = await sql\`select 1 + 1 as two\`.execute(db)
+      assert.equal(Number(rows[0].two), 2, name + ' answered ' + JSON.stringify(rows))
+      assert.equal(db.stats().writer.queries, 1)
+    } finally {
+      await db.destroy()
+    }
+  }
+  assert.ok(
+    !Object.keys(localRequire.cache).some((key) => key.includes('@opentelemetry')),
+    'something from @opentelemetry was loaded',
+  )
 
   // The AWS SDK packages behind auth are optional peers too: absent here, named when needed.
   const iam = createDb({
@@ -163,15 +188,23 @@ describe('the packed package', () => {
     return dir
   }
 
-  /** Writes and runs one consumer script; it must print OK and nothing else. */
-  function runConsumer(dir: string, kind: ModuleKind, installed: readonly Driver[]): void {
+  /**
+   * Writes and runs one consumer script; it must print OK and nothing else. `servers` (writer URLs as
+   * `PG_WRITER_URL`, `MYSQL_WRITER_URL`) makes it also run a query on each installed driver's server.
+   */
+  function runConsumer(
+    dir: string,
+    kind: ModuleKind,
+    installed: readonly Driver[],
+    servers: Readonly<Record<string, string>> = {},
+  ): void {
     const file = kind === 'esm' ? 'check.mjs' : 'check.cjs'
     writeFileSync(join(dir, file), consumerScript(kind, installed))
     // A bare environment: nothing from the test runner (NODE_OPTIONS and the like) reaches the consumer.
     const result = spawnSync(node, [file], {
       cwd: dir,
       encoding: 'utf8',
-      env: { PATH: process.env.PATH ?? '' },
+      env: { PATH: process.env.PATH ?? '', ...servers },
       timeout: 20_000,
     })
     if (result.error) throw result.error
@@ -207,10 +240,15 @@ describe('the packed package', () => {
     expect(unexpected).toEqual([])
   })
 
-  it('loads from ESM and from CommonJS with every peer installed, sharing the consumer’s kysely', () => {
+  it('loads from ESM and from CommonJS with every peer but @opentelemetry/api, sharing the consumer’s kysely, and queries real servers', () => {
     const dir = createConsumer('all-peers', ['kysely', 'pg', 'mysql2'])
-    runConsumer(dir, 'esm', ['pg', 'mysql2'])
-    runConsumer(dir, 'cjs', ['pg', 'mysql2'])
+    // The shared clusters of the global setup; a missing engine fails here rather than skipping.
+    const servers = {
+      PG_WRITER_URL: clusterFor('postgres').writerUrl,
+      MYSQL_WRITER_URL: clusterFor('mysql').writerUrl,
+    }
+    runConsumer(dir, 'esm', ['pg', 'mysql2'], servers)
+    runConsumer(dir, 'cjs', ['pg', 'mysql2'], servers)
   })
 
   it('works for PostgreSQL without mysql2 installed', () => {
