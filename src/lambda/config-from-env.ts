@@ -34,6 +34,10 @@ import type { TlsConfig } from '../tls/tls-config.js'
  *   Optional; unset means `rds` for `*.rds.amazonaws.com` hosts and plain TCP elsewhere.
  * - `DB_PROXY`: `pgbouncer`, `rds-proxy` or `false`, for every endpoint (see `ConnectionProxy`).
  *   Optional; unset means `rds-proxy` for RDS Proxy host names and none elsewhere.
+ * - `DB_TOPOLOGY`: `true` or `false`: topology discovery (see `TopologyConfig`). Optional; unset
+ *   means on for an Aurora / Multi-AZ cluster endpoint in `DB_WRITER_URL`, off elsewhere.
+ * - `DB_INSTANCE_HOST_PATTERN`: the instance host pattern (`?` for the instance identifier), for
+ *   discovery behind a writer host that is no RDS cluster endpoint. Optional.
  * - `AWS_REGION`: the region to sign IAM tokens for and to read the secret from. Lambda sets it to
  *   the function's own region; set it yourself only when the database or the secret is elsewhere.
  *   Not used with `password`.
@@ -53,6 +57,8 @@ export const LAMBDA_ENV_VARIABLES: ReadonlyArray<string> = Object.freeze([
   'DB_SECRET_ID',
   'DB_TLS',
   'DB_PROXY',
+  'DB_TOPOLOGY',
+  'DB_INSTANCE_HOST_PATTERN',
   'AWS_REGION',
 ])
 
@@ -125,6 +131,19 @@ export function configFromEnv(env: Readonly<Record<string, string | undefined>>)
   }
   const proxy = proxyText === undefined ? undefined : PROXY_VALUES[proxyText]
 
+  const topologyText = value(env, 'DB_TOPOLOGY')
+  if (topologyText !== undefined && topologyText !== 'true' && topologyText !== 'false') {
+    throw new ConfigError(
+      'DB_TOPOLOGY',
+      `expected 'true' or 'false' (or unset), got '${topologyText.slice(0, 20)}'`,
+    )
+  }
+  const instanceHostPattern = value(env, 'DB_INSTANCE_HOST_PATTERN')
+  const topology = {
+    ...(topologyText === undefined ? {} : { discovery: topologyText === 'true' }),
+    ...(instanceHostPattern === undefined ? {} : { instanceHostPattern }),
+  }
+
   const secretId = value(env, 'DB_SECRET_ID')
   if (authType === 'secret' && secretId === undefined) {
     throw new ConfigError('DB_SECRET_ID', 'is not set: DB_AUTH=secret needs the secret name or ARN')
@@ -179,6 +198,7 @@ export function configFromEnv(env: Readonly<Record<string, string | undefined>>)
     ...(auth === undefined ? {} : { auth }),
     ...(tls === undefined ? {} : { tls }),
     ...(proxy === undefined ? {} : { proxy }),
+    ...(Object.keys(topology).length === 0 ? {} : { topology }),
   }
   try {
     // Validate here, so a problem is reported under the variable that holds the wrong value.
@@ -209,6 +229,8 @@ function variableOf(setting: string): string {
   if (setting.startsWith('auth')) return 'DB_AUTH'
   if (setting.startsWith('tls')) return 'DB_TLS'
   if (setting.startsWith('proxy')) return 'DB_PROXY'
+  if (setting === 'topology.discovery') return 'DB_TOPOLOGY'
+  if (setting.startsWith('topology')) return 'DB_INSTANCE_HOST_PATTERN'
   return 'DB_WRITER_URL'
 }
 

@@ -88,3 +88,48 @@ describe('DB_PROXY', () => {
     expect(mysql.detail).toMatch(/only PostgreSQL's protocol/)
   })
 })
+
+describe('DB_TOPOLOGY and DB_INSTANCE_HOST_PATTERN', () => {
+  const CLUSTER_URL = 'postgres://app_iam@orders.cluster-c9xyz.eu-west-1.rds.amazonaws.com/orders'
+
+  it('unset leaves discovery to the host name; set, they become topology', () => {
+    expect(
+      configFromEnv({ DB_DIALECT: 'postgres', DB_WRITER_URL: CLUSTER_URL, DB_AUTH: 'iam' }).topology,
+    ).toBeUndefined()
+    expect(
+      configFromEnv({
+        DB_DIALECT: 'postgres',
+        DB_WRITER_URL: CLUSTER_URL,
+        DB_AUTH: 'iam',
+        DB_TOPOLOGY: 'false',
+      }).topology,
+    ).toEqual({ discovery: false })
+    expect(
+      configFromEnv({
+        DB_DIALECT: 'mysql',
+        DB_WRITER_URL: 'mysql://a:b@db.internal/orders',
+        DB_TOPOLOGY: 'true',
+        DB_INSTANCE_HOST_PATTERN: '?.db.internal',
+      }).topology,
+    ).toEqual({ discovery: true, instanceHostPattern: '?.db.internal' })
+  })
+
+  it('names the variable that is wrong', () => {
+    const notBoolean = envError({ DB_DIALECT: 'postgres', DB_WRITER_URL: CLUSTER_URL, DB_TOPOLOGY: 'yes' })
+    expect(notBoolean.setting).toBe('DB_TOPOLOGY')
+    expect(notBoolean.detail).toMatch(/'true' or 'false'/)
+    const noPattern = envError({
+      DB_DIALECT: 'postgres',
+      DB_WRITER_URL: 'postgres://a:b@db.internal/orders',
+      DB_TOPOLOGY: 'true',
+    })
+    expect(noPattern.setting).toBe('DB_INSTANCE_HOST_PATTERN')
+    expect(noPattern.detail).toMatch(/is required with topology.discovery on/)
+    const badPattern = envError({
+      DB_DIALECT: 'postgres',
+      DB_WRITER_URL: 'postgres://a:b@db.internal/orders',
+      DB_INSTANCE_HOST_PATTERN: 'db.internal',
+    })
+    expect(badPattern.setting).toBe('DB_INSTANCE_HOST_PATTERN')
+  })
+})
