@@ -85,6 +85,10 @@ export interface DbSettings {
     readonly maxWaitMs: number
     readonly pollIntervalMs: number
   }
+  readonly telemetry: {
+    /** Whether spans carry the statement's SQL (`telemetry.statementText`). */
+    readonly statementText: boolean
+  }
 }
 
 /** The {@link DbSettings} of a resolved config; built once per db. */
@@ -103,6 +107,7 @@ export function describeSettings(config: ResolvedConfig): DbSettings {
     },
     retry: { ...config.retry },
     consistency: { ...config.consistency },
+    telemetry: { ...config.telemetry },
   })
 }
 

@@ -27,7 +27,12 @@ import {
 } from '../errors.js'
 import type { ResilientEvents } from '../events/resilient-events.js'
 import { LivenessMonitor, type Watched } from '../liveness/liveness-monitor.js'
-import { ConnectionPool, type PoolConnector, type PoolCounts } from '../pool/connection-pool.js'
+import {
+  ConnectionPool,
+  type PoolConnector,
+  type PoolCounts,
+  type PoolInstruments,
+} from '../pool/connection-pool.js'
 import { classifyError, markConnectPhase } from '../retry/classify-error.js'
 import { withDeadline } from '../retry/deadline.js'
 import { loadRdsCaBundle } from '../tls/rds-ca-bundle.js'
@@ -404,6 +409,11 @@ export class Endpoint {
       ...(this.settings.proxy === undefined ? {} : { proxy: this.settings.proxy }),
       ...this.#pool.counts(),
     }
+  }
+
+  /** Times this endpoint's connections for OpenTelemetry; set by the cluster once it knows it records. */
+  instrumentPool(instruments: PoolInstruments | undefined): void {
+    this.#pool.instrument(instruments)
   }
 
   /** Callers that waited `pool.acquireTimeoutMs` for a connection in vain, since the db was made. */

@@ -28,6 +28,26 @@ export interface MetricsSource {
 
 const METER_NAME = 'kysely-resilient'
 
+/** `db.system.name` of a dialect, as the OpenTelemetry conventions spell it (MariaDB reports `mysql` too). */
+export function dbSystemName(dialect: SqlDialect): 'postgresql' | 'mysql' {
+  return dialect === 'postgres' ? 'postgresql' : 'mysql'
+}
+
+/**
+ * What every metric point of an endpoint carries: `db.system.name`, the endpoint's name as
+ * `db.client.connection.pool.name`, its role, `server.address` and `server.port`; never a user name
+ * or a secret.
+ */
+export function endpointMetricAttributes(endpoint: EndpointSettings): Attributes {
+  return {
+    'db.system.name': dbSystemName(endpoint.dialect),
+    'db.client.connection.pool.name': endpoint.name,
+    'kysely_resilient.endpoint.role': endpoint.role,
+    ...(endpoint.host === undefined ? {} : { 'server.address': endpoint.host }),
+    'server.port': endpoint.port,
+  }
+}
+
 /**
  * Records a db's metrics through the application's OpenTelemetry meter provider:
  *
@@ -48,17 +68,9 @@ const METER_NAME = 'kysely-resilient'
  */
 export function recordClusterMetrics(source: MetricsSource, api: MetricsAPI): () => void {
   const meter = api.getMeter(METER_NAME)
-  const system = source.dialect === 'postgres' ? 'postgresql' : 'mysql'
+  const system = dbSystemName(source.dialect)
   const attributesOf = new Map<string, Attributes>()
-  for (const endpoint of source.endpoints) {
-    attributesOf.set(endpoint.name, {
-      'db.system.name': system,
-      'db.client.connection.pool.name': endpoint.name,
-      'kysely_resilient.endpoint.role': endpoint.role,
-      ...(endpoint.host === undefined ? {} : { 'server.address': endpoint.host }),
-      'server.port': endpoint.port,
-    })
-  }
+  for (const endpoint of source.endpoints) attributesOf.set(endpoint.name, endpointMetricAttributes(endpoint))
   const attributes = (endpoint: string, extra?: Attributes): Attributes => ({
     ...(attributesOf.get(endpoint) ?? {
       'db.system.name': system,

@@ -1,3 +1,4 @@
+import { OPERATION_SPANS, traceOperation } from '../diagnostics/operation-spans.js'
 import type { Endpoint } from '../endpoint/endpoint.js'
 import type { ResilientEvents } from '../events/resilient-events.js'
 import { classifyError } from '../retry/classify-error.js'
@@ -74,7 +75,11 @@ export class WriterTracker {
     // pooled anyway).
     if (reason === 'read-only') endpoint.drain()
     else if (reason !== 'startup') endpoint.evictIdle()
-    this.#discovery ??= this.#discover(reason).finally(() => {
+    this.#discovery ??= traceOperation(
+      OPERATION_SPANS.writerDiscovery,
+      () => ({ 'kysely_resilient.endpoint.name': endpoint.name, 'kysely_resilient.reason': reason }),
+      () => this.#discover(reason),
+    ).finally(() => {
       this.#discovery = undefined
       // Connections of the writer found (or kept) are good again; the others may lead to a demoted one.
       for (const candidate of this.#candidates) {
