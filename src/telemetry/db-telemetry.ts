@@ -99,7 +99,7 @@ export class DbTelemetry {
     api: OpenTelemetryApi,
     source: DbTelemetrySource,
     tracer: Tracer | undefined,
-    meter: Meter | undefined,
+    histograms: TimeHistograms | undefined,
   ) {
     this.#api = api
     this.#tracer = tracer
@@ -117,30 +117,10 @@ export class DbTelemetry {
       })
       this.#metricAttributes.set(endpoint, endpointMetricAttributes(endpoint))
     }
-    if (meter !== undefined) {
-      const histogram = (name: string, description: string): Histogram =>
-        meter.createHistogram(name, {
-          description,
-          unit: 's',
-          advice: { explicitBucketBoundaries: DURATION_BUCKETS },
-        })
-      this.#operationDuration = histogram(
-        'db.client.operation.duration',
-        'Duration of each statement, its automatic retries included',
-      )
-      this.#createTime = histogram(
-        'db.client.connection.create_time',
-        'The time it took to open a connection',
-      )
-      this.#waitTime = histogram(
-        'db.client.connection.wait_time',
-        'The time it took to obtain a connection from the pool',
-      )
-      this.#useTime = histogram(
-        'db.client.connection.use_time',
-        'The time between taking a connection from the pool and giving it back',
-      )
-    }
+    this.#operationDuration = histograms?.operationDuration
+    this.#createTime = histograms?.createTime
+    this.#waitTime = histograms?.waitTime
+    this.#useTime = histograms?.useTime
   }
 
   /**
@@ -149,18 +129,11 @@ export class DbTelemetry {
    */
   static create(api: OpenTelemetryApi, source: DbTelemetrySource): DbTelemetry | undefined {
     const tracer = registeredTracer(api)
-    const meter = api.metrics.getMeter(INSTRUMENTATION_NAME)
+    const histograms = timeHistograms(api.metrics.getMeter(INSTRUMENTATION_NAME))
     // The API's no-op meter hands out one shared no-op instrument: a meter that returns it records nothing.
-    const recording =
-      meter.createHistogram('db.client.operation.duration') !==
-      api.createNoopMeter().createHistogram('db.client.operation.duration')
+    const recording = histograms.operationDuration !== api.createNoopMeter().createHistogram('noop')
     if (tracer === undefined && !recording) return undefined
-    return new DbTelemetry(api, source, tracer, recording ? meter : undefined)
-  }
-
-  /** True with a tracer provider: spans are made (the background operations' ones too). */
-  get tracer(): Tracer | undefined {
-    return this.#tracer
+    return new DbTelemetry(api, source, tracer, recording ? histograms : undefined)
   }
 
   /** Starts observing one statement, in the caller's context (its active span becomes the parent). */
@@ -262,6 +235,38 @@ export class DbTelemetry {
   /** @internal */
   metricAttributesOf(endpoint: EndpointSettings): Attributes {
     return this.#metricAttributes.get(endpoint) ?? endpointMetricAttributes(endpoint)
+  }
+}
+
+interface TimeHistograms {
+  readonly operationDuration: Histogram
+  readonly createTime: Histogram
+  readonly waitTime: Histogram
+  readonly useTime: Histogram
+}
+
+/** The semantic conventions' time histograms, in seconds, with their advised buckets. */
+function timeHistograms(meter: Meter): TimeHistograms {
+  const histogram = (name: string, description: string): Histogram =>
+    meter.createHistogram(name, {
+      description,
+      unit: 's',
+      advice: { explicitBucketBoundaries: DURATION_BUCKETS },
+    })
+  return {
+    operationDuration: histogram(
+      'db.client.operation.duration',
+      'Duration of each statement, its automatic retries included',
+    ),
+    createTime: histogram('db.client.connection.create_time', 'The time it took to open a connection'),
+    waitTime: histogram(
+      'db.client.connection.wait_time',
+      'The time it took to obtain a connection from the pool',
+    ),
+    useTime: histogram(
+      'db.client.connection.use_time',
+      'The time between taking a connection from the pool and giving it back',
+    ),
   }
 }
 
