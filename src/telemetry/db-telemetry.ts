@@ -27,6 +27,7 @@ import type { OpenTelemetryApi } from './load-opentelemetry.js'
 const INSTRUMENTATION_NAME = 'kysely-resilient'
 /** The semantic conventions' advice for `db.client.operation.duration`, used for the pool times too. */
 const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10]
+const MAX_CACHED_OPERATIONS = 64
 
 /** What a db's telemetry is made from: its dialect, endpoints and `telemetry` settings. */
 export interface DbTelemetrySource {
@@ -94,6 +95,11 @@ export class DbTelemetry {
   readonly #namespace: string | undefined
   readonly #spanAttributes = new Map<EndpointSettings, Attributes>()
   readonly #metricAttributes = new Map<EndpointSettings, Attributes>()
+  /**
+   * `db.client.operation.duration`'s attributes of a statement that succeeded, per endpoint and
+   * operation: made once, as the SDK keys its series by them on every record.
+   */
+  readonly #operationAttributes = new Map<EndpointSettings | undefined, Map<string, Attributes>>()
 
   private constructor(
     api: OpenTelemetryApi,
@@ -223,18 +229,30 @@ export class DbTelemetry {
   }
 
   /** @internal */
-  get system(): 'postgresql' | 'mysql' {
-    return this.#system
-  }
-
-  /** @internal */
   spanAttributesOf(endpoint: EndpointSettings): Attributes {
     return this.#spanAttributes.get(endpoint) ?? {}
   }
 
-  /** @internal */
-  metricAttributesOf(endpoint: EndpointSettings): Attributes {
-    return this.#metricAttributes.get(endpoint) ?? endpointMetricAttributes(endpoint)
+  /** @internal The attributes of `db.client.operation.duration` for a statement that succeeded. */
+  operationAttributesOf(endpoint: EndpointSettings | undefined, operation: string): Attributes {
+    let byOperation = this.#operationAttributes.get(endpoint)
+    if (byOperation === undefined) {
+      byOperation = new Map()
+      this.#operationAttributes.set(endpoint, byOperation)
+    }
+    let attributes = byOperation.get(operation)
+    if (attributes === undefined) {
+      attributes = {
+        ...(endpoint === undefined
+          ? { 'db.system.name': this.#system }
+          : (this.#metricAttributes.get(endpoint) ?? endpointMetricAttributes(endpoint))),
+        ...(endpoint?.database === undefined ? {} : { 'db.namespace': endpoint.database }),
+        'db.operation.name': operation,
+      }
+      // Raw statements' first keywords are few; a bound keeps a pathological mix from growing it.
+      if (byOperation.size < MAX_CACHED_OPERATIONS) byOperation.set(operation, attributes)
+    }
+    return attributes
   }
 }
 
@@ -344,15 +362,11 @@ export class StatementTrace {
     const type = classification === undefined ? undefined : errorType(error, classification)
     const histogram = telemetry.operationDuration
     if (histogram !== undefined && this.#startedAt !== undefined) {
-      const endpoint = this.#endpoint
-      histogram.record((performance.now() - this.#startedAt) / 1000, {
-        ...(endpoint === undefined
-          ? { 'db.system.name': telemetry.system }
-          : telemetry.metricAttributesOf(endpoint)),
-        ...(endpoint?.database === undefined ? {} : { 'db.namespace': endpoint.database }),
-        'db.operation.name': this.#operation,
-        ...(type === undefined ? {} : { 'error.type': type }),
-      })
+      const attributes = telemetry.operationAttributesOf(this.#endpoint, this.#operation)
+      histogram.record(
+        (performance.now() - this.#startedAt) / 1000,
+        type === undefined ? attributes : { ...attributes, 'error.type': type },
+      )
     }
     const span = this.#span
     if (span === undefined) return
