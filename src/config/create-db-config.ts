@@ -447,6 +447,11 @@ export interface AutoRetryConfig {
  * see the README's "OpenTelemetry traces"). Statements are traced without their text unless
  * `statementText` says otherwise; parameter values are never recorded.
  *
+ * Each statement's span is the active span while it runs, so with `@opentelemetry/instrumentation-pg`
+ * or `-mysql2` installed the driver's span of each attempt nests under it. Both are kept on purpose:
+ * this one is the statement as the caller saw it (routing, retries, waits), the driver's is one
+ * attempt on the wire.
+ *
  * @example
  * ```ts
  * createDb({ dialect: 'postgres', writer, telemetry: { statementText: true } })

@@ -81,6 +81,11 @@ export function operationTracer(api: OpenTelemetryApi, tracer: Tracer): Operatio
  * opened, `db.client.operation.duration`, and the pools' `db.client.connection.create_time`,
  * `.wait_time` and `.use_time`. Made when the db opens, and only when there is something to record
  * to: a registered tracer provider, or a meter provider that is not the API's no-op one.
+ *
+ * Statement spans do not replace a driver instrumentation's (`@opentelemetry/instrumentation-pg`,
+ * `-mysql2`): those nest under them, one per attempt, and both are kept (README, "OpenTelemetry
+ * traces"): suppressing theirs would need their private context key, and ours carry what theirs
+ * cannot know (the routing decision, the retries, the time spent waiting for a connection).
  */
 export class DbTelemetry {
   readonly #api: OpenTelemetryApi
