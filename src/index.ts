@@ -17,6 +17,7 @@ export type {
   ReaderStrategy,
   RoutingConfig,
   SqlDialect,
+  TelemetryConfig,
   TopologyConfig,
 } from './config/create-db-config.js'
 export type { DbSettings, EndpointDescription, PoolSettings } from './config/db-settings.js'

@@ -1,3 +1,4 @@
+import { OPERATION_SPANS, type OperationFields, traceOperation } from '../diagnostics/operation-spans.js'
 import type { Credentials } from './credentials.js'
 
 /** When a fetched value is refreshed and when it may no longer be used. */
@@ -36,14 +37,25 @@ export class CredentialCache {
   readonly #fetch: () => Promise<Credentials>
   readonly #timing: CredentialTiming
   readonly #hooks: CredentialCacheHooks
+  readonly #fields: OperationFields
   #cached: Cached | undefined
   #inFlight: Promise<Credentials> | undefined
   #invalidated = false
 
-  constructor(fetch: () => Promise<Credentials>, timing: CredentialTiming, hooks: CredentialCacheHooks) {
+  /**
+   * @param fields - What a fetch's span says about the endpoint (its name, role, address, auth type);
+   *   never a credential.
+   */
+  constructor(
+    fetch: () => Promise<Credentials>,
+    timing: CredentialTiming,
+    hooks: CredentialCacheHooks,
+    fields: OperationFields = {},
+  ) {
     this.#fetch = fetch
     this.#timing = timing
     this.#hooks = hooks
+    this.#fields = fields
   }
 
   /** The current credentials, or a promise of fresh ones when there are none that may be used. */
@@ -81,7 +93,8 @@ export class CredentialCache {
 
   #start(reason: 'initial' | 'refresh' | 'rejected' | 'expired'): Promise<Credentials> {
     const startedAt = Date.now()
-    const pending = this.#fetch().then(
+    const fields = () => ({ ...this.#fields, 'kysely_resilient.reason': reason })
+    const pending = traceOperation(OPERATION_SPANS.credentialFetch, fields, this.#fetch).then(
       (value) => {
         const fetchedAt = Date.now()
         // Ages count from the start of the fetch: a token's validity starts when it is signed,

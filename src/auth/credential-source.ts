@@ -25,17 +25,25 @@ export function createCredentialCache(
   hooks: CredentialCacheHooks,
 ): CredentialCache | undefined {
   const { auth } = endpoint
+  // The span of each fetch names the endpoint, never the user or a credential.
+  const fields = {
+    'kysely_resilient.endpoint.name': endpoint.name,
+    'kysely_resilient.endpoint.role': endpoint.role,
+    'kysely_resilient.auth.type': auth.type,
+    ...(endpoint.host === undefined ? {} : { 'server.address': endpoint.host }),
+    'server.port': endpoint.port,
+  }
   switch (auth.type) {
     case 'password':
       return undefined
     case 'iam': {
       const timing: CredentialTiming = { refreshAfterMs: auth.refreshAfterMs, ttlMs: IAM_TOKEN_USABLE_MS }
-      return new CredentialCache(() => guard(endpoint, signIamToken(endpoint)), timing, hooks)
+      return new CredentialCache(() => guard(endpoint, signIamToken(endpoint)), timing, hooks, fields)
     }
     case 'secret': {
       const timing: CredentialTiming = { refreshAfterMs: Math.floor((auth.ttlMs * 2) / 3), ttlMs: auth.ttlMs }
       const fetchSecret = secretFetcher(endpoint)
-      return new CredentialCache(() => guard(endpoint, fetchSecret()), timing, hooks)
+      return new CredentialCache(() => guard(endpoint, fetchSecret()), timing, hooks, fields)
     }
     case 'token': {
       const timing: CredentialTiming = { refreshAfterMs: Math.floor((auth.ttlMs * 2) / 3), ttlMs: auth.ttlMs }
@@ -59,7 +67,7 @@ export function createCredentialCache(
         }
         return new Credentials({ password: token, user: endpoint.user })
       }
-      return new CredentialCache(() => guard(endpoint, fetchToken()), timing, hooks)
+      return new CredentialCache(() => guard(endpoint, fetchToken()), timing, hooks, fields)
     }
   }
 }

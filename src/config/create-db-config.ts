@@ -491,6 +491,32 @@ export interface AutoRetryConfig {
 }
 
 /**
+ * OpenTelemetry tracing and metrics (with `@opentelemetry/api` installed and a provider registered;
+ * see the README's "OpenTelemetry traces"). Statements are traced without their text unless
+ * `statementText` says otherwise; parameter values are never recorded.
+ *
+ * Each statement's span is the active span while it runs, so with `@opentelemetry/instrumentation-pg`
+ * or `-mysql2` installed the driver's span of each attempt nests under it. Both are kept on purpose:
+ * this one is the statement as the caller saw it (routing, retries, waits), the driver's is one
+ * attempt on the wire.
+ *
+ * @example
+ * ```ts
+ * createDb({ dialect: 'postgres', writer, telemetry: { statementText: true } })
+ * ```
+ */
+export interface TelemetryConfig {
+  /**
+   * Put each statement's SQL in its span's `db.query.text`: the text Kysely compiled, with its
+   * placeholders (`$1`, `?`) and never the parameter values bound to them. Values written into the
+   * SQL itself (`sql.lit`, `sql.raw`) are part of the text: leave this off if yours do.
+   *
+   * Default: `false`. Example: `true`.
+   */
+  readonly statementText?: boolean
+}
+
+/**
  * Everything `createDb` accepts. Unknown keys are rejected with a `ConfigError`.
  *
  * @example
@@ -581,6 +607,12 @@ export interface CreateDbConfig {
    * Default: `{}` (retries for up to 10 s, 50 ms to 1 s backoff). Example: `false`.
    */
   readonly retry?: AutoRetryConfig | false
+  /**
+   * OpenTelemetry settings; see {@link TelemetryConfig}.
+   *
+   * Default: `{}` (no statement text in spans). Example: `{ statementText: true }`.
+   */
+  readonly telemetry?: TelemetryConfig
   /**
    * Kysely's own `log` option, with exactly Kysely's meaning: the statements you run (and the
    * `begin`/`commit`/`rollback`/savepoint statements Kysely runs for you) are logged, nothing else.

@@ -92,6 +92,10 @@ export interface DbSettings {
         readonly instanceHostPattern: string
         readonly refreshIntervalMs: number
       }
+  readonly telemetry: {
+    /** Whether spans carry the statement's SQL (`telemetry.statementText`). */
+    readonly statementText: boolean
+  }
 }
 
 /** The {@link DbSettings} of a resolved config; built once per db. */
@@ -111,6 +115,7 @@ export function describeSettings(config: ResolvedConfig): DbSettings {
     retry: { ...config.retry },
     consistency: { ...config.consistency },
     topology: config.topology === undefined ? false : { ...config.topology },
+    telemetry: { ...config.telemetry },
   })
 }
 

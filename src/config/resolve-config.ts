@@ -21,6 +21,7 @@ import type {
   ReaderStrategy,
   RoutingConfig,
   SqlDialect,
+  TelemetryConfig,
 } from './create-db-config.js'
 import { type ResolvedDriverOptions, resolveDriverOptions, resolveHook } from './driver-options.js'
 import { type ConnectionHooks, type EndpointRole, EndpointSettings } from './endpoint-settings.js'
@@ -45,6 +46,7 @@ export interface ResolvedConfig {
   readonly consistency: ResolvedConsistency
   /** Topology discovery; `undefined` when off. */
   readonly topology: ResolvedTopology | undefined
+  readonly telemetry: ResolvedTelemetry
   readonly log: LogConfig | undefined
   readonly plugins: ReadonlyArray<KyselyPlugin>
 }
@@ -55,6 +57,11 @@ export interface ResolvedConsistency {
   readonly whenBehind: 'writer' | 'wait'
   readonly maxWaitMs: number
   readonly pollIntervalMs: number
+}
+
+/** `telemetry` after validation, with every default applied. */
+export interface ResolvedTelemetry {
+  readonly statementText: boolean
 }
 
 /** Automatic statement retries with defaults applied. */
@@ -92,7 +99,10 @@ const TOP_LEVEL_KEYS = settingKeys<CreateDbConfig>()(
   'onReserveConnection',
   'proxy',
   'topology',
+  'telemetry',
 )
+const TELEMETRY_KEYS = settingKeys<TelemetryConfig>()('statementText')
+const TELEMETRY_DEFAULTS: ResolvedTelemetry = Object.freeze({ statementText: false })
 const CONSISTENCY_KEYS = settingKeys<ConsistencyConfig>()(
   'readYourWrites',
   'whenBehind',
@@ -283,6 +293,7 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
   }
 
   const consistency = resolveConsistency(config.consistency)
+  const telemetry = resolveTelemetry(config.telemetry)
 
   if (config.plugins !== undefined && !Array.isArray(config.plugins)) {
     throw new ConfigError(
@@ -322,9 +333,27 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
     retry,
     consistency,
     topology: resolveTopology(config.topology, writers[0] as EndpointSettings),
+    telemetry,
     log: config.log,
     plugins: Object.freeze([...(config.plugins ?? [])]),
   })
+}
+
+/** Validates `telemetry`; see `TelemetryConfig`. */
+function resolveTelemetry(input: unknown): ResolvedTelemetry {
+  if (input === undefined) return TELEMETRY_DEFAULTS
+  if (!isPlainObject(input)) {
+    throw new ConfigError('telemetry', `expected an object, got ${describeValue(input)}`)
+  }
+  rejectUnknownKeys(input, TELEMETRY_KEYS, 'telemetry.')
+  const { statementText } = input
+  if (statementText !== undefined && typeof statementText !== 'boolean') {
+    throw new ConfigError(
+      'telemetry.statementText',
+      `expected true or false, got ${describeValue(statementText)}`,
+    )
+  }
+  return Object.freeze({ statementText: statementText ?? TELEMETRY_DEFAULTS.statementText })
 }
 
 /** Validates `consistency`; see `ConsistencyConfig`. */

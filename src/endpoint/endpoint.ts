@@ -34,7 +34,12 @@ import {
 } from '../errors.js'
 import type { ResilientEvents } from '../events/resilient-events.js'
 import { LivenessMonitor, type Watched } from '../liveness/liveness-monitor.js'
-import { ConnectionPool, type PoolConnector, type PoolCounts } from '../pool/connection-pool.js'
+import {
+  ConnectionPool,
+  type PoolConnector,
+  type PoolCounts,
+  type PoolInstruments,
+} from '../pool/connection-pool.js'
 import { classifyError, markConnectPhase } from '../retry/classify-error.js'
 import { withDeadline } from '../retry/deadline.js'
 import { loadRdsCaBundle } from '../tls/rds-ca-bundle.js'
@@ -467,9 +472,24 @@ export class Endpoint {
     }
   }
 
+  /** Times this endpoint's connections for OpenTelemetry; set by the cluster once it knows it records. */
+  instrumentPool(instruments: PoolInstruments | undefined): void {
+    this.#pool.instrument(instruments)
+  }
+
   /** Callers that waited `pool.acquireTimeoutMs` for a connection in vain, since the db was made. */
   get acquireTimeouts(): number {
     return this.#pool.timeouts
+  }
+
+  /** Sessions the server refused for lack of slots (the pool backs off after each), since the db was made. */
+  get sessionRefusals(): number {
+    return this.#pool.sessionRefusals
+  }
+
+  /** True while the pool holds back after the server refused a session for lack of slots (storm back-off). */
+  get backingOff(): boolean {
+    return this.#pool.saturated
   }
 
   /** In-use plus waiting: how busy the endpoint is, for the least-busy reader strategy. */

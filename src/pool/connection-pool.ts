@@ -57,12 +57,27 @@ export interface PoolObserver<C> {
   readonly onRemove?: (connection: C, reason: RemovalReason) => void
 }
 
+/**
+ * Times a pool's connections for OpenTelemetry (telemetry/db-telemetry.ts): set only while metrics
+ * or spans are recorded, so without them the pool reads no clock for them.
+ */
+export interface PoolInstruments {
+  /** Opens one connection through `open` (bounded by `connectTimeoutMs`): its span and create time. */
+  connect<C>(open: () => Promise<C>): Promise<C>
+  /** A caller waited `ms` for a connection (`db.client.connection.wait_time`). */
+  waited(ms: number): void
+  /** A caller held a connection `ms` before giving it back (`db.client.connection.use_time`). */
+  used(ms: number): void
+}
+
 interface Entry<C> {
   readonly connection: C
   readonly expiresAt: number
   idleTimer: NodeJS.Timeout | undefined
   /** When it was last put back in the pool. */
   idleSince: number
+  /** With instruments: when it was handed out (performance.now()). */
+  acquiredAt?: number
 }
 
 interface Waiter<C> {
@@ -140,6 +155,8 @@ export class ConnectionPool<C> {
   #used = false
   /** How many opens may run at once; a fraction grows to the next integer over one round. */
   #openLimit = 1
+  /** Sessions the server refused for lack of slots, since the pool was made (metrics). */
+  #sessionRefusals = 0
   /** Refusals in a row, for the pause's growth; reset when the pool grows past `#ceiling`. */
   #refusals = 0
   #growthTimer: NodeJS.Timeout | undefined
@@ -151,6 +168,7 @@ export class ConnectionPool<C> {
   #nextGiveBackAt = 0
   /** A connection was given back and the reopen that follows will tell whether somebody took its slot. */
   #gaveBack = false
+  #instruments: PoolInstruments | undefined
 
   constructor(
     name: string,
@@ -165,8 +183,26 @@ export class ConnectionPool<C> {
     connector.onBroken = (connection) => this.#dropIdle(connection)
   }
 
+  /** Times connections from now on for `instruments`; `undefined` stops. */
+  instrument(instruments: PoolInstruments | undefined): void {
+    this.#instruments = instruments
+  }
+
   /** Hands out a connection: an idle one if possible, else a new one, else waits for a release. */
-  async acquire(signal?: AbortSignal): Promise<C> {
+  acquire(signal?: AbortSignal): Promise<C> {
+    const instruments = this.#instruments
+    if (instruments === undefined) return this.#acquire(signal)
+    const startedAt = performance.now()
+    return this.#acquire(signal).then((connection) => {
+      const now = performance.now()
+      instruments.waited(now - startedAt)
+      const entry = this.#inUse.get(connection)
+      if (entry !== undefined) entry.acquiredAt = now
+      return connection
+    })
+  }
+
+  async #acquire(signal?: AbortSignal): Promise<C> {
     if (this.#ended) throw new DatabaseDestroyedError()
     this.#used = true
 
@@ -236,6 +272,10 @@ export class ConnectionPool<C> {
     const entry = this.#inUse.get(connection)
     if (entry === undefined) return
     this.#inUse.delete(connection)
+    if (entry.acquiredAt !== undefined) {
+      this.#instruments?.used(performance.now() - entry.acquiredAt)
+      entry.acquiredAt = undefined
+    }
 
     const reason = this.#ended
       ? 'pool-ended'
@@ -278,6 +318,11 @@ export class ConnectionPool<C> {
   /** Callers that gave up waiting for a connection (acquireTimeoutMs) since the pool was made. */
   get timeouts(): number {
     return this.#timeouts
+  }
+
+  /** Sessions the server refused for lack of slots (each one pauses the pool's growth), since the pool was made. */
+  get sessionRefusals(): number {
+    return this.#sessionRefusals
   }
 
   /** Current counts. */
@@ -350,15 +395,18 @@ export class ConnectionPool<C> {
     const traced = CONNECT_CHANNEL.hasSubscribers
       ? () => CONNECT_CHANNEL.tracePromise(connect, { endpoint: this.name })
       : connect
-    return withDeadline(
-      traced,
-      timeoutMs,
-      () => {
-        throw new ConnectTimeoutError(this.name, timeoutMs)
-      },
-      // Too late: the caller has its error already. Do not leak the connection.
-      (connection) => this.#track(this.#connector.close(connection)),
-    )
+    const bounded = () =>
+      withDeadline(
+        traced,
+        timeoutMs,
+        () => {
+          throw new ConnectTimeoutError(this.name, timeoutMs)
+        },
+        // Too late: the caller has its error already. Do not leak the connection.
+        (connection) => this.#track(this.#connector.close(connection)),
+      )
+    const instruments = this.#instruments
+    return instruments === undefined ? bounded() : instruments.connect(bounded)
   }
 
   /**
@@ -376,7 +424,7 @@ export class ConnectionPool<C> {
         this.#connector.destroy(entry.connection)
         this.#close(entry, 'failed-validation')
       }
-      return this.acquire()
+      return this.#acquire()
     }
   }
 
@@ -394,7 +442,7 @@ export class ConnectionPool<C> {
     await new Promise<void>((resolve) => setImmediate(resolve))
     if (!this.#connector.isBroken(entry.connection)) return entry.connection
     if (this.#inUse.delete(entry.connection)) this.#close(entry, 'broken')
-    return this.acquire()
+    return this.#acquire()
   }
 
   /** A dead peer may never answer the ping: bound it like opening a connection, by connectTimeoutMs. */
@@ -557,6 +605,7 @@ export class ConnectionPool<C> {
    * then opens one connection at a time again.
    */
   #pauseGrowth(error: unknown): void {
+    this.#sessionRefusals++
     const held = this.#idle.length + this.#inUse.size
     this.#lastRefusal = error
     this.#saturatedUntil = Date.now() + SATURATION_MEMORY_MS

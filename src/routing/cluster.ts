@@ -2,6 +2,7 @@ import type { EndpointSettings } from '../config/endpoint-settings.js'
 import type { ResolvedConfig } from '../config/resolve-config.js'
 import type { ResolvedTopology } from '../config/topology-options.js'
 import { type ConsistencyScope, ReadYourWrites } from '../consistency/read-your-writes.js'
+import { setOperationTracer } from '../diagnostics/operation-spans.js'
 import type { LagSource } from '../dialect/lag-queries.js'
 import { type LoadedDrivers, loadDrivers } from '../dialect/load-driver.js'
 import { Endpoint, type EndpointStats } from '../endpoint/endpoint.js'
@@ -11,7 +12,8 @@ import { classifyError, isSessionRefusal } from '../retry/classify-error.js'
 import { withDeadline } from '../retry/deadline.js'
 import type { ErrorClassification } from '../retry/error-classification.js'
 import { recordClusterMetrics } from '../telemetry/cluster-metrics.js'
-import { loadOpenTelemetryMetrics } from '../telemetry/load-opentelemetry.js'
+import { DbTelemetry, operationTracer, registeredTracer } from '../telemetry/db-telemetry.js'
+import { loadOpenTelemetry, type OpenTelemetryApi } from '../telemetry/load-opentelemetry.js'
 import { ReaderHealth } from '../topology/reader-health.js'
 import { TopologyMonitor, type TopologySnapshot } from '../topology/topology-monitor.js'
 import { WriterTracker } from '../topology/writer-tracker.js'
@@ -102,6 +104,8 @@ export class Cluster {
   #opening: Promise<Topology> | undefined
   /** Stops recording OpenTelemetry metrics; set once they are recorded. */
   #stopMetrics: (() => void) | undefined
+  /** Spans and time histograms; undefined without `@opentelemetry/api` or without an SDK registered. */
+  #telemetry: DbTelemetry | undefined
   #destroyed = false
   readonly #drivers: LoadedDrivers | undefined
 
@@ -150,6 +154,11 @@ export class Cluster {
 
   get destroyed(): boolean {
     return this.#destroyed
+  }
+
+  /** What statements report to OpenTelemetry; undefined (one test on the hot path) when nothing records. */
+  get telemetry(): DbTelemetry | undefined {
+    return this.#telemetry
   }
 
   /** True once `open()` has succeeded: lets the hot path skip an await. */
@@ -306,32 +315,49 @@ export class Cluster {
 
   /**
    * With `@opentelemetry/api` installed, records this db's metrics through the application's meter
-   * provider (telemetry/cluster-metrics.ts); without it, nothing. The pool gauges are read from
-   * `stats()` when the metric reader collects, so the statement path pays nothing.
+   * provider (telemetry/cluster-metrics.ts) and, with an SDK registered, its spans and time histograms
+   * (telemetry/db-telemetry.ts); without it, nothing. The pool gauges are read from `stats()` when the
+   * metric reader collects, so the statement path pays nothing for them.
    */
-  async #recordMetrics(): Promise<void> {
-    const api = await loadOpenTelemetryMetrics()
+  #recordTelemetry(api: OpenTelemetryApi | undefined, endpoints: ReadonlyArray<Endpoint>): void {
     if (api === undefined || this.#destroyed || this.#stopMetrics !== undefined) return
+    // Process-wide, like the tracer provider: writer discovery and credential fetches are traced through it.
+    const tracer = registeredTracer(api)
+    setOperationTracer(tracer === undefined ? undefined : operationTracer(api, tracer))
+    const telemetry = DbTelemetry.create(api, {
+      dialect: this.config.dialect,
+      endpoints: endpoints.map((endpoint) => endpoint.settings),
+      statementText: this.config.telemetry.statementText,
+    })
+    this.#telemetry = telemetry
+    if (telemetry !== undefined)
+      for (const endpoint of endpoints) endpoint.instrumentPool(telemetry.pool(endpoint.settings))
     this.#stopMetrics = recordClusterMetrics(
       {
         dialect: this.config.dialect,
-        endpoints: [...this.config.writers, ...this.config.readers],
+        endpoints: () => {
+          const topology = this.#topology
+          if (topology === undefined) return [...this.config.writers, ...this.config.readers]
+          return [...topology.writers.candidates, ...topology.readers].map((endpoint) => endpoint.settings)
+        },
         events: this.events,
         sample: () => {
           const topology = this.#topology
           if (topology === undefined) return []
           const { writers, readers } = this.stats()
-          const timeouts = (endpoint: Endpoint) => ({ acquireTimeouts: endpoint.acquireTimeouts })
+          const more = (endpoint: Endpoint) => ({
+            acquireTimeouts: endpoint.acquireTimeouts,
+            sessionRefusals: endpoint.sessionRefusals,
+            backingOff: endpoint.backingOff,
+            settings: endpoint.settings,
+          })
           return [
-            ...writers.map((stats, i) => ({
-              ...stats,
-              ...timeouts(topology.writers.candidates[i] as Endpoint),
-            })),
-            ...readers.map((stats, i) => ({ ...stats, ...timeouts(topology.readers[i] as Endpoint) })),
+            ...writers.map((stats, i) => ({ ...stats, ...more(topology.writers.candidates[i] as Endpoint) })),
+            ...readers.map((stats, i) => ({ ...stats, ...more(topology.readers[i] as Endpoint) })),
           ]
         },
       },
-      api,
+      api.metrics,
     )
   }
 
@@ -341,13 +367,16 @@ export class Cluster {
   }
 
   async #openTopology(): Promise<Topology> {
-    void this.#recordMetrics()
-    const drivers = this.#drivers ?? (await loadDrivers(this.config.dialect))
+    const [drivers, api] = await Promise.all([
+      this.#drivers ?? loadDrivers(this.config.dialect),
+      loadOpenTelemetry(),
+    ])
     const all = await Promise.all(
       [...this.config.writers, ...this.config.readers].map((settings) =>
         Endpoint.open(settings, drivers, this.events),
       ),
     )
+    this.#recordTelemetry(api, all)
     const writers = new WriterTracker(all.slice(0, this.config.writers.length), this.events)
     const readers = all.slice(this.config.writers.length)
     // A server that stopped answering: find the writer again, or take the reader out of rotation.
@@ -393,6 +422,8 @@ export class Cluster {
         },
         open: async (settings) => {
           const endpoint = await Endpoint.open(settings, drivers, this.events)
+          const telemetry = this.#telemetry
+          if (telemetry !== undefined) endpoint.instrumentPool(telemetry.pool(settings))
           endpoint.onUnresponsive =
             settings.role === 'writer'
               ? (unresponsive) => writers.suspect(unresponsive, 'unresponsive')

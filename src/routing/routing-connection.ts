@@ -16,6 +16,7 @@ import { classifyError } from '../retry/classify-error.js'
 import { withDeadline } from '../retry/deadline.js'
 import type { ErrorClassification, ErrorPhase } from '../retry/error-classification.js'
 import { mayRetry } from '../retry/retry-policy.js'
+import type { DbTelemetry, StatementTrace } from '../telemetry/db-telemetry.js'
 import { unlessAborted } from './abort.js'
 import { isReadOnlyStatement, mayChangeData } from './classify-statement.js'
 import type { Cluster } from './cluster.js'
@@ -98,6 +99,8 @@ export class RoutingConnection implements DatabaseConnection {
   #wroteIn: ConsistencyScope | undefined
   /** A statement's first connection, taken by {@link prepare} before Kysely runs it. */
   #prepared: Prepared | undefined
+  /** Why the session went where it is bound, for the statement spans' route events. */
+  #boundReason = 'session'
 
   constructor(cluster: Cluster, target: RoutingTarget, scope: RoutingScope, log: Log) {
     this.#cluster = cluster
@@ -119,8 +122,10 @@ export class RoutingConnection implements DatabaseConnection {
     options?: AbortableOperationOptions,
   ): Promise<void> {
     if (compiledQuery === undefined || this.#scope === 'session') {
-      if (this.#bound === undefined)
+      if (this.#bound === undefined) {
         this.#bound = await this.#leaseWithRetry(() => this.#sessionEndpoint(), options)
+        this.#boundReason = this.#sessionReason()
+      }
       return
     }
     const read = this.#isRead(compiledQuery)
@@ -149,22 +154,63 @@ export class RoutingConnection implements DatabaseConnection {
       const toReader = this.#target === 'reader' || (this.#target === 'auto' && accessMode === 'read only')
       const scope = this.#target === 'auto' ? this.#cluster.consistency.current() : undefined
       this.#bound = await this.#leaseWithRetry(() => this.#endpointFor(toReader, scope), options)
+      this.#boundReason =
+        this.#target === 'auto'
+          ? toReader
+            ? 'read-only transaction'
+            : 'transaction'
+          : `transaction, forced db.${this.#target}`
     }
     return this.#bound.endpoint
   }
 
-  async executeQuery<R>(
+  executeQuery<R>(
     compiledQuery: CompiledQuery,
     options?: AbortableOperationOptions,
   ): Promise<QueryResult<R>> {
+    // Undefined unless an OpenTelemetry SDK records: one test, no clock read, no allocation.
+    const telemetry = this.#cluster.telemetry
+    if (telemetry !== undefined) return this.#executeObserved<R>(telemetry, compiledQuery, options)
     if (!this.#logging) return this.#execute<R>(compiledQuery, options)
+    return this.#executeLogged<R>(compiledQuery, options)
+  }
+
+  async #executeLogged<R>(
+    compiledQuery: CompiledQuery,
+    options: AbortableOperationOptions | undefined,
+    trace?: StatementTrace,
+  ): Promise<QueryResult<R>> {
     const startTime = performance.now()
     try {
-      const result = await this.#execute<R>(compiledQuery, options)
+      const result = await this.#execute<R>(compiledQuery, options, trace)
       await this.#logQuery(compiledQuery, startTime, false)
       return result
     } catch (error) {
       await this.#logError(error, compiledQuery, startTime)
+      throw error
+    }
+  }
+
+  /**
+   * One statement under OpenTelemetry: its span covers every attempt, and is the active span while it
+   * runs, so connection opens, credential fetches and the driver's own spans nest under it.
+   */
+  async #executeObserved<R>(
+    telemetry: DbTelemetry,
+    compiledQuery: CompiledQuery,
+    options: AbortableOperationOptions | undefined,
+  ): Promise<QueryResult<R>> {
+    const trace = telemetry.statement(compiledQuery)
+    try {
+      const result = await trace.within(() =>
+        this.#logging
+          ? this.#executeLogged<R>(compiledQuery, options, trace)
+          : this.#execute<R>(compiledQuery, options, trace),
+      )
+      trace.end(false)
+      return result
+    } catch (error) {
+      trace.end(true, error)
       throw error
     }
   }
@@ -296,13 +342,16 @@ export class RoutingConnection implements DatabaseConnection {
   async #execute<R>(
     compiledQuery: CompiledQuery,
     options?: AbortableOperationOptions,
+    trace?: StatementTrace,
   ): Promise<QueryResult<R>> {
     this.#signal = options?.signal
     if (this.#bound === undefined && this.#scope === 'session') {
-      this.#bound = await this.#leaseWithRetry(() => this.#sessionEndpoint(), options)
+      this.#bound = await this.#leaseWithRetry(() => this.#sessionEndpoint(), options, false, trace)
+      this.#boundReason = this.#sessionReason()
     }
     const bound = this.#bound
-    if (bound === undefined) return this.#executeStatement<R>(compiledQuery, options)
+    if (bound === undefined) return this.#executeStatement<R>(compiledQuery, options, trace)
+    trace?.route(bound.endpoint.settings, this.#boundReason)
 
     // A cancel of the session's previous statement still on its way (see Lease.aborting).
     if (bound.aborting !== undefined) await bound.aborting
@@ -341,7 +390,8 @@ export class RoutingConnection implements DatabaseConnection {
    */
   async #executeStatement<R>(
     compiledQuery: CompiledQuery,
-    options?: AbortableOperationOptions,
+    options: AbortableOperationOptions | undefined,
+    trace: StatementTrace | undefined,
   ): Promise<QueryResult<R>> {
     let prepared = this.#prepared
     this.#prepared = undefined
@@ -359,14 +409,16 @@ export class RoutingConnection implements DatabaseConnection {
           lease = prepared.lease
           endpoint = lease.endpoint
           prepared = undefined
+          trace?.route(endpoint.settings, this.#routeReason(compiledQuery, read, scope, endpoint))
         } else {
           const picked = this.#endpointFor(read, scope)
           endpoint = picked instanceof Promise ? await unlessAborted(picked, options?.signal) : picked
+          trace?.route(endpoint.settings, this.#routeReason(compiledQuery, read, scope, endpoint))
           lease = await this.#lease(endpoint, options)
         }
       } catch (error) {
         const failure = new AttemptError(error, endpoint, 'connect')
-        await this.#beforeRetry(failure, attempt, startedAt, read, options)
+        await this.#beforeRetry(failure, attempt, startedAt, read, options, trace)
         continue
       }
       let failure: AttemptError
@@ -389,8 +441,42 @@ export class RoutingConnection implements DatabaseConnection {
         this.#active = undefined
         await lease.endpoint.release(lease.connection, lease.discard)
       }
-      await this.#beforeRetry(failure, attempt, startedAt, read, options)
+      await this.#beforeRetry(failure, attempt, startedAt, read, options, trace)
     }
+  }
+
+  /**
+   * Why a single statement went to `endpoint`, for its span's route event (computed only when traced).
+   * A read the router would send to a reader lands on the writer when no reader is configured, none is
+   * healthy, or (read-your-writes) none has replayed what the read must see.
+   */
+  #routeReason(
+    compiledQuery: CompiledQuery,
+    read: boolean,
+    scope: ConsistencyScope | undefined,
+    endpoint: Endpoint,
+  ): string {
+    const toReader = endpoint.role === 'reader'
+    if (this.#target === 'writer') return 'forced db.writer'
+    if (this.#target === 'reader')
+      return toReader ? 'forced db.reader' : 'forced db.reader, no healthy reader'
+    if (!read) {
+      const { kind } = compiledQuery.query
+      if (kind === 'SelectQueryNode')
+        return 'select that must read the writer (row lock, writer table or catalog)'
+      return kind === 'RawNode' ? 'raw statement' : 'write statement'
+    }
+    if (scope !== undefined)
+      return toReader ? 'read-your-writes, reader caught up' : 'read-your-writes, no reader caught up'
+    if (toReader) return 'read statement'
+    return this.#cluster.config.readers.length === 0
+      ? 'read statement, no readers configured'
+      : 'no healthy reader'
+  }
+
+  /** Why a session (db.connection()) is bound where it is. */
+  #sessionReason(): string {
+    return this.#target === 'reader' ? 'session, forced db.reader' : 'session'
   }
 
   /** Runs one attempt traced on `kysely-resilient:query` (callers check it has subscribers). */
@@ -416,6 +502,7 @@ export class RoutingConnection implements DatabaseConnection {
     startedAt: number,
     read: boolean,
     options: AbortableOperationOptions | undefined,
+    trace?: StatementTrace,
   ): Promise<void> {
     const { classification } = failure
     if (failure.endpoint !== undefined) this.#cluster.reportFailure(failure.endpoint, classification)
@@ -433,6 +520,7 @@ export class RoutingConnection implements DatabaseConnection {
       delayMs,
       statement: read ? 'read' : 'write',
     })
+    trace?.retry({ attempt, endpoint: failure.endpoint?.name ?? 'unknown', classification, delayMs })
     await sleep(delayMs, options?.signal)
     // Waiting for discovery is part of the budget too.
     const remainingMs = maxElapsedMs - (performance.now() - startedAt)
@@ -447,6 +535,7 @@ export class RoutingConnection implements DatabaseConnection {
     pick: () => Endpoint | Promise<Endpoint>,
     options: AbortableOperationOptions | undefined,
     read = false,
+    trace?: StatementTrace,
   ): Promise<Lease> {
     const startedAt = performance.now()
     for (let attempt = 1; ; attempt++) {
@@ -457,7 +546,7 @@ export class RoutingConnection implements DatabaseConnection {
         return await this.#lease(endpoint, options)
       } catch (error) {
         const failure = new AttemptError(error, endpoint, 'connect')
-        await this.#beforeRetry(failure, attempt, startedAt, read, options)
+        await this.#beforeRetry(failure, attempt, startedAt, read, options, trace)
       }
     }
   }

@@ -6,11 +6,17 @@ import type { ResilientEvents } from '../events/resilient-events.js'
 /** One endpoint's counters at the moment the metric reader asks (a slice of `db.stats()`). */
 export interface EndpointSample {
   readonly name: string
+  /** The endpoint's settings: its attributes and pool limits (instances found by topology discovery too). */
+  readonly settings: EndpointSettings
   readonly idle: number
   readonly inUse: number
   readonly waiting: number
   /** Callers that waited `pool.acquireTimeoutMs` in vain, since the db was made. */
   readonly acquireTimeouts: number
+  /** Sessions the server refused for lack of slots, since the db was made. */
+  readonly sessionRefusals: number
+  /** True while the pool holds back its growth after such a refusal. */
+  readonly backingOff: boolean
   /** Readers only: in rotation. */
   readonly healthy?: boolean
   /** Readers only, with `maxReplicaLagMs`: the lag at the last check. */
@@ -20,13 +26,34 @@ export interface EndpointSample {
 /** What the metrics read from a db: its endpoints' settings, its events, and its counters on demand. */
 export interface MetricsSource {
   readonly dialect: SqlDialect
-  readonly endpoints: ReadonlyArray<EndpointSettings>
+  /** Every endpoint now: the configured ones, and the instances topology discovery added. */
+  endpoints(): ReadonlyArray<EndpointSettings>
   readonly events: ResilientEvents
   /** The endpoints' counters now; empty before the db has opened. */
   sample(): ReadonlyArray<EndpointSample>
 }
 
 const METER_NAME = 'kysely-resilient'
+
+/** `db.system.name` of a dialect, as the OpenTelemetry conventions spell it (MariaDB reports `mysql` too). */
+export function dbSystemName(dialect: SqlDialect): 'postgresql' | 'mysql' {
+  return dialect === 'postgres' ? 'postgresql' : 'mysql'
+}
+
+/**
+ * What every metric point of an endpoint carries: `db.system.name`, the endpoint's name as
+ * `db.client.connection.pool.name`, its role, `server.address` and `server.port`; never a user name
+ * or a secret.
+ */
+export function endpointMetricAttributes(endpoint: EndpointSettings): Attributes {
+  return {
+    'db.system.name': dbSystemName(endpoint.dialect),
+    'db.client.connection.pool.name': endpoint.name,
+    'kysely_resilient.endpoint.role': endpoint.role,
+    ...(endpoint.host === undefined ? {} : { 'server.address': endpoint.host }),
+    'server.port': endpoint.port,
+  }
+}
 
 /**
  * Records a db's metrics through the application's OpenTelemetry meter provider:
@@ -40,7 +67,9 @@ const METER_NAME = 'kysely-resilient'
  *   `kysely_resilient.failover.duration`, `kysely_resilient.reader.ejections` /
  *   `kysely_resilient.reader.restores`, `kysely_resilient.reader.healthy`,
  *   `kysely_resilient.replica.lag`, `kysely_resilient.credential.refreshes`,
- *   `kysely_resilient.endpoint.unresponsive`, `kysely_resilient.errors`.
+ *   `kysely_resilient.endpoint.unresponsive`, `kysely_resilient.errors` (by category and code),
+ *   `kysely_resilient.credential.failures`, and the storm back-off: `kysely_resilient.pool.session_refusals`
+ *   and `kysely_resilient.pool.backing_off`.
  *
  * Attributes name the endpoint (`db.client.connection.pool.name`), its role, `db.system.name`,
  * `server.address` and `server.port`: never a user name, password or token. Returns the function
@@ -48,19 +77,15 @@ const METER_NAME = 'kysely-resilient'
  */
 export function recordClusterMetrics(source: MetricsSource, api: MetricsAPI): () => void {
   const meter = api.getMeter(METER_NAME)
-  const system = source.dialect === 'postgres' ? 'postgresql' : 'mysql'
-  const attributesOf = new Map<string, Attributes>()
-  for (const endpoint of source.endpoints) {
-    attributesOf.set(endpoint.name, {
-      'db.system.name': system,
-      'db.client.connection.pool.name': endpoint.name,
-      'kysely_resilient.endpoint.role': endpoint.role,
-      ...(endpoint.host === undefined ? {} : { 'server.address': endpoint.host }),
-      'server.port': endpoint.port,
-    })
+  const system = dbSystemName(source.dialect)
+  // Events name their endpoint only: its attributes are those of the endpoint by that name (an
+  // instance's writer-role and reader-role endpoints share it; events about either take the first).
+  const attributesOf = (name: string): Attributes | undefined => {
+    const endpoint = source.endpoints().find((candidate) => candidate.name === name)
+    return endpoint === undefined ? undefined : endpointMetricAttributes(endpoint)
   }
   const attributes = (endpoint: string, extra?: Attributes): Attributes => ({
-    ...(attributesOf.get(endpoint) ?? {
+    ...(attributesOf(endpoint) ?? {
       'db.system.name': system,
       'db.client.connection.pool.name': endpoint,
     }),
@@ -95,20 +120,38 @@ export function recordClusterMetrics(source: MetricsSource, api: MetricsAPI): ()
     description: "The reader's replay lag at the last check (routing.maxReplicaLagMs)",
     unit: 's',
   })
-  const observables: Observable[] = [count, idleMin, max, pending, timeouts, healthy, lag]
-  const settingsOf = new Map(source.endpoints.map((endpoint) => [endpoint.name, endpoint]))
+  const refusals = meter.createObservableCounter('kysely_resilient.pool.session_refusals', {
+    description:
+      'Sessions the server refused for lack of slots (53300, 1040); the pool backs off its growth after each',
+    unit: '{refusal}',
+  })
+  const backingOff = meter.createObservableUpDownCounter('kysely_resilient.pool.backing_off', {
+    description:
+      '1 while the pool holds back opening connections after a refused session (storm back-off), else 0',
+    unit: '1',
+  })
+  const observables: Observable[] = [
+    count,
+    idleMin,
+    max,
+    pending,
+    timeouts,
+    healthy,
+    lag,
+    refusals,
+    backingOff,
+  ]
   const observe: Parameters<typeof meter.addBatchObservableCallback>[0] = (result) => {
     for (const sample of source.sample()) {
-      const base = attributes(sample.name)
+      const base = endpointMetricAttributes(sample.settings)
       result.observe(count, sample.idle, { ...base, 'db.client.connection.state': 'idle' })
       result.observe(count, sample.inUse, { ...base, 'db.client.connection.state': 'used' })
       result.observe(pending, sample.waiting, base)
       result.observe(timeouts, sample.acquireTimeouts, base)
-      const pool = settingsOf.get(sample.name)?.pool
-      if (pool !== undefined) {
-        result.observe(idleMin, pool.min, base)
-        result.observe(max, pool.max, base)
-      }
+      result.observe(refusals, sample.sessionRefusals, base)
+      result.observe(backingOff, sample.backingOff ? 1 : 0, base)
+      result.observe(idleMin, sample.settings.pool.min, base)
+      result.observe(max, sample.settings.pool.max, base)
       if (sample.healthy !== undefined) result.observe(healthy, sample.healthy ? 1 : 0, base)
       if (sample.lagMs !== undefined && Number.isFinite(sample.lagMs))
         result.observe(lag, sample.lagMs / 1000, base)
@@ -144,6 +187,11 @@ export function recordClusterMetrics(source: MetricsSource, api: MetricsAPI): ()
     description: 'Times an endpoint was declared unresponsive by the liveness probe',
     unit: '{event}',
   })
+  const credentialFailures = meter.createCounter('kysely_resilient.credential.failures', {
+    description:
+      'Credential fetches that failed (IAM signer, Secrets Manager, token function), in the background or for a new connection',
+    unit: '{failure}',
+  })
   const errors = meter.createCounter('kysely_resilient.errors', {
     description:
       "Failures the library reported on 'error' (probes, discovery, credential fetches), by category",
@@ -170,8 +218,13 @@ export function recordClusterMetrics(source: MetricsSource, api: MetricsAPI): ()
     'credentials-refreshed': (event: { endpoint: string; reason: string }) =>
       refreshes.add(1, attributes(event.endpoint, { 'kysely_resilient.reason': event.reason })),
     'endpoint-unresponsive': (event: { endpoint: string }) => unresponsive.add(1, attributes(event.endpoint)),
-    error: (event: { endpoint: string; category: string }) =>
-      errors.add(1, attributes(event.endpoint, { 'error.type': event.category })),
+    error: (event: { endpoint: string; category: string; code?: string | undefined; reason: string }) => {
+      const code = event.code === undefined ? {} : { 'kysely_resilient.error.code': event.code }
+      errors.add(1, attributes(event.endpoint, { 'error.type': event.category, ...code }))
+      if (event.code?.startsWith('CREDENTIALS_') === true || /credential/.test(event.reason)) {
+        credentialFailures.add(1, attributes(event.endpoint, { 'error.type': event.category, ...code }))
+      }
+    },
   } as const
   for (const [name, listener] of Object.entries(listeners)) {
     events.on(name as 'retry', listener as never)

@@ -1,3 +1,4 @@
+import { OPERATION_SPANS, traceOperation } from '../diagnostics/operation-spans.js'
 import type { Endpoint } from '../endpoint/endpoint.js'
 import type { ResilientEvents } from '../events/resilient-events.js'
 import { classifyError } from '../retry/classify-error.js'
@@ -129,7 +130,11 @@ export class WriterTracker {
     if (reason === 'read-only') endpoint.drain()
     else if (reason !== 'startup') endpoint.evictIdle()
     if (this.#discovery !== undefined) return
-    this.#discovery = this.#discover(reason).finally(() => {
+    this.#discovery = traceOperation(
+      OPERATION_SPANS.writerDiscovery,
+      () => ({ 'kysely_resilient.endpoint.name': endpoint.name, 'kysely_resilient.reason': reason }),
+      () => this.#discover(reason),
+    ).finally(() => {
       this.#discovery = undefined
       this.#generation++
       // Connections of the writer found (or kept) are good again; the others may lead to a demoted one.

@@ -932,3 +932,48 @@ describe('when the server refuses sessions (too many connections)', () => {
     expect(pool.counts().idle).toBe(1)
   })
 })
+
+describe('instruments (OpenTelemetry timings)', () => {
+  test('with instruments, every open goes through connect and every acquire and release is timed', async () => {
+    const { pool, connector } = makePool({ max: 2 })
+    const calls: string[] = []
+    pool.instrument({
+      connect: (open) => {
+        calls.push('connect')
+        return open()
+      },
+      waited: (ms) => calls.push(ms >= 0 ? 'waited' : 'negative wait'),
+      used: (ms) => calls.push(ms >= 0 ? 'used' : 'negative use'),
+    })
+    const first = await pool.acquire()
+    pool.release(first)
+    const again = await pool.acquire()
+    expect(again).toBe(first)
+    pool.release(again)
+    expect(calls).toEqual(['connect', 'waited', 'used', 'waited', 'used'])
+    expect(connector.connectCalls).toBe(1)
+
+    // A failed open is seen by connect too, and its error reaches the caller unchanged.
+    connector.plan.push('fail')
+    const held = await pool.acquire()
+    await expect(pool.acquire()).rejects.toThrow('connection refused')
+    pool.release(held)
+    expect(calls.slice(5)).toEqual(['waited', 'connect', 'used'])
+  })
+
+  test('without instruments (after instrument(undefined)), nothing is timed', async () => {
+    const { pool } = makePool()
+    const calls: string[] = []
+    pool.instrument({
+      connect: (open) => {
+        calls.push('connect')
+        return open()
+      },
+      waited: () => calls.push('waited'),
+      used: () => calls.push('used'),
+    })
+    pool.instrument(undefined)
+    pool.release(await pool.acquire())
+    expect(calls).toEqual([])
+  })
+})

@@ -32,6 +32,8 @@ export type RecordKind =
   | 'warning'
   /** Something written to console.warn or console.error. */
   | 'console'
+  /** An OpenTelemetry span or metric point a test's in-memory exporter received (test/telemetry). */
+  | 'telemetry'
 
 /** One piece of text the library (or the test around it) produced and that must hold no secret. */
 export interface LeakRecord {
@@ -228,6 +230,7 @@ export function countByKind(records: ReadonlyArray<LeakRecord>): Record<RecordKi
     db: 0,
     warning: 0,
     console: 0,
+    telemetry: 0,
   }
   for (const record of records) counts[record.kind] += 1
   return counts

@@ -167,6 +167,14 @@ function render(text: () => string | undefined): string | undefined {
   }
 }
 
+/**
+ * Records what an OpenTelemetry exporter received (a span with its attributes and events, a metric
+ * point), for the final search: telemetry is output to the outside world like events and errors.
+ */
+export function recordTelemetry(view: string, text: () => string): void {
+  record('telemetry', view, text, 'lazy')
+}
+
 /** Writes every waiting record to this process's file (synchronously, so it also works at exit). */
 export function flushLeakRecords(): void {
   if (pending.length === 0) return

@@ -5,6 +5,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { createDb, type ResilientDb, withRetry } from '../../src/index.js'
 import { newAppPassword, setAppPassword } from '../support/app-password.js'
 import { describeEngines } from '../support/database.js'
+import { recordTelemetry } from '../support/leak-watch.js'
 import { pollUntil } from '../support/poll.js'
 import { getFreePort } from '../support/ports.js'
 import { type PostgresCluster, startPostgresCluster } from '../support/postgres-cluster.js'
@@ -44,7 +45,7 @@ interface Point {
 
 async function collect(): Promise<Point[]> {
   const { resourceMetrics } = await reader.collect()
-  return resourceMetrics.scopeMetrics
+  const points = resourceMetrics.scopeMetrics
     .filter((scope) => scope.scope.name === 'kysely-resilient')
     .flatMap((scope) => scope.metrics)
     .flatMap((metric) =>
@@ -54,6 +55,10 @@ async function collect(): Promise<Point[]> {
         value: point.value,
       })),
     )
+  // Every exported point goes to the suite's leak watch too.
+  const text = JSON.stringify(points)
+  recordTelemetry('metric points', () => text)
+  return points
 }
 
 /** The points of one metric for one endpoint (`port` tells this test's endpoints from earlier ones). */
@@ -107,9 +112,14 @@ describeEngines('OpenTelemetry metrics', (engine, info) => {
       'server.port': Number(url.port),
     })
     expect(points(all, 'kysely_resilient.reader.healthy', 'reader-0', readerPort)[0]?.value).toBe(1)
-    const printed = JSON.stringify(all)
-    if (info.password !== undefined) expect(printed).not.toContain(info.password)
-    expect(printed).not.toContain('"app"')
+    if (info.password !== undefined) expect(JSON.stringify(all)).not.toContain(info.password)
+    // The user name never appears; the test database is called 'app' too, and db.client.operation.duration
+    // names it (db.namespace), rightly.
+    const withoutNamespace = all.map(({ attributes: { 'db.namespace': _, ...attributes }, ...point }) => ({
+      ...point,
+      attributes,
+    }))
+    expect(JSON.stringify(withoutNamespace)).not.toContain('"app"')
   })
 
   it('counts callers that waited acquireTimeoutMs for a connection in vain', async () => {
@@ -160,6 +170,62 @@ describeEngines('OpenTelemetry metrics', (engine, info) => {
       { value: 1, attributes: { 'kysely_resilient.reason': 'initial' } },
     ])
     expect(JSON.stringify(all)).not.toContain(password)
+  })
+})
+
+describe('OpenTelemetry metrics of the storm back-off and of credential failures', () => {
+  let small: PostgresCluster
+
+  beforeAll(async () => {
+    // max_connections 10: 7 sessions for the app role.
+    small = await startPostgresCluster({ replica: false, maxConnections: 10 })
+    registerSecret(small.password)
+  }, 120_000)
+
+  afterAll(async () => {
+    await small?.stop()
+  })
+
+  it('counts sessions the server refused and shows the pool backing off, while every statement is served', async () => {
+    const db = createDb<Record<string, never>>({
+      dialect: 'postgres',
+      writer: small.writerUrl,
+      pool: { max: 12, acquireTimeoutMs: 20_000 },
+    })
+    dbs.push(db)
+    const port = Number(new URL(small.writerUrl).port)
+    await Promise.all(Array.from({ length: 12 }, () => sql`select pg_sleep(0.3)`.execute(db)))
+    const all = await collect()
+    const refusals = points(all, 'kysely_resilient.pool.session_refusals', 'writer', port)[0]?.value
+    expect(refusals).toBeGreaterThan(0)
+    // Right after the refusals the pool still holds back.
+    expect(points(all, 'kysely_resilient.pool.backing_off', 'writer', port)[0]?.value).toBe(1)
+  })
+
+  it('counts a failed credential fetch by its code', async () => {
+    const url = new URL(small.writerUrl)
+    url.password = ''
+    const db = createDb<Record<string, never>>({
+      dialect: 'postgres',
+      writer: url.toString(),
+      auth: {
+        type: 'token',
+        getToken: async () => {
+          throw new Error('the vault is sealed')
+        },
+        ttlMs: 60_000,
+      },
+      retry: false,
+    })
+    dbs.push(db)
+    await expect(sql`select 1`.execute(db)).rejects.toMatchObject({
+      code: expect.stringMatching(/^CREDENTIALS_/),
+    })
+    const all = await collect()
+    const failures = points(all, 'kysely_resilient.credential.failures', 'writer', Number(url.port))
+    expect(failures).toMatchObject([
+      { value: 1, attributes: { 'kysely_resilient.error.code': expect.stringMatching(/^CREDENTIALS_/) } },
+    ])
   })
 })
 

@@ -1,0 +1,505 @@
+import { tracingChannel } from 'node:diagnostics_channel'
+import { context, metrics, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api'
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks'
+import { type DataPoint, MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics'
+import {
+  BasicTracerProvider,
+  InMemorySpanExporter,
+  type ReadableSpan,
+  SimpleSpanProcessor,
+} from '@opentelemetry/sdk-trace-base'
+import { sql } from 'kysely'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { ConfigError, createDb, type ResilientDb, withRetry } from '../../src/index.js'
+import { newAppPassword, setAppPassword } from '../support/app-password.js'
+import { describeEngines } from '../support/database.js'
+import { recordTelemetry } from '../support/leak-watch.js'
+import { pollUntil } from '../support/poll.js'
+import { getFreePort } from '../support/ports.js'
+import { type PostgresCluster, startPostgresCluster } from '../support/postgres-cluster.js'
+import { registerSecret } from '../support/secrets.js'
+import { pgQuery } from '../support/sql.js'
+
+// OpenTelemetry spans and time histograms through the SDK's in-memory exporter and reader, on real
+// servers, with an AsyncLocalStorage context manager as a Node application registers one: a span per
+// statement nested under the application's span, the routing decision and retries as its events,
+// spans for connection opens, writer discovery and credential fetches, the semantic conventions'
+// time histograms, and never a secret, a parameter value or (unless asked for) the statement text.
+
+class CollectingReader extends MetricReader {
+  protected override async onForceFlush(): Promise<void> {}
+  protected override async onShutdown(): Promise<void> {}
+}
+
+const exporter = new InMemorySpanExporter()
+const tracerProvider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] })
+const contextManager = new AsyncLocalStorageContextManager()
+const reader = new CollectingReader()
+const meterProvider = new MeterProvider({ readers: [reader] })
+const appTracer = () => trace.getTracer('the-app')
+
+beforeAll(() => {
+  context.setGlobalContextManager(contextManager.enable())
+  trace.setGlobalTracerProvider(tracerProvider)
+  metrics.setGlobalMeterProvider(meterProvider)
+})
+afterAll(async () => {
+  await tracerProvider.shutdown()
+  await meterProvider.shutdown()
+  trace.disable()
+  context.disable()
+  metrics.disable()
+})
+
+const dbs: Array<ResilientDb<Record<string, never>>> = []
+afterEach(async () => {
+  await Promise.all(dbs.splice(0).map((db) => db.destroy()))
+  exporter.reset()
+})
+
+/** The spans exported so far, each also handed to the leak watch: names, attributes, events, status. */
+function spans(): ReadableSpan[] {
+  const finished = exporter.getFinishedSpans()
+  for (const span of finished) {
+    const text = JSON.stringify({
+      name: span.name,
+      attributes: span.attributes,
+      events: span.events.map((event) => ({ name: event.name, attributes: event.attributes })),
+      status: span.status,
+    })
+    recordTelemetry(`span ${span.name}`, () => text)
+  }
+  return finished
+}
+
+interface Point {
+  readonly name: string
+  readonly attributes: Record<string, unknown>
+  readonly value: unknown
+}
+
+async function collect(): Promise<Point[]> {
+  const { resourceMetrics } = await reader.collect()
+  const points = resourceMetrics.scopeMetrics
+    .filter((scope) => scope.scope.name === 'kysely-resilient')
+    .flatMap((scope) => scope.metrics)
+    .flatMap((metric) =>
+      (metric.dataPoints as DataPoint<unknown>[]).map((point) => ({
+        name: metric.descriptor.name,
+        attributes: point.attributes as Record<string, unknown>,
+        value: point.value,
+      })),
+    )
+  const text = JSON.stringify(points)
+  recordTelemetry('metric points', () => text)
+  return points
+}
+
+/**
+ * Calls `onQuery` where a driver instrumentation starts its span: inside pg's `Client.query` (which
+ * `@opentelemetry/instrumentation-pg` patches), on mysql2's `mysql2:query` tracing channel (which
+ * the mysql2 instrumentations read). Returns the function that stops watching.
+ */
+async function watchDriverQueries(engine: 'postgres' | 'mysql', onQuery: () => void): Promise<() => void> {
+  if (engine === 'postgres') {
+    const pg = (await import('pg')).default
+    const prototype = pg.Client.prototype as unknown as { query: (...args: unknown[]) => unknown }
+    const original = prototype.query
+    prototype.query = function (this: unknown, ...args: unknown[]) {
+      onQuery()
+      return original.apply(this, args)
+    }
+    return () => {
+      prototype.query = original
+    }
+  }
+  const channel = tracingChannel('mysql2:query')
+  channel.start.subscribe(onQuery)
+  return () => channel.start.unsubscribe(onQuery)
+}
+
+const isStatement = (span: ReadableSpan) => span.attributes['db.operation.name'] !== undefined
+const parentOf = (span: ReadableSpan) => span.parentSpanContext?.spanId
+
+describeEngines('OpenTelemetry spans', (engine, info) => {
+  const writer = new URL(info.writerUrl)
+  const database = writer.pathname.slice(1)
+  const system = engine === 'postgres' ? 'postgresql' : 'mysql'
+
+  it('one span per statement under the application span, with the routing decision and the connection opens', async () => {
+    const db = createDb<Record<string, never>>({
+      dialect: engine,
+      writer: info.writerUrl,
+      readers: [info.readerUrl],
+    })
+    dbs.push(db)
+    // Where a driver instrumentation would start its span, ours must be the active one.
+    const driverParents: Array<string | undefined> = []
+    const stopWatching = await watchDriverQueries(engine, () =>
+      driverParents.push(trace.getActiveSpan()?.spanContext().spanId),
+    )
+    const parent = await appTracer()
+      .startActiveSpan('GET /people', async (span) => {
+        await db.selectNoFrom(sql<number>`1`.as('one')).execute()
+        await sql`select 2`.execute(db.writer)
+        span.end()
+        return span
+      })
+      .finally(stopWatching)
+    const all = spans()
+    const statements = all.filter(isStatement)
+    expect(statements.map((span) => span.name)).toEqual([`SELECT ${database}`, `SELECT ${database}`])
+    const [read, forced] = statements as [ReadableSpan, ReadableSpan]
+    for (const span of statements) {
+      expect(span.kind).toBe(SpanKind.CLIENT)
+      expect(parentOf(span)).toBe(parent.spanContext().spanId)
+      expect(span.spanContext().traceId).toBe(parent.spanContext().traceId)
+      expect(span.status.code).not.toBe(SpanStatusCode.ERROR)
+      expect(span.attributes).toMatchObject({
+        'db.system': system,
+        'db.system.name': system,
+        'db.namespace': database,
+        'db.operation.name': 'SELECT',
+        'server.port': expect.any(Number),
+        'server.address': expect.any(String),
+      })
+      expect(span.attributes['db.query.text']).toBeUndefined()
+    }
+    expect(read.attributes).toMatchObject({
+      'kysely_resilient.endpoint.name': 'reader-0',
+      'kysely_resilient.endpoint.role': 'reader',
+      'server.port': Number(new URL(info.readerUrl).port),
+    })
+    expect(read.events.map((event) => [event.name, event.attributes])).toEqual([
+      [
+        'kysely_resilient.route',
+        {
+          'kysely_resilient.endpoint.name': 'reader-0',
+          'kysely_resilient.endpoint.role': 'reader',
+          'kysely_resilient.route.reason': 'read statement',
+        },
+      ],
+    ])
+    expect(forced.attributes).toMatchObject({
+      'kysely_resilient.endpoint.name': 'writer',
+      'kysely_resilient.endpoint.role': 'writer',
+      'server.address': writer.hostname,
+      'server.port': Number(writer.port),
+    })
+    expect(forced.events[0]?.attributes?.['kysely_resilient.route.reason']).toBe('forced db.writer')
+    expect(driverParents).toEqual([read.spanContext().spanId, forced.spanContext().spanId])
+    // Each statement opened its endpoint's first connection: a connect span under the statement's.
+    const connects = all.filter((span) => span.name === 'kysely-resilient connect')
+    expect(
+      connects.map((span) => [span.attributes['kysely_resilient.endpoint.name'], parentOf(span)]),
+    ).toEqual([
+      ['reader-0', read.spanContext().spanId],
+      ['writer', forced.spanContext().spanId],
+    ])
+    if (info.password !== undefined)
+      expect(JSON.stringify(all.map((span) => span.attributes))).not.toContain(info.password)
+  })
+
+  it('a read retried on the writer: route and retry events, the failed connect, the credential fetch', async () => {
+    const deadPort = await getFreePort()
+    const url = new URL(info.writerUrl)
+    const password = decodeURIComponent(url.password)
+    url.password = ''
+    const dead = new URL(url)
+    dead.port = String(deadPort)
+    const db = createDb<Record<string, never>>({
+      dialect: engine,
+      writer: url.toString(),
+      readers: [dead.toString()],
+      auth: { type: 'token', getToken: async () => password, ttlMs: 3_600_000 },
+      routing: { readerCooldownMs: 60_000 },
+    })
+    dbs.push(db)
+    await db.selectNoFrom(sql<number>`1`.as('one')).execute()
+    const all = spans()
+    const [statement, ...others] = all.filter(isStatement)
+    expect(others).toEqual([])
+    expect(statement?.attributes['kysely_resilient.endpoint.name']).toBe('writer')
+    const events = (statement?.events ?? []).map((event) => ({ name: event.name, ...event.attributes }))
+    expect(events).toMatchObject([
+      {
+        name: 'kysely_resilient.route',
+        'kysely_resilient.endpoint.name': 'reader-0',
+        'kysely_resilient.route.reason': 'read statement',
+      },
+      {
+        name: 'kysely_resilient.retry',
+        'kysely_resilient.attempt': 1,
+        'kysely_resilient.endpoint.name': 'reader-0',
+        'kysely_resilient.error.category': 'unavailable',
+        'kysely_resilient.error.code': 'ECONNREFUSED',
+        'kysely_resilient.retry.delay_ms': expect.any(Number),
+      },
+      {
+        name: 'kysely_resilient.route',
+        'kysely_resilient.endpoint.name': 'writer',
+        'kysely_resilient.route.reason': 'no healthy reader',
+      },
+    ])
+    const connects = all.filter((span) => span.name === 'kysely-resilient connect')
+    const failed = connects.find((span) => span.attributes['kysely_resilient.endpoint.name'] === 'reader-0')
+    expect(failed?.status.code).toBe(SpanStatusCode.ERROR)
+    expect(failed?.attributes).toMatchObject({ 'error.type': 'ECONNREFUSED', 'server.port': deadPort })
+    expect(failed?.events.map((event) => event.name)).toEqual(['exception'])
+    // Each endpoint fetched its token once, inside its first connect.
+    const fetches = all.filter((span) => span.name === 'kysely-resilient credential fetch')
+    expect(
+      fetches.map((span) => [
+        span.attributes['kysely_resilient.endpoint.name'],
+        span.attributes['kysely_resilient.auth.type'],
+        span.attributes['kysely_resilient.reason'],
+      ]),
+    ).toEqual(
+      expect.arrayContaining([
+        ['reader-0', 'token', 'initial'],
+        ['writer', 'token', 'initial'],
+      ]),
+    )
+    for (const fetch of fetches) {
+      const connect = connects.find(
+        (span) =>
+          span.attributes['kysely_resilient.endpoint.name'] ===
+          fetch.attributes['kysely_resilient.endpoint.name'],
+      )
+      expect(parentOf(fetch)).toBe(connect?.spanContext().spanId)
+    }
+    expect(JSON.stringify(all.map((span) => [span.attributes, span.events, span.status]))).not.toContain(
+      password,
+    )
+  })
+
+  it('a failed statement: error status, error.type from the server, no driver message', async () => {
+    const db = createDb<Record<string, never>>({ dialect: engine, writer: info.writerUrl, retry: false })
+    dbs.push(db)
+    await expect(sql`select * from no_such_table_for_spans`.execute(db)).rejects.toThrow()
+    const [statement] = spans().filter(isStatement)
+    const code = engine === 'postgres' ? '42P01' : '1146'
+    expect(statement?.status.code).toBe(SpanStatusCode.ERROR)
+    expect(statement?.attributes).toMatchObject({
+      'error.type': code,
+      'kysely_resilient.error.category': 'fatal',
+      'db.operation.name': 'SELECT',
+    })
+    const exception = statement?.events.find((event) => event.name === 'exception')
+    expect(exception?.attributes?.['exception.type']).toBe(code)
+    // The server's message names the table (and, for other errors, may quote row values): not recorded.
+    expect(JSON.stringify(statement?.events)).not.toContain('no_such_table_for_spans')
+    expect(JSON.stringify(statement?.status)).not.toContain('no_such_table_for_spans')
+  })
+
+  it('statement text only with telemetry.statementText, never the parameter values', async () => {
+    const value = 'parameter-value-never-in-spans'
+    const plain = createDb<Record<string, never>>({ dialect: engine, writer: info.writerUrl })
+    const withText = createDb<Record<string, never>>({
+      dialect: engine,
+      writer: info.writerUrl,
+      telemetry: { statementText: true },
+    })
+    dbs.push(plain, withText)
+    await plain.selectNoFrom(sql<string>`${value}`.as('v')).execute()
+    await withText.selectNoFrom(sql<string>`${value}`.as('v')).execute()
+    const [withoutText, text] = spans().filter(isStatement) as [ReadableSpan, ReadableSpan]
+    expect(withoutText.attributes['db.query.text']).toBeUndefined()
+    expect(text.attributes['db.query.text']).toBe(
+      engine === 'postgres' ? 'select $1 as "v"' : 'select ? as `v`',
+    )
+    expect(JSON.stringify(spans().map((span) => [span.attributes, span.events]))).not.toContain(value)
+    expect(withText.settings.telemetry).toEqual({ statementText: true })
+  })
+
+  it('the semantic conventions time histograms, per endpoint, with error.type on failure', async () => {
+    const db = createDb<Record<string, never>>({ dialect: engine, writer: info.writerUrl, retry: false })
+    dbs.push(db)
+    const port = Number(writer.port)
+    const ofWriter = (points: Point[]) =>
+      points.filter(
+        (point) =>
+          point.attributes['server.port'] === port &&
+          point.attributes['db.client.connection.pool.name'] === 'writer',
+      )
+    // The histograms add up over every db of this file (same endpoint name and port): compare counts.
+    const before = ofWriter(await collect())
+    await sql`select 1`.execute(db)
+    await expect(sql`select * from no_such_table_for_metrics`.execute(db)).rejects.toThrow()
+    const all = ofWriter(await collect())
+    const countIn = (points: Point[], point: Point | undefined) =>
+      (
+        points.find(
+          (other) =>
+            other.name === point?.name &&
+            JSON.stringify(other.attributes) === JSON.stringify(point?.attributes),
+        )?.value as { count: number } | undefined
+      )?.count ?? 0
+    const added = (point: Point | undefined) =>
+      ((point?.value as { count: number } | undefined)?.count ?? 0) - countIn(before, point)
+    const histogram = (name: string, extra: Record<string, unknown> = {}) =>
+      all.filter(
+        (point) =>
+          point.name === name &&
+          Object.entries(extra).every(([key, expected]) => point.attributes[key] === expected),
+      )
+    const base = {
+      'db.system.name': system,
+      'db.client.connection.pool.name': 'writer',
+      'kysely_resilient.endpoint.role': 'writer',
+      'server.address': writer.hostname,
+      'server.port': port,
+    }
+    for (const name of [
+      'db.client.connection.create_time',
+      'db.client.connection.wait_time',
+      'db.client.connection.use_time',
+    ]) {
+      const [point, ...more] = histogram(name)
+      expect(more).toEqual([])
+      expect(point?.attributes).toEqual(base)
+      expect(added(point)).toBeGreaterThanOrEqual(1)
+    }
+    const ok = histogram('db.client.operation.duration', { 'error.type': undefined })
+    expect(ok.map((point) => point.attributes)).toEqual([
+      { ...base, 'db.namespace': database, 'db.operation.name': 'SELECT' },
+    ])
+    expect(added(ok[0])).toBe(1)
+    const failed = histogram('db.client.operation.duration', {
+      'error.type': engine === 'postgres' ? '42P01' : '1146',
+    })
+    expect(added(failed[0])).toBe(1)
+  })
+})
+
+describeEngines('OpenTelemetry writer discovery span', (engine, info) => {
+  it('several writer candidates: the startup discovery is a span, nested under the first statement', async () => {
+    const db = createDb<Record<string, never>>({
+      dialect: engine,
+      writer: [info.writerUrl, info.readerUrl],
+    })
+    dbs.push(db)
+    const parent = await appTracer().startActiveSpan('job', async (span) => {
+      await sql`select 1`.execute(db.writer)
+      span.end()
+      return span
+    })
+    const [discovery, ...more] = spans().filter((span) => span.name === 'kysely-resilient writer discovery')
+    expect(more).toEqual([])
+    expect(discovery?.attributes).toEqual({
+      'kysely_resilient.endpoint.name': 'writer-0',
+      'kysely_resilient.reason': 'startup',
+    })
+    expect(discovery?.spanContext().traceId).toBe(parent.spanContext().traceId)
+  })
+})
+
+describe('OpenTelemetry spans through a credential rotation and a failover drill', () => {
+  let cluster: PostgresCluster
+
+  beforeAll(async () => {
+    cluster = await startPostgresCluster()
+    registerSecret(cluster.password)
+    await pgQuery(
+      cluster.adminWriterUrl,
+      'create table drill (id int primary key); grant all on drill to app',
+    )
+  }, 120_000)
+
+  afterAll(async () => {
+    await cluster?.stop()
+  })
+
+  it('the refetch of rejected credentials and the discovery of the new writer are spans', async () => {
+    const original = newAppPassword()
+    await setAppPassword('postgres', cluster, original)
+    let current = original
+    const withoutPassword = (raw: string) => {
+      const url = new URL(raw)
+      url.password = ''
+      return url.toString()
+    }
+    const db = createDb<{ drill: { id: number } }>({
+      dialect: 'postgres',
+      writer: [withoutPassword(cluster.writerUrl), withoutPassword(cluster.readerUrl)],
+      auth: { type: 'token', getToken: async () => current, ttlMs: 3_600_000 },
+    })
+    dbs.push(db as unknown as ResilientDb<Record<string, never>>)
+    await db.insertInto('drill').values({ id: 1 }).execute()
+
+    // Rotation: a new connection presents the cached password, is refused, and fetches once more.
+    const rotated = newAppPassword()
+    await setAppPassword('postgres', cluster, rotated)
+    current = rotated
+    let arrived = 0
+    let release: () => void = () => {}
+    const allHere = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    await Promise.all(
+      Array.from({ length: 3 }, () =>
+        db.connection().execute(async (c) => {
+          await sql`select 1`.execute(c)
+          if (++arrived === 3) release()
+          await allHere
+        }),
+      ),
+    )
+    const fetches = spans()
+      .filter((span) => span.name === 'kysely-resilient credential fetch')
+      .filter((span) => span.attributes['kysely_resilient.endpoint.name'] === 'writer-0')
+      .map((span) => span.attributes['kysely_resilient.reason'])
+    expect(fetches).toEqual(['initial', 'rejected'])
+
+    // Failover: the primary dies, the replica is promoted, an idempotent write finds it.
+    await pollUntil(
+      async () =>
+        (await pgQuery(cluster.adminReaderUrl, 'select count(*)::int as n from drill'))[0]?.n === 1 ||
+        undefined,
+      { timeoutMs: 10_000, what: 'the replica to replay the first write' },
+    )
+    await cluster.primary.kill('SIGKILL')
+    await (cluster.replica as { promote(): Promise<void> }).promote()
+    await withRetry(
+      () =>
+        db
+          .insertInto('drill')
+          .values({ id: 2 })
+          .onConflict((c) => c.column('id').doNothing())
+          .execute(),
+      { idempotent: true, maxElapsedMs: 30_000 },
+    )
+    const all = spans()
+    const discoveries = all.filter(
+      (span) =>
+        span.name === 'kysely-resilient writer discovery' &&
+        span.attributes['kysely_resilient.reason'] !== 'startup',
+    )
+    expect(discoveries.length).toBeGreaterThanOrEqual(1)
+    expect(discoveries[0]?.attributes['kysely_resilient.endpoint.name']).toBe('writer-0')
+    expect(discoveries[0]?.status.code).not.toBe(SpanStatusCode.ERROR)
+    // The insert that succeeded ran on the new writer.
+    const inserts = all.filter((span) => span.attributes['db.operation.name'] === 'INSERT')
+    expect(inserts.at(-1)?.attributes['kysely_resilient.endpoint.name']).toBe('writer-1')
+    expect(inserts.at(-1)?.status.code).not.toBe(SpanStatusCode.ERROR)
+    const printed = JSON.stringify(all.map((span) => [span.attributes, span.events, span.status]))
+    expect(printed).not.toContain(original)
+    expect(printed).not.toContain(rotated)
+  }, 90_000)
+})
+
+describe('telemetry config', () => {
+  it('is validated like every other setting', () => {
+    const base = { dialect: 'postgres', writer: 'postgres://app@localhost/app' } as const
+    expect(() => createDb({ ...base, telemetry: { statementText: 'yes' as never } })).toThrow(
+      new ConfigError('telemetry.statementText', "expected true or false, got 'yes'"),
+    )
+    expect(() => createDb({ ...base, telemetry: { spans: false } as never })).toThrow(ConfigError)
+    expect(() => createDb({ ...base, telemetry: true as never })).toThrow(
+      expect.objectContaining({ message: expect.stringContaining('telemetry') }),
+    )
+    const db = createDb(base)
+    expect(db.settings.telemetry).toEqual({ statementText: false })
+    void db.destroy()
+  })
+})
