@@ -8,7 +8,7 @@ import {
   type QueryResult,
 } from 'kysely'
 import type { ConsistencyScope } from '../consistency/read-your-writes.js'
-import { QUERY_CHANNEL } from '../diagnostics/channels.js'
+import { QUERY_CHANNEL, type QueryTraceContext } from '../diagnostics/channels.js'
 import { operationOf } from '../diagnostics/operation.js'
 import type { Endpoint } from '../endpoint/endpoint.js'
 import { fullJitterDelay, sleep } from '../retry/backoff.js'
@@ -221,12 +221,21 @@ export class RoutingConnection implements DatabaseConnection {
     options?: AbortableOperationOptions,
   ): AsyncIterableIterator<QueryResult<R>> {
     const startTime = performance.now()
+    // A stream is one statement for OpenTelemetry (its span ends with the last row, or the error) and
+    // one attempt for the diagnostics channel (only opening its connection is ever retried). Its span
+    // is not made the active one: a generator cannot keep a context across its yields.
+    const trace = this.#cluster.telemetry?.statement(compiledQuery)
+    const channel = QUERY_CHANNEL.hasSubscribers ? new StreamChannelTrace(compiledQuery) : undefined
     try {
-      yield* this.#stream<R>(compiledQuery, chunkSize, options)
+      yield* this.#stream<R>(compiledQuery, chunkSize, options, trace, channel)
     } catch (error) {
+      trace?.end(true, error)
+      channel?.failed(error)
       if (this.#logging) await this.#logError(error, compiledQuery, startTime)
       throw error
     }
+    trace?.end(false)
+    channel?.succeeded()
     if (this.#logging) await this.#logQuery(compiledQuery, startTime, true)
   }
 
@@ -554,13 +563,18 @@ export class RoutingConnection implements DatabaseConnection {
   async *#stream<R>(
     compiledQuery: CompiledQuery,
     chunkSize: number,
-    options?: AbortableOperationOptions,
+    options: AbortableOperationOptions | undefined,
+    trace: StatementTrace | undefined,
+    channel: StreamChannelTrace | undefined,
   ): AsyncIterableIterator<QueryResult<R>> {
     if (this.#bound === undefined && this.#scope === 'session') {
-      this.#bound = await this.#leaseWithRetry(() => this.#sessionEndpoint(), options)
+      this.#bound = await this.#leaseWithRetry(() => this.#sessionEndpoint(), options, false, trace)
+      this.#boundReason = this.#sessionReason()
     }
     const bound = this.#bound
     if (bound !== undefined) {
+      trace?.route(bound.endpoint.settings, this.#boundReason)
+      channel?.started(bound.endpoint)
       bound.endpoint.countQuery()
       try {
         yield* bound.connection.streamQuery<R>(compiledQuery, chunkSize, options)
@@ -577,8 +591,11 @@ export class RoutingConnection implements DatabaseConnection {
     const read = prepared?.read ?? this.#isRead(compiledQuery)
     const scope = prepared !== undefined ? prepared.scope : this.#currentScope()
     const lease =
-      prepared?.lease ?? (await this.#leaseWithRetry(() => this.#endpointFor(read, scope), options, read))
+      prepared?.lease ??
+      (await this.#leaseWithRetry(() => this.#endpointFor(read, scope), options, read, trace))
     this.#active = lease
+    trace?.route(lease.endpoint.settings, this.#routeReason(compiledQuery, read, scope, lease.endpoint))
+    channel?.started(lease.endpoint)
     try {
       lease.endpoint.countQuery()
       yield* lease.connection.streamQuery<R>(compiledQuery, chunkSize, options)
@@ -706,5 +723,50 @@ function controlProviderFor(endpoint: Endpoint): ControlConnectionProvider {
     } finally {
       await endpoint.release(connection)
     }
+  }
+}
+
+/**
+ * A stream's `kysely-resilient:query` trace, published by hand in the order `tracePromise` uses
+ * (`start`, `end`, then `asyncStart` + `asyncEnd`, or `error` + `asyncStart` + `asyncEnd`) from the
+ * moment its connection is taken to its last row or its error.
+ */
+class StreamChannelTrace {
+  readonly #compiledQuery: CompiledQuery
+  #context: QueryTraceContext | undefined
+
+  constructor(compiledQuery: CompiledQuery) {
+    this.#compiledQuery = compiledQuery
+  }
+
+  started(endpoint: Endpoint): void {
+    const { settings } = endpoint
+    const context: QueryTraceContext = {
+      endpoint: settings.name,
+      role: settings.role,
+      dialect: settings.dialect,
+      address: settings.address,
+      operation: operationOf(this.#compiledQuery),
+    }
+    this.#context = context
+    QUERY_CHANNEL.start.publish(context)
+    QUERY_CHANNEL.end.publish(context)
+  }
+
+  succeeded(): void {
+    const context = this.#context
+    if (context === undefined) return
+    QUERY_CHANNEL.asyncStart.publish(context)
+    QUERY_CHANNEL.asyncEnd.publish(context)
+  }
+
+  failed(error: unknown): void {
+    const context = this.#context
+    // Failed before a connection was taken: no attempt was made on any endpoint.
+    if (context === undefined) return
+    context.error = error
+    QUERY_CHANNEL.error.publish(context)
+    QUERY_CHANNEL.asyncStart.publish(context)
+    QUERY_CHANNEL.asyncEnd.publish(context)
   }
 }

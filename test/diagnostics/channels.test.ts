@@ -88,6 +88,36 @@ describeEngines('diagnostics channels', (engine, info) => {
     ).toEqual(['reader-0', 'writer'])
   })
 
+  it('trace a stream as one attempt, from taking its connection to its last row or its error', async () => {
+    const queries: Seen[] = []
+    record(DIAGNOSTICS_CHANNELS.query, queries)
+    const db = createDb<Record<string, never>>({
+      dialect: engine,
+      writer: info.writerUrl,
+      readers: [info.readerUrl],
+    })
+    dbs.push(db)
+    const rows: unknown[] = []
+    for await (const row of db.selectNoFrom(sql<number>`1`.as('one')).stream()) rows.push(row)
+    expect(rows).toHaveLength(1)
+    expect(queries.map((seen) => seen.phase)).toEqual(['start', 'asyncEnd'])
+    expect(queries[0]?.context).toMatchObject({ endpoint: 'reader-0', role: 'reader', operation: 'SELECT' })
+
+    queries.length = 0
+    await expect(
+      (async () => {
+        for await (const _ of db.writer
+          .selectFrom(sql`no_such_table_for_diagnostics`.as('t'))
+          .selectAll()
+          .stream()) {
+          // no rows: the table does not exist
+        }
+      })(),
+    ).rejects.toThrow()
+    expect(queries.map((seen) => seen.phase)).toEqual(['start', 'error', 'asyncEnd'])
+    expect(queries[1]?.context.error).toBeInstanceOf(Error)
+  })
+
   it('publish each db.on event on kysely-resilient:<event> with the same payload', async () => {
     const published: unknown[] = []
     const onMessage = (message: unknown) => published.push(message)

@@ -273,6 +273,34 @@ describeEngines('OpenTelemetry spans', (engine, info) => {
     )
   })
 
+  it('a stream is one span, routed like a statement, ended with its last row', async () => {
+    const db = createDb<Record<string, never>>({
+      dialect: engine,
+      writer: info.writerUrl,
+      readers: [info.readerUrl],
+    })
+    dbs.push(db)
+    const parent = await appTracer().startActiveSpan('GET /export', async (span) => {
+      for await (const _ of db.selectNoFrom(sql<number>`1`.as('one')).stream()) {
+        // one row
+      }
+      span.end()
+      return span
+    })
+    const statements = spans().filter(isStatement)
+    expect(statements).toHaveLength(1)
+    const [stream] = statements as [ReadableSpan]
+    expect(parentOf(stream)).toBe(parent.spanContext().spanId)
+    expect(stream.attributes).toMatchObject({
+      'db.operation.name': 'SELECT',
+      'kysely_resilient.endpoint.name': 'reader-0',
+    })
+    expect(stream.events.map((event) => event.attributes?.['kysely_resilient.route.reason'])).toEqual([
+      'read statement',
+    ])
+    expect(stream.ended).toBe(true)
+  })
+
   it('a failed statement: error status, error.type from the server, no driver message', async () => {
     const db = createDb<Record<string, never>>({ dialect: engine, writer: info.writerUrl, retry: false })
     dbs.push(db)
