@@ -611,8 +611,12 @@ describeEngines('express example', (engine, info) => {
 
     // Names and addresses of endpoints, never who logs in or with what.
     if (info.password) expect(text).not.toContain(info.password)
+    // The database name is a label (db_namespace, rightly); here it is spelled like the user name, so
+    // the user-name check reads the text without that label.
+    const withoutNamespace = text.replace(/db_namespace="[^"]*"/g, '')
     for (const url of [writer, reader]) {
-      if (url.username !== '') expect(text).not.toContain(`="${decodeURIComponent(url.username)}"`)
+      if (url.username !== '')
+        expect(withoutNamespace).not.toContain(`="${decodeURIComponent(url.username)}"`)
       expect(text).not.toContain(url.href)
     }
   })
