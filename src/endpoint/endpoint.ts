@@ -70,7 +70,7 @@ export interface EndpointStats extends PoolCounts {
   /**
    * The platform found behind the endpoint (`'postgres'`, `'aurora-postgres'`,
    * `'rds-multi-az-postgres'`, `'mysql'`, `'mariadb'`, `'aurora-mysql'`, `'rds-multi-az-mysql'`):
-   * found by the first lag check or topology read, absent until then.
+   * found on the endpoint's first connection, absent until then.
    */
   readonly platform?: DatabasePlatform
 }
@@ -89,6 +89,7 @@ const RAW = Symbol('kysely-resilient.raw-connection')
 /** What every dialect's connector offers the endpoint on top of the pool contract. */
 interface EndpointConnector<C> extends PoolConnector<C> {
   probeRole(): Promise<'writer' | 'reader'>
+  query(connection: C, sql: string): Promise<ReadonlyArray<Record<string, unknown>>>
 }
 
 /**
@@ -110,6 +111,10 @@ export class Endpoint {
   /** Reads the replay lag; made on the first lag check. */
   #lag: ReplayLagReader | undefined
   #platform: DatabasePlatform | undefined
+  /** A first connection is finding the platform: the others opened meanwhile do not. */
+  #detecting = false
+  /** False once detection at connect failed with a server error, until forgetPlatform. */
+  #detectOnConnect = true
   /** While set, released connections are closed instead of pooled (see {@link drain}). */
   #draining = false
   /** Told when the server stops answering; set by the cluster. */
@@ -372,8 +377,8 @@ export class Endpoint {
   }
 
   /**
-   * The platform behind this endpoint (Aurora, Multi-AZ cluster, MariaDB, ...), found once over a
-   * pooled connection by the first lag check or topology read, and again after {@link forgetPlatform}.
+   * The platform behind this endpoint (Aurora, Multi-AZ cluster, MariaDB, ...), found on its first
+   * connection, and again after {@link forgetPlatform}.
    */
   get platform(): DatabasePlatform | undefined {
     return this.#platform
@@ -390,6 +395,7 @@ export class Endpoint {
   /** A failover may have put another server behind the same host name: find the platform again. */
   forgetPlatform(): void {
     this.#platform = undefined
+    this.#detectOnConnect = true
   }
 
   /**
@@ -518,15 +524,51 @@ export class Endpoint {
         ? new PostgresConnector(drivers.pg, settings, credentials, rdsCa)
         : new MysqlConnector(drivers.mysql2, settings, credentials, rdsCa)
     ) as EndpointConnector<unknown>
-    const pool = new ConnectionPool<unknown>(settings.name, connector, settings.pool)
+    // The platform is found on the endpoint's first connection (see Endpoint.detectOn), set once the
+    // endpoint exists; connections only open on demand, after open() returned.
+    let detectOn: ((raw: unknown) => Promise<void> | undefined) | undefined
+    const pool = new ConnectionPool<unknown>(settings.name, connector, settings.pool, {
+      onOpen: (raw) => detectOn?.(raw),
+    })
     const hooks = boundedHooks(settings)
     const endpoint = new Endpoint(settings, pool, connector, events, (connect) =>
       drivers.dialect === 'postgres'
         ? postgresDriver(connect, pool, connector as unknown as PostgresConnector, drivers.cursor, hooks)
         : mysqlDriver(connect, pool, connector as unknown as MysqlConnector, hooks),
     )
+    detectOn = (raw) => endpoint.#detectOn(raw, connector)
     await endpoint.driver.init()
     return endpoint
+  }
+
+  /**
+   * Finds the platform on a new connection, once per endpoint (and again after forgetPlatform): one
+   * or two statements on the first connection, never on the statement path. A statement the server
+   * refuses leaves it unknown (found later by a lag check or topology read); a lost connection
+   * fails the open like any connect error.
+   */
+  #detectOn(raw: unknown, connector: EndpointConnector<unknown>): Promise<void> | undefined {
+    if (this.#platform !== undefined || this.#detecting || !this.#detectOnConnect) return undefined
+    this.#detecting = true
+    const connection = {
+      executeQuery: async (query: CompiledQuery) => ({ rows: await connector.query(raw, query.sql) }),
+      streamQuery: () => {
+        throw new Error('kysely-resilient: not streamed')
+      },
+    } as unknown as DatabaseConnection
+    return detectPlatform(connection, this.settings.dialect).then(
+      (platform) => {
+        this.#platform ??= platform
+        this.#detecting = false
+      },
+      (error: unknown) => {
+        this.#detecting = false
+        if (classifyError(error).connectionLost) throw error
+        // Refused (a privilege, a server that parses neither statement): not again on every new
+        // connection; a lag check or topology read asks once more.
+        this.#detectOnConnect = false
+      },
+    )
   }
 }
 

@@ -55,6 +55,11 @@ export type RemovalReason =
  */
 export interface PoolObserver<C> {
   readonly onRemove?: (connection: C, reason: RemovalReason) => void
+  /**
+   * Runs on each new connection before it is handed out, inside the connect deadline (the endpoint
+   * finds its platform on its first connection). A rejection fails the open like a connect error.
+   */
+  readonly onOpen?: (connection: C) => Promise<void> | undefined
 }
 
 /**
@@ -386,12 +391,28 @@ export class ConnectionPool<C> {
    */
   #connectWithDeadline(): Promise<C> {
     const timeoutMs = this.options.connectTimeoutMs
+    const onOpen = this.#observer.onOpen
     const connect = () =>
-      this.#connector.connect().catch((error: unknown) => {
-        // Nothing of the caller's was sent: whoever classifies this error later must know.
-        markConnectPhase(error)
-        throw error
-      })
+      this.#connector
+        .connect()
+        .then(
+          onOpen === undefined
+            ? undefined
+            : async (connection: C) => {
+                try {
+                  await onOpen(connection)
+                } catch (error) {
+                  await this.#connector.close(connection)
+                  throw error
+                }
+                return connection
+              },
+        )
+        .catch((error: unknown) => {
+          // Nothing of the caller's was sent: whoever classifies this error later must know.
+          markConnectPhase(error)
+          throw error
+        })
     const traced = CONNECT_CHANNEL.hasSubscribers
       ? () => CONNECT_CHANNEL.tracePromise(connect, { endpoint: this.name })
       : connect

@@ -128,8 +128,11 @@ describe('an unreachable reader', () => {
   })
 
   test('a reader whose server stops answering is ejected by the liveness monitor', async () => {
-    const { readers, events, db, read } = setup({ pool: { probeAfterMs: 20, probeTimeoutMs: 20 } })
+    const { readers, events, db, read, reads } = setup({ pool: { probeAfterMs: 20, probeTimeoutMs: 20 } })
     const [r0] = readers as readonly [FakeServer, FakeServer]
+    // Connected first: a server frozen before its first connection answers no platform detection,
+    // and its connect deadline ejects it (ConnectTimeoutError), not the liveness monitor.
+    expect(await reads(2)).toEqual(['reader-0', 'reader-1'])
     r0.frozen = true
     expect(await read()).toBe('reader-1')
     expect(events['endpoint-unresponsive']).toEqual([expect.objectContaining({ endpoint: 'reader-0' })])
