@@ -28,6 +28,7 @@ export default defineConfig({
       'test/routing/classify-statement.test.ts',
       'test/routing/cluster.test.ts',
       'test/routing/reader-selector.test.ts',
+      'test/routing/routing-connection.test.ts',
       'test/support/aurora-mysql-shim.test.ts',
       'test/topology/reader-health-unit.test.ts',
       'test/topology/topology-monitor.test.ts',

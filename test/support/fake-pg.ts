@@ -187,6 +187,9 @@ export class FakeServer {
 
   /** The scripted fault for this statement, if any (consumed). */
   takeFault(sql: string): StatementFault | undefined {
+    // Scripted faults are for the statements a test sends. The platform detection every endpoint
+    // runs on its first connection is the library's own (a frozen server still never answers it).
+    if (LAG_SOURCE_PROBE.test(sql)) return undefined
     const index = this.#faults.findIndex((scripted) => scripted.match.test(sql))
     if (index === -1) return undefined
     const scripted = this.#faults[index] as ScriptedFault

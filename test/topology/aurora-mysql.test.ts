@@ -1,6 +1,6 @@
 import { sql } from 'kysely'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { createDb, type ResilientDb, withRetry } from '../../src/index.js'
+import { createDb, type ResilientDb } from '../../src/index.js'
 import { AuroraMySqlShim, SimulatedAuroraMySqlView } from '../support/aurora-mysql-shim.js'
 import { collectEvents } from '../support/fault-helpers.js'
 import { FaultProxy } from '../support/fault-proxy.js'
@@ -9,6 +9,7 @@ import { pollUntil } from '../support/poll.js'
 import { waitForReplica } from '../support/replication.js'
 import { registerSecret } from '../support/secrets.js'
 import { mysqlQuery } from '../support/sql.js'
+import { idempotentWriteLoop } from '../support/write-loop.js'
 
 // Topology discovery and the lag check on a simulated Aurora MySQL cluster: each of this file's own
 // MariaDB clusters (a real primary and GTID replica) is reached through one AuroraMySqlShim per
@@ -305,39 +306,20 @@ describe('failover on a simulated Aurora MySQL cluster, with the cluster endpoin
     const events = collectEvents(db)
 
     // Idempotent writes (an upsert by key), retried by withRetry through the outage.
-    let nextId = 1_000
-    const successes: Array<{ id: number; at: number; port: number }> = []
-    const errors: unknown[] = []
-    let running = true
-    const loop = (async () => {
-      while (running) {
-        const id = nextId++
-        try {
-          const port = await withRetry(
-            () =>
-              db.transaction().execute(async (trx) => {
-                await trx
-                  .insertInto('beat')
-                  .values({ id, note: 'steady' })
-                  .onDuplicateKeyUpdate({ note: 'steady' })
-                  .execute()
-                const row = await trx.selectNoFrom(serverPort.as('port')).executeTakeFirstOrThrow()
-                return Number(row.port)
-              }),
-            { idempotent: true, retries: 100, maxElapsedMs: 30_000 },
-          )
-          successes.push({ id, at: performance.now(), port })
-        } catch (error) {
-          errors.push(error)
-        }
-        await new Promise((resolve) => setTimeout(resolve, 10))
-      }
-    })()
+    const writes = idempotentWriteLoop((id) =>
+      db.transaction().execute(async (trx) => {
+        await trx
+          .insertInto('beat')
+          .values({ id, note: 'steady' })
+          .onDuplicateKeyUpdate({ note: 'steady' })
+          .execute()
+        const row = await trx.selectNoFrom(serverPort.as('port')).executeTakeFirstOrThrow()
+        return Number(row.port)
+      }),
+    )
+    const { successes, errors } = writes
     try {
-      await pollUntil(async () => (successes.length >= 5 ? true : undefined), {
-        timeoutMs: 10_000,
-        what: 'steady writes before the failover',
-      })
+      await writes.acknowledged(5, 'steady writes before the failover')
       expect(db.stats().writer.name).toBe(writerId)
 
       // Aurora's failover: the writer goes down, a reader is promoted and the cluster volume says
@@ -350,11 +332,7 @@ describe('failover on a simulated Aurora MySQL cluster, with the cluster endpoin
         { serverId: readerId, writer: true },
         { serverId: writerId, writer: false, lagMs: null },
       ])
-      const resumed = await pollUntil(async () => successes.find((write) => write.at > promotedAt), {
-        timeoutMs: 20_000,
-        intervalMs: 5,
-        what: 'a write after the promotion',
-      })
+      const resumed = await writes.firstAfter(promotedAt, 'a write after the promotion')
 
       // The old writer comes back as a reader (read_only, its view rows the cluster's), while the
       // cluster endpoint still leads to it. The endpoint turns connections away until it is read-only,
@@ -371,13 +349,8 @@ describe('failover on a simulated Aurora MySQL cluster, with the cluster endpoin
       )
       clusterEndpoint.setMode('pass')
       const [before] = await mysqlQuery(cluster.adminWriterUrl, 'select count(*) as n from app.beat')
-      const afterRejoin = successes.length
-      await pollUntil(async () => (successes.length >= afterRejoin + 5 ? true : undefined), {
-        timeoutMs: 10_000,
-        what: 'writes after the old writer came back as a reader',
-      })
-      running = false
-      await loop
+      await writes.acknowledged(5, 'writes after the old writer came back as a reader', performance.now())
+      await writes.stop()
       // Nothing was written on the demoted node since it came back.
       const [now] = await mysqlQuery(cluster.adminWriterUrl, 'select count(*) as n from app.beat')
       expect(Number(now?.n)).toBe(Number(before?.n))
@@ -416,8 +389,7 @@ describe('failover on a simulated Aurora MySQL cluster, with the cluster endpoin
       expect(db.stats().topology?.platform).toBe('aurora-mysql')
       expect(db.stats().readers.map((reader) => reader.name)).toEqual([writerId])
     } finally {
-      running = false
-      await loop
+      await writes.stop()
     }
   })
 })

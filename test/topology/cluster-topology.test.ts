@@ -1,6 +1,6 @@
 import { sql } from 'kysely'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { createDb, type ResilientDb, withRetry } from '../../src/index.js'
+import { createDb, type ResilientDb } from '../../src/index.js'
 import { collectEvents } from '../support/fault-helpers.js'
 import { FaultProxy } from '../support/fault-proxy.js'
 import { pollUntil } from '../support/poll.js'
@@ -10,6 +10,7 @@ import {
   SimulatedPostgresCluster,
 } from '../support/simulated-topology.js'
 import { pgQuery } from '../support/sql.js'
+import { idempotentWriteLoop } from '../support/write-loop.js'
 
 // Topology discovery on simulated Aurora PostgreSQL and RDS Multi-AZ DB clusters (real primary and
 // streaming replica answering each platform's topology view; see test/support/simulated-topology.ts).
@@ -190,36 +191,18 @@ describe.each(['aurora-postgres', 'rds-multi-az-postgres'] as const)(
       const events = collectEvents(db)
 
       // Idempotent writes (an upsert by key), retried by withRetry through the outage.
-      let nextId = 1_000
-      const successes: Array<{ id: number; at: number; port: number }> = []
-      const errors: unknown[] = []
-      let running = true
-      const loop = (async () => {
-        while (running) {
-          const id = nextId++
-          try {
-            const row = await withRetry(
-              () =>
-                db
-                  .insertInto('beat')
-                  .values({ id, note: 'steady' })
-                  .onConflict((oc) => oc.column('id').doUpdateSet({ note: 'steady' }))
-                  .returning(serverPort.as('port'))
-                  .executeTakeFirstOrThrow(),
-              { idempotent: true, retries: 100, maxElapsedMs: 30_000 },
-            )
-            successes.push({ id, at: performance.now(), port: Number(row.port) })
-          } catch (error) {
-            errors.push(error)
-          }
-          await new Promise((resolve) => setTimeout(resolve, 10))
-        }
-      })()
+      const writes = idempotentWriteLoop(async (id) => {
+        const row = await db
+          .insertInto('beat')
+          .values({ id, note: 'steady' })
+          .onConflict((oc) => oc.column('id').doUpdateSet({ note: 'steady' }))
+          .returning(serverPort.as('port'))
+          .executeTakeFirstOrThrow()
+        return Number(row.port)
+      })
+      const { successes, errors } = writes
       try {
-        await pollUntil(async () => (successes.length >= 5 ? true : undefined), {
-          timeoutMs: 10_000,
-          what: 'steady writes before the failover',
-        })
+        await writes.acknowledged(5, 'steady writes before the failover')
         expect(db.stats().writer.name).toBe(idOf(platform, primary.port))
 
         // Aurora's failover: the writer goes down, a reader is promoted, the cluster volume says so,
@@ -232,20 +215,11 @@ describe.each(['aurora-postgres', 'rds-multi-az-postgres'] as const)(
           { id: String(replica.port), writer: true },
           { id: String(primary.port), writer: false },
         ])
-        const resumed = await pollUntil(async () => successes.find((write) => write.at > promotedAt), {
-          timeoutMs: 20_000,
-          intervalMs: 5,
-          what: 'a write after the promotion',
-        })
+        const resumed = await writes.firstAfter(promotedAt, 'a write after the promotion')
         await rejoinAsStandby(primary.dataDir, replica.port)
         await primary.start()
-        const afterRejoin = successes.length
-        await pollUntil(async () => (successes.length >= afterRejoin + 5 ? true : undefined), {
-          timeoutMs: 10_000,
-          what: 'writes after the old writer came back as a reader',
-        })
-        running = false
-        await loop
+        await writes.acknowledged(5, 'writes after the old writer came back as a reader', performance.now())
+        await writes.stop()
 
         const promoteToWriteMs = Math.round(resumed.at - promotedAt)
         const message =
@@ -284,8 +258,7 @@ describe.each(['aurora-postgres', 'rds-multi-az-postgres'] as const)(
         )
         expect(db.stats().readers.map((reader) => reader.name)).toEqual([idOf(platform, primary.port)])
       } finally {
-        running = false
-        await loop
+        await writes.stop()
       }
     })
   },

@@ -1,6 +1,6 @@
 import { sql } from 'kysely'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { createDb, type ResilientDb, withRetry } from '../../src/index.js'
+import { createDb, type ResilientDb } from '../../src/index.js'
 import { collectEvents } from '../support/fault-helpers.js'
 import { FaultProxy } from '../support/fault-proxy.js'
 import { type MariaDbCluster, startMariaDbCluster } from '../support/mariadb-cluster.js'
@@ -8,6 +8,7 @@ import { pollUntil } from '../support/poll.js'
 import { waitForReplica } from '../support/replication.js'
 import { registerSecret } from '../support/secrets.js'
 import { mysqlQuery } from '../support/sql.js'
+import { idempotentWriteLoop } from '../support/write-loop.js'
 
 // Topology discovery on a simulated RDS Multi-AZ DB cluster (MySQL). Such a cluster cannot run here;
 // its topology is a plain table, `mysql.rds_topology` (id = the instance's server id, endpoint,
@@ -122,47 +123,26 @@ describe('topology discovery on a simulated RDS Multi-AZ DB cluster (MySQL)', ()
     dbs.push(db)
     const events = collectEvents(db)
 
-    let nextId = 1_000
-    const successes: Array<{ at: number; port: number }> = []
-    const errors: unknown[] = []
-    let running = true
-    const loop = (async () => {
-      while (running) {
-        const id = nextId++
-        try {
-          await withRetry(
-            () =>
-              db
-                .insertInto('beat')
-                .values({ id, note: 'steady' })
-                .onDuplicateKeyUpdate({ note: 'steady' })
-                .execute(),
-            { idempotent: true, retries: 100, maxElapsedMs: 30_000 },
-          )
-          const { port } = await db.writer.selectNoFrom(serverPort.as('port')).executeTakeFirstOrThrow()
-          successes.push({ at: performance.now(), port: Number(port) })
-        } catch (error) {
-          errors.push(error)
-        }
-        await new Promise((resolve) => setTimeout(resolve, 10))
-      }
-    })()
+    const writes = idempotentWriteLoop((id) =>
+      db.transaction().execute(async (trx) => {
+        await trx
+          .insertInto('beat')
+          .values({ id, note: 'steady' })
+          .onDuplicateKeyUpdate({ note: 'steady' })
+          .execute()
+        const row = await trx.selectNoFrom(serverPort.as('port')).executeTakeFirstOrThrow()
+        return Number(row.port)
+      }),
+    )
+    const { successes, errors } = writes
     try {
-      await pollUntil(async () => (successes.length >= 5 ? true : undefined), {
-        timeoutMs: 10_000,
-        what: 'steady writes before the failover',
-      })
+      await writes.acknowledged(5, 'steady writes before the failover')
       expect(db.stats().writer.name).toBe(primaryId)
       await primary.kill()
       await replica.promote()
       const promotedAt = performance.now()
-      const resumed = await pollUntil(async () => successes.find((write) => write.at > promotedAt), {
-        timeoutMs: 20_000,
-        intervalMs: 5,
-        what: 'a write after the promotion',
-      })
-      running = false
-      await loop
+      const resumed = await writes.firstAfter(promotedAt, 'a write after the promotion')
+      await writes.stop()
       const message = `rds-multi-az-mysql failover: promote() -> first write ${Math.round(resumed.at - promotedAt)} ms; ${errors.length} errors surfaced`
       console.info(`[multi-az-mysql] ${message}`)
       await annotate(message, 'timing')
@@ -181,8 +161,7 @@ describe('topology discovery on a simulated RDS Multi-AZ DB cluster (MySQL)', ()
         { timeoutMs: 5_000, what: 'the topology read after the failover' },
       )
     } finally {
-      running = false
-      await loop
+      await writes.stop()
     }
   })
 })
