@@ -379,12 +379,7 @@ export class Cluster {
     this.#recordTelemetry(api, all)
     const writers = new WriterTracker(all.slice(0, this.config.writers.length), this.events)
     const readers = all.slice(this.config.writers.length)
-    // A server that stopped answering: find the writer again, or take the reader out of rotation.
-    for (const endpoint of writers.candidates) {
-      endpoint.onUnresponsive = (unresponsive) => writers.suspect(unresponsive, 'unresponsive')
-    }
-    for (const reader of readers)
-      reader.onUnresponsive = (unresponsive) => this.#topology?.health.unreachable(unresponsive)
+    for (const endpoint of all) this.#watchResponsiveness(endpoint, writers)
     const health = new ReaderHealth(readers, this.events, {
       cooldownMs: this.config.readerCooldownMs,
       maxReplicaLagMs: this.config.maxReplicaLagMs,
@@ -396,6 +391,17 @@ export class Cluster {
     if (this.config.topology !== undefined)
       await this.#discoverTopology(topology, drivers, this.config.topology)
     return topology
+  }
+
+  /**
+   * A server that stopped answering: a writer (candidate) starts writer discovery, a reader leaves
+   * rotation. For the configured endpoints and the instances topology discovery adds alike.
+   */
+  #watchResponsiveness(endpoint: Endpoint, writers: WriterTracker): void {
+    endpoint.onUnresponsive =
+      endpoint.role === 'writer'
+        ? (unresponsive) => writers.suspect(unresponsive, 'unresponsive')
+        : (unresponsive) => this.#topology?.health.unreachable(unresponsive)
   }
 
   /**
@@ -424,10 +430,7 @@ export class Cluster {
           const endpoint = await Endpoint.open(settings, drivers, this.events)
           const telemetry = this.#telemetry
           if (telemetry !== undefined) endpoint.instrumentPool(telemetry.pool(settings))
-          endpoint.onUnresponsive =
-            settings.role === 'writer'
-              ? (unresponsive) => writers.suspect(unresponsive, 'unresponsive')
-              : (unresponsive) => this.#topology?.health.unreachable(unresponsive)
+          this.#watchResponsiveness(endpoint, writers)
           return endpoint
         },
       },
