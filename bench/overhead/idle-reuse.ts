@@ -17,9 +17,11 @@ import { setTimeout as pause } from 'node:timers/promises'
 import { Kysely, MysqlDialect, PostgresDialect, sql } from 'kysely'
 import mysql from 'mysql2'
 import pg from 'pg'
-import { createDb } from '../../src/index.js'
 import { startMariaDbCluster } from '../../test/support/mariadb-cluster.js'
 import { startPostgresCluster } from '../../test/support/postgres-cluster.js'
+import { shipped } from '../shipped.js'
+
+const { createDb } = shipped
 
 type Engine = 'postgres' | 'mysql'
 

@@ -1,9 +1,12 @@
 /**
  * Where does the routing layer's time go? Profiles (V8 sampling CPU profiler, in process) the same
  * sequential point SELECTs or INSERTs through plain Kysely and through `createDb`, and prints, per
- * operation, the CPU time by package and the heaviest functions of `src/`.
+ * operation, the CPU time by package and the heaviest functions of the library (its build in `dist/`, see bench/shipped.ts).
  *
- *   tsx bench/overhead/profile.ts [select|insert] [ops]
+ *   tsx bench/overhead/profile.ts [select|insert] [ops] [postgres|mysql] [writer-only]
+ *
+ * (`npm run build` first: it profiles the build, see bench/shipped.ts.) With `writer-only`, createDb
+ * has no reader and plain Kysely runs on the writer too; otherwise SELECTs go to the replica in both.
  *
  * Servers as for run.ts: PG_WRITER_URL (and PG_READER_URL), or a throwaway local cluster.
  */
@@ -11,6 +14,7 @@
 import type { Profiler } from 'node:inspector'
 import { Session } from 'node:inspector/promises'
 import type { Kysely } from 'kysely'
+import type { Engine } from '../../test/support/sql.js'
 import type { BenchDatabase } from './schema.js'
 import {
   operation,
@@ -26,13 +30,22 @@ import { table } from './stats.js'
 
 const workload: Workload = process.argv[2] === 'insert' ? 'insert' : 'select'
 const OPS = Number(process.argv[3] ?? 10_000)
+const ENGINE: Engine = process.argv[4] === 'mysql' ? 'mysql' : 'postgres'
+const WRITER_ONLY = process.argv[5] === 'writer-only'
 const ROUNDS = 4
 
 interface Costs {
   /** Self time in µs, by category. */
   readonly categories: Map<string, number>
+  /** Self time in µs of native code and builtins, by builtin and the nearest JavaScript caller. */
+  readonly natives: Map<string, number>
   /** Self and inclusive time in µs, by function of `src/`. */
   readonly functions: Map<string, { self: number; total: number }>
+}
+
+/** This library's code: its build (dist/), or src/ if run through tsx; never a package's own dist/. */
+function isLibrary(url: string): boolean {
+  return !url.includes('/node_modules/') && (url.includes('/src/') || url.includes('/dist/'))
 }
 
 function category(frame: Profiler.ProfileNode['callFrame']): string {
@@ -43,7 +56,7 @@ function category(frame: Profiler.ProfileNode['callFrame']): string {
     }
     return '(native / builtins)'
   }
-  if (url.includes('/src/')) return 'kysely-resilient src/'
+  if (isLibrary(url)) return 'kysely-resilient'
   const match = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url)
   if (match !== null) return match[1] as string
   if (url.startsWith('node:')) return 'node: internals'
@@ -62,12 +75,24 @@ function summarize(profile: Profiler.Profile, into: Costs): void {
     if (node === undefined) continue
     const name = category(node.callFrame)
     into.categories.set(name, (into.categories.get(name) ?? 0) + micros)
+    if (name === '(native / builtins)') {
+      // Whose work it is: the nearest caller with a source file.
+      let caller = parent.get(node.id)
+      while (caller !== undefined && (byId.get(caller) as Profiler.ProfileNode).callFrame.url === '') {
+        caller = parent.get(caller)
+      }
+      const frame = caller === undefined ? undefined : (byId.get(caller) as Profiler.ProfileNode).callFrame
+      const key = `${node.callFrame.functionName || '(anonymous)'} <- ${
+        frame === undefined ? '(root)' : `${frame.functionName || '(anonymous)'} (${category(frame)})`
+      }`
+      into.natives.set(key, (into.natives.get(key) ?? 0) + micros)
+    }
     // Inclusive time of our own functions: every distinct src/ function on the stack.
     const seen = new Set<string>()
     for (let id: number | undefined = node.id; id !== undefined; id = parent.get(id)) {
       const frame = (byId.get(id) as Profiler.ProfileNode).callFrame
-      if (!frame.url.includes('/src/')) continue
-      const key = `${frame.functionName || '(anonymous)'}  ${frame.url.replace(/^.*\/src\//, 'src/')}`
+      if (!isLibrary(frame.url)) continue
+      const key = `${frame.functionName || '(anonymous)'}  ${frame.url.replace(/^.*\/(src|dist)\//, '$1/')}`
       const entry = into.functions.get(key) ?? { self: 0, total: 0 }
       if (!seen.has(key)) entry.total += micros
       if (id === node.id) entry.self += micros
@@ -78,14 +103,14 @@ function summarize(profile: Profiler.Profile, into: Costs): void {
 }
 
 async function main(): Promise<void> {
-  const server = await servers('postgres')
+  const server = await servers(ENGINE)
   const session = new Session()
   const dbs: Kysely<BenchDatabase>[] = []
   try {
     await setUp(server)
     const variants = {
-      plain: plainKysely('postgres', workload === 'select' ? server.readerUrl : server.writerUrl),
-      createDb: routedKysely('postgres', server.writerUrl, server.readerUrl),
+      plain: plainKysely(ENGINE, workload === 'select' && !WRITER_ONLY ? server.readerUrl : server.writerUrl),
+      createDb: routedKysely(ENGINE, server.writerUrl, WRITER_ONLY ? undefined : server.readerUrl),
     }
     dbs.push(variants.plain, variants.createDb)
     for (const db of dbs) await runOps(operation(db, workload, randomIds(2000)), 0, 2000, 1)
@@ -101,7 +126,7 @@ async function main(): Promise<void> {
         await session.post('Profiler.start')
         await runOps(op, 0, OPS, 1)
         const { profile } = await session.post('Profiler.stop')
-        const entry = costs.get(name) ?? { categories: new Map(), functions: new Map() }
+        const entry = costs.get(name) ?? { categories: new Map(), natives: new Map(), functions: new Map() }
         summarize(profile, entry)
         costs.set(name, entry)
       }
@@ -113,7 +138,9 @@ async function main(): Promise<void> {
     const names = [...new Set([...plain.categories.keys(), ...routed.categories.keys()])].sort(
       (a, b) => (routed.categories.get(b) ?? 0) - (routed.categories.get(a) ?? 0),
     )
-    console.log(`\n${workload}, concurrency 1, ${OPS * ROUNDS} ops per variant: self time per op (µs)`)
+    console.log(
+      `\n${ENGINE} ${workload}${WRITER_ONLY ? ' writer only' : ''}, concurrency 1, ${OPS * ROUNDS} ops per variant: self time per op (µs)`,
+    )
     console.log(
       table(
         ['category', 'plain Kysely', 'createDb', 'Δ'],
@@ -125,7 +152,21 @@ async function main(): Promise<void> {
         }),
       ),
     )
-    console.log('\ncreateDb: functions of src/ by inclusive time per op (µs)')
+    for (const [name, costsOf] of [
+      ['plain Kysely', plain],
+      ['createDb', routed],
+    ] as const) {
+      console.log(`\n${name}: native code and builtins by nearest JavaScript caller, self time per op (µs)`)
+      const natives = [...costsOf.natives.entries()].sort((a, b) => b[1] - a[1]).slice(0, 10)
+      console.log(
+        table(
+          ['builtin <- caller', 'self'],
+          ['l', 'r'],
+          natives.map(([key, micros]) => [key, perOp(micros)]),
+        ),
+      )
+    }
+    console.log('\ncreateDb: functions of the library by inclusive time per op (µs)')
     const functions = [...routed.functions.entries()].sort((a, b) => b[1].total - a[1].total).slice(0, 20)
     console.log(
       table(

@@ -4,13 +4,16 @@ import { KyselyReplicationDialect } from 'kysely-replication'
 import { RoundRobinReplicaStrategy } from 'kysely-replication/strategy/round-robin'
 import mysql from 'mysql2'
 import pg from 'pg'
-import { type CreateDbConfig, createDb, type ResilientDb } from '../../src/index.js'
+import type { CreateDbConfig, ResilientDb } from '../../src/index.js'
 import { findMariaDbBinaries, findPostgresBinDir } from '../../test/support/binaries.js'
 import { startMariaDbCluster } from '../../test/support/mariadb-cluster.js'
 import { startPostgresCluster } from '../../test/support/postgres-cluster.js'
 import { waitForReplica } from '../../test/support/replication.js'
 import type { Engine } from '../../test/support/sql.js'
+import { shipped } from '../shipped.js'
 import type { BenchDatabase } from './schema.js'
+
+const { createDb } = shipped
 
 export const ROWS = 1000
 export const POOL_MAX = intFromEnv('BENCH_POOL_MAX', 10)
