@@ -442,6 +442,34 @@ describe('idle timeout', () => {
     expect(connector.closed).toEqual([a])
   })
 
+  test('each idle connection is closed idleTimeoutMs after its own release, one timer for all', async () => {
+    useFakeClock()
+    const { pool, connector } = makePool({ max: 3, min: 0, idleTimeoutMs: 1_000 })
+    const a = await pool.acquire()
+    const b = await pool.acquire()
+    const c = await pool.acquire()
+    pool.release(a)
+    await vi.advanceTimersByTimeAsync(400)
+    pool.release(b)
+    await vi.advanceTimersByTimeAsync(300)
+    pool.release(c)
+    expect(vi.getTimerCount()).toBe(1)
+
+    await vi.advanceTimersByTimeAsync(300) // t = 1000: a's deadline
+    await flush()
+    expect(connector.closed).toEqual([a])
+    await vi.advanceTimersByTimeAsync(399) // t = 1399: b has 1 ms left
+    expect(connector.closed).toEqual([a])
+    await vi.advanceTimersByTimeAsync(1)
+    await flush()
+    expect(connector.closed).toEqual([a, b])
+    await vi.advanceTimersByTimeAsync(300) // t = 1700
+    await flush()
+    expect(connector.closed).toEqual([a, b, c])
+    // Nothing idle, nothing armed.
+    expect(vi.getTimerCount()).toBe(0)
+  })
+
   test('idleTimeoutMs 0 keeps idle connections open', async () => {
     useFakeClock()
     const { pool, connector } = makePool({ max: 1, idleTimeoutMs: 0, maxLifetimeMs: 0 })
