@@ -193,6 +193,15 @@ export class Cluster {
    * the writer (`routing.fallback: 'writer'`) or a `NoReaderAvailableError`. Without readers at all,
    * the writer. Only valid after `open()`.
    */
+  /**
+   * Whether a read may go anywhere but the writer: readers are configured or discovered. Without,
+   * a statement's read/write verdict only matters after it failed (may it be retried?), so the
+   * statement path skips classifying it.
+   */
+  get hasReaders(): boolean {
+    return this.#opened().readers.length > 0
+  }
+
   reader(): Endpoint {
     const { writers, readers, health } = this.#opened()
     if (readers.length === 0) return writers.current

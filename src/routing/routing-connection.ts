@@ -102,12 +102,18 @@ export class RoutingConnection implements DatabaseConnection {
   /** Why the session went where it is bound, for the statement spans' route events. */
   #boundReason = 'session'
 
-  constructor(cluster: Cluster, target: RoutingTarget, scope: RoutingScope, log: Log) {
+  /** `logging`: whether `log` logs queries or errors (the driver asks once, not per statement). */
+  constructor(cluster: Cluster, target: RoutingTarget, scope: RoutingScope, log: Log, logging: boolean) {
     this.#cluster = cluster
     this.#target = target
     this.#scope = scope
     this.#log = log
-    this.#logging = log.isLevelEnabled('query') || log.isLevelEnabled('error')
+    this.#logging = logging
+  }
+
+  /** Whether a connection is held (a session's, or one taken ahead): only then is there anything to release. */
+  get holdsConnection(): boolean {
+    return this.#bound !== undefined || this.#prepared !== undefined
   }
 
   /**
@@ -348,18 +354,34 @@ export class RoutingConnection implements DatabaseConnection {
     )
   }
 
-  async #execute<R>(
+  /**
+   * Not async: a single statement goes straight to #executeStatement, since an async function that
+   * returns another's promise costs the statement extra ticks.
+   */
+  #execute<R>(
     compiledQuery: CompiledQuery,
     options?: AbortableOperationOptions,
     trace?: StatementTrace,
   ): Promise<QueryResult<R>> {
     this.#signal = options?.signal
-    if (this.#bound === undefined && this.#scope === 'session') {
+    // A single statement routes on its own (bound only if taken ahead without its statement).
+    if (this.#scope === 'statement' && this.#bound === undefined) {
+      return this.#executeStatement<R>(compiledQuery, options, trace)
+    }
+    return this.#executeInSession<R>(compiledQuery, options, trace)
+  }
+
+  /** A statement of a session (db.connection(), a transaction): on the session's connection. */
+  async #executeInSession<R>(
+    compiledQuery: CompiledQuery,
+    options: AbortableOperationOptions | undefined,
+    trace: StatementTrace | undefined,
+  ): Promise<QueryResult<R>> {
+    if (this.#bound === undefined) {
       this.#bound = await this.#leaseWithRetry(() => this.#sessionEndpoint(), options, false, trace)
       this.#boundReason = this.#sessionReason()
     }
     const bound = this.#bound
-    if (bound === undefined) return this.#executeStatement<R>(compiledQuery, options, trace)
     trace?.route(bound.endpoint.settings, this.#boundReason)
 
     // A cancel of the session's previous statement still on its way (see Lease.aborting).
@@ -404,11 +426,17 @@ export class RoutingConnection implements DatabaseConnection {
   ): Promise<QueryResult<R>> {
     let prepared = this.#prepared
     this.#prepared = undefined
-    // Classified once: the tree walk is the routing layer's main cost per statement.
-    const read = prepared?.read ?? this.#isRead(compiledQuery)
     // Read-your-writes: undefined (one flag test) unless a scope is in use.
     const scope = prepared !== undefined ? prepared.scope : this.#currentScope()
-    const noteWrite = scope !== undefined && !read && writes(compiledQuery)
+    // Classified once, and only when it decides where the statement goes: with no reader and no
+    // read-your-writes scope everything runs on the writer, and the verdict is needed only if an
+    // attempt fails (see #beforeRetry's caller below).
+    const read =
+      prepared?.read ??
+      (scope !== undefined || this.#target !== 'auto' || this.#cluster.hasReaders
+        ? this.#isRead(compiledQuery)
+        : undefined)
+    const noteWrite = scope !== undefined && read === false && writes(compiledQuery)
     const startedAt = performance.now()
     for (let attempt = 1; ; attempt++) {
       let endpoint: Endpoint | undefined
@@ -420,14 +448,21 @@ export class RoutingConnection implements DatabaseConnection {
           prepared = undefined
           trace?.route(endpoint.settings, this.#routeReason(compiledQuery, read, scope, endpoint))
         } else {
-          const picked = this.#endpointFor(read, scope)
+          const picked = this.#endpointFor(read === true, scope)
           endpoint = picked instanceof Promise ? await unlessAborted(picked, options?.signal) : picked
           trace?.route(endpoint.settings, this.#routeReason(compiledQuery, read, scope, endpoint))
           lease = await this.#lease(endpoint, options)
         }
       } catch (error) {
         const failure = new AttemptError(error, endpoint, 'connect')
-        await this.#beforeRetry(failure, attempt, startedAt, read, options, trace)
+        await this.#beforeRetry(
+          failure,
+          attempt,
+          startedAt,
+          read ?? this.#isRead(compiledQuery),
+          options,
+          trace,
+        )
         continue
       }
       let failure: AttemptError
@@ -450,7 +485,14 @@ export class RoutingConnection implements DatabaseConnection {
         this.#active = undefined
         await lease.endpoint.release(lease.connection, lease.discard)
       }
-      await this.#beforeRetry(failure, attempt, startedAt, read, options, trace)
+      await this.#beforeRetry(
+        failure,
+        attempt,
+        startedAt,
+        read ?? this.#isRead(compiledQuery),
+        options,
+        trace,
+      )
     }
   }
 
@@ -461,10 +503,11 @@ export class RoutingConnection implements DatabaseConnection {
    */
   #routeReason(
     compiledQuery: CompiledQuery,
-    read: boolean,
+    classified: boolean | undefined,
     scope: ConsistencyScope | undefined,
     endpoint: Endpoint,
   ): string {
+    const read = classified ?? this.#isRead(compiledQuery)
     const toReader = endpoint.role === 'reader'
     if (this.#target === 'writer') return 'forced db.writer'
     if (this.#target === 'reader')

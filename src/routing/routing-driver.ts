@@ -20,11 +20,14 @@ export class RoutingDriver implements Driver {
   readonly #cluster: Cluster
   readonly #target: RoutingTarget
   readonly #log: Log
+  /** Kysely's Log keeps its levels for life: asked once here rather than by every connection. */
+  readonly #logging: boolean
 
   constructor(cluster: Cluster, target: RoutingTarget, log: Log) {
     this.#cluster = cluster
     this.#target = target
     this.#log = log
+    this.#logging = log.isLevelEnabled('query') || log.isLevelEnabled('error')
   }
 
   async init(): Promise<void> {
@@ -40,7 +43,9 @@ export class RoutingDriver implements Driver {
     // Not async: once the cluster is open this is on every statement's path, and an async function
     // costs a promise and a tick more than handing back a resolved one.
     if (this.#cluster.isOpen && !this.#cluster.destroyed && !options?.signal?.aborted) {
-      return Promise.resolve(new RoutingConnection(this.#cluster, this.#target, scope, this.#log))
+      return Promise.resolve(
+        new RoutingConnection(this.#cluster, this.#target, scope, this.#log, this.#logging),
+      )
     }
     return this.#acquireSlow(scope, options)
   }
@@ -50,7 +55,7 @@ export class RoutingDriver implements Driver {
     // Opening the cluster is Kysely's driver `init`: an abort before or during it is tagged so.
     if (!this.#cluster.isOpen) await waitOrAbort(this.#cluster.open(), options?.signal, 'init')
     // Already open: an aborted call is refused where the connection is taken (ScopedConnectionProvider).
-    return new RoutingConnection(this.#cluster, this.#target, scope, this.#log)
+    return new RoutingConnection(this.#cluster, this.#target, scope, this.#log, this.#logging)
   }
 
   async beginTransaction(connection: DatabaseConnection, settings: TransactionSettings): Promise<void> {

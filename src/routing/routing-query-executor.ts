@@ -54,7 +54,8 @@ class ScopedConnectionProvider implements ConnectionProvider {
     try {
       return await consumer(connection)
     } finally {
-      await this.#driver.releaseConnection(connection)
+      // A single statement gives its connection back itself: usually nothing is left to release.
+      if (connection.holdsConnection) await this.#driver.releaseConnection(connection)
     }
   }
 }

@@ -397,6 +397,27 @@ describe('retry budget and routing of retries', () => {
     expect(db.stats().readers[0]).toMatchObject({ idle: 1, inUse: 0 })
   })
 
+  test.each([
+    ['read', 'retried'],
+    ['write', 'thrown'],
+  ] as const)(
+    'without readers, a %s whose connection broke mid-statement is %s: the verdict is taken after the failure',
+    async (kind, decision) => {
+      // With no reader, statements are not classified on the way in (everything runs on the writer);
+      // the read/write verdict that decides the retry is taken after the failure instead.
+      const { writer, db, events } = setup({ readers: 0 })
+      writer.failNext(/^(select|insert)/, 'terminate')
+      if (decision === 'retried') {
+        expect(await read(db)).toEqual([{ server: 'writer' }])
+        expect(events.retry).toEqual([expect.objectContaining({ statement: 'read', attempt: 1 })])
+      } else {
+        expect(classifyError(await failureOf(write(db)))).toMatchObject({ category: 'ambiguous' })
+        expect(events.retry).toEqual([])
+        expect(writer.count(INSERT)).toBe(1)
+      }
+    },
+  )
+
   test('a connection that failed at the connection level is destroyed even while its socket is open', async () => {
     const { readers, db } = setup()
     const reader = readers[0] as FakeServer
