@@ -33,6 +33,8 @@ export default defineConfig({
       'test/topology/reader-health-unit.test.ts',
       'test/topology/topology-monitor.test.ts',
       'test/topology/writer-tracker.test.ts',
+      'test/validation/checks.test.ts',
+      'test/validation/config-spec.test.ts',
       'test/validation/setting-keys.test.ts',
     ],
     testTimeout: 30_000,
