@@ -6,7 +6,7 @@ import { regionFromRdsHost } from '../aws/rds-host.js'
 import { ConfigError } from '../errors.js'
 import { isUnixSocket } from '../host/unix-socket.js'
 import { backoffDelays } from '../retry/backoff.js'
-import { type ResolvedTls, resolveTls } from '../tls/resolve-tls.js'
+import { checkTls, defaultTls, type ResolvedTls } from '../tls/resolve-tls.js'
 import type { TlsConfig } from '../tls/tls-config.js'
 import { describeValue } from '../validation/describe-value.js'
 import { numberSetting } from '../validation/number-setting.js'
@@ -534,7 +534,7 @@ function resolveEndpoint(
     )
   }
 
-  const resolvedTls = resolveTls(tls, fields.host, tlsSetting)
+  const resolvedTls = checkTls(tls, tlsSetting) ?? defaultTls(fields.host)
   if (isUnixSocket(fields.host)) checkUnixSocket(setting, auth, resolvedTls.mode, tlsSetting)
   if (
     dialect === 'mysql' &&
