@@ -86,7 +86,10 @@ const SECRET_SPEC = {
 const TOKEN_SPEC = {
   type: AUTH_TYPE,
   getToken: required(
-    func<(endpoint: AuthEndpoint) => Promise<string>>('a function (endpoint) => Promise<string>'),
+    func<(endpoint: AuthEndpoint) => Promise<string>>({
+      expected: 'a function (endpoint) => Promise<string>',
+      secret: true,
+    }),
     'expected a function (endpoint) => Promise<string>, got nothing',
   ),
   ttlMs: required(TTL_MS, 'is required: how long a token may be used, in milliseconds'),

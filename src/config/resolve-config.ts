@@ -8,8 +8,9 @@ import { isUnixSocket } from '../host/unix-socket.js'
 import { backoffDelays } from '../retry/backoff.js'
 import { checkTls, defaultTls, type ResolvedTls } from '../tls/resolve-tls.js'
 import type { TlsConfig } from '../tls/tls-config.js'
+import { type ConfigSpec, checkObject } from '../validation/config-spec.js'
 import { describeValue } from '../validation/describe-value.js'
-import { numberSetting } from '../validation/number-setting.js'
+import { duration, integer, numberSetting } from '../validation/number-setting.js'
 import { settingKeys } from '../validation/setting-keys.js'
 import type {
   AutoRetryConfig,
@@ -79,6 +80,7 @@ const RETRY_DEFAULTS: ResolvedRetry = Object.freeze({
   maxDelayMs: 1_000,
   maxElapsedMs: 10_000,
 })
+const NO_RETRY: ResolvedRetry = Object.freeze({ ...RETRY_DEFAULTS, retries: 0 })
 // Each list is held to its interface by the compiler (settingKeys): an option added to an interface
 // and not here fails to compile instead of being rejected as unknown.
 const TOP_LEVEL_KEYS = settingKeys<CreateDbConfig>()(
@@ -115,7 +117,12 @@ const CONSISTENCY_DEFAULTS: ResolvedConsistency = Object.freeze({
   maxWaitMs: 1_000,
   pollIntervalMs: 50,
 })
-const RETRY_KEYS = settingKeys<AutoRetryConfig>()('retries', 'minDelayMs', 'maxDelayMs', 'maxElapsedMs')
+const RETRY_SPEC = {
+  retries: integer({ min: 0, orInfinity: true }),
+  minDelayMs: duration({ min: 0 }),
+  maxDelayMs: duration({ min: 0 }),
+  maxElapsedMs: duration({ min: 0 }),
+} satisfies ConfigSpec<AutoRetryConfig>
 const ENDPOINT_KEYS = settingKeys<EndpointOptions>()(
   'url',
   'host',
@@ -269,28 +276,7 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
     }
   }
 
-  let retry = RETRY_DEFAULTS
-  if (config.retry === false) {
-    retry = { ...RETRY_DEFAULTS, retries: 0 }
-  } else if (config.retry !== undefined) {
-    const input = config.retry as unknown
-    if (!isPlainObject(input)) {
-      throw new ConfigError('retry', `expected an object or false, got ${describeValue(input)}`)
-    }
-    rejectUnknownKeys(input, RETRY_KEYS, 'retry.')
-    const { minDelayMs, maxDelayMs } = backoffDelays(input, 'retry', RETRY_DEFAULTS)
-    retry = Object.freeze({
-      retries:
-        input.retries === Infinity
-          ? Infinity
-          : (numberSetting(input.retries, 'retry.retries', { min: 0 }) ?? RETRY_DEFAULTS.retries),
-      minDelayMs,
-      maxDelayMs,
-      maxElapsedMs:
-        numberSetting(input.maxElapsedMs, 'retry.maxElapsedMs', { min: 0, milliseconds: true }) ??
-        RETRY_DEFAULTS.maxElapsedMs,
-    })
-  }
+  const retry = resolveRetry(config.retry, 'retry')
 
   const consistency = resolveConsistency(config.consistency)
   const telemetry = resolveTelemetry(config.telemetry)
@@ -336,6 +322,18 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
     telemetry,
     log: config.log,
     plugins: Object.freeze([...(config.plugins ?? [])]),
+  })
+}
+
+/** Validates `retry`; see `AutoRetryConfig`. `false` turns automatic retries off. */
+function resolveRetry(input: unknown, setting: string): ResolvedRetry {
+  if (input === undefined) return RETRY_DEFAULTS
+  if (input === false) return NO_RETRY
+  const retry = checkObject(input, setting, RETRY_SPEC, { expected: 'an object or false' })
+  return Object.freeze({
+    retries: retry.retries ?? RETRY_DEFAULTS.retries,
+    ...backoffDelays(retry, setting, RETRY_DEFAULTS),
+    maxElapsedMs: retry.maxElapsedMs ?? RETRY_DEFAULTS.maxElapsedMs,
   })
 }
 

@@ -49,15 +49,23 @@ export function text(rule: TextRule = {}): Check<string | undefined> {
   }
 }
 
+/** What a function setting must be. */
+export interface FuncRule {
+  /** What the message says is expected: how it is called. Default: `'a function'`. */
+  readonly expected?: string
+  /** Describe a wrong value by its type only: a token passed where its getter belongs. */
+  readonly secret?: boolean
+}
+
 /**
- * A function setting (a hook, a callback). The message says what it is called with, and describes a
- * wrong value by its type only: a token passed where its getter belongs must not be repeated.
- * `F` is the caller's declared type: only `typeof` can be checked before the function is called.
+ * A function setting (a hook, a callback). `F` is the caller's declared type: only `typeof` can be
+ * checked before the function is called.
  */
-export function func<F>(expected = 'a function'): Check<F | undefined> {
+export function func<F>(rule: FuncRule = {}): Check<F | undefined> {
+  const describe = rule.secret ? describeType : describeValue
   return (value, setting) => {
     if (value === undefined || typeof value === 'function') return value as F | undefined
-    throw new ConfigError(setting, `expected ${expected}, got ${describeType(value)}`)
+    throw new ConfigError(setting, `expected ${rule.expected ?? 'a function'}, got ${describe(value)}`)
   }
 }
 

@@ -20,6 +20,11 @@ export interface ObjectRule {
   readonly unknownKey?: (key: string, known: ReadonlyArray<string>) => string
 }
 
+/** `ObjectRule.unknownKey` for the objects whose keys their docs call options (withRetry's, topology). */
+export function unknownOption(_key: string, known: ReadonlyArray<string>): string {
+  return `unknown option (known: ${known.join(', ')})`
+}
+
 /**
  * Checks a config object against its table: not an object is a `ConfigError` on `setting`; a key the
  * table lacks is one on that key (its value is never shown: it may be a password in the wrong

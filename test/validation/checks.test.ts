@@ -86,10 +86,11 @@ describe('the other checks', () => {
     expect(detail(text({ expected: 'a host name' }), 5)).toBe('expected a host name, got 5')
   })
 
-  it('func describes a wrong value by its type only', () => {
+  it('func says how it is called, and describes a secret by its type only', () => {
     const run = () => undefined
     expect(func<() => void>()(run, 's')).toBe(run)
-    expect(detail(func('a function () => string'), 'tok-S3cret')).toBe(
+    expect(detail(func(), 'x')).toBe("expected a function, got 'x'")
+    expect(detail(func({ expected: 'a function () => string', secret: true }), 'tok-S3cret')).toBe(
       'expected a function () => string, got a string',
     )
   })
