@@ -35,7 +35,6 @@ export default defineConfig({
       'test/topology/writer-tracker.test.ts',
       'test/validation/checks.test.ts',
       'test/validation/config-spec.test.ts',
-      'test/validation/setting-keys.test.ts',
     ],
     testTimeout: 30_000,
     pool: 'threads',

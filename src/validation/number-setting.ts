@@ -54,20 +54,6 @@ export function duration(rule: DurationRule): Check<number | undefined> {
     checkNumber(value, setting, { ...rule, unit: rule.comparedOnly ? 'milliseconds' : 'timer' })
 }
 
-/** The former entry point, kept until every resolver reads its settings through a table. */
-export function numberSetting(
-  value: unknown,
-  setting: string,
-  rule: {
-    readonly min: number
-    readonly max?: number
-    readonly milliseconds?: boolean
-    readonly fractions?: boolean
-  },
-): number | undefined {
-  return checkNumber(value, setting, { ...rule, unit: rule.milliseconds ? 'timer' : 'none' })
-}
-
 /**
  * The one number check behind `integer` and `duration`. Anything that breaks the rule is a
  * `ConfigError` naming the setting; a value that is not a number is described by its type only, so a
