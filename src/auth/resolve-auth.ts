@@ -1,8 +1,8 @@
 import { ConfigError } from '../errors.js'
-import { numberSetting } from '../validation/number-setting.js'
-import { settingKeys } from '../validation/setting-keys.js'
+import { type Check, func, oneOf, required, text } from '../validation/check.js'
+import { type ConfigSpec, checkObject, isPlainObject, type ObjectRule } from '../validation/config-spec.js'
+import { duration } from '../validation/number-setting.js'
 import type {
-  AuthConfig,
   AuthEndpoint,
   AwsCredentials,
   IamAuthConfig,
@@ -41,115 +41,103 @@ export type ResolvedAuth =
 
 export const PASSWORD_AUTH: ResolvedAuth = Object.freeze({ type: 'password' })
 
-const KEYS: Record<AuthConfig['type'], ReadonlyArray<string>> = {
-  password: settingKeys<PasswordAuthConfig>()('type'),
-  iam: settingKeys<IamAuthConfig>()('type', 'region', 'credentials', 'profile', 'refreshAfterMs'),
-  secret: settingKeys<SecretAuthConfig>()('type', 'secretId', 'region', 'ttlMs'),
-  token: settingKeys<TokenAuthConfig>()('type', 'getToken', 'ttlMs'),
+// `auth: {}` names the missing type the way a wrong one is named.
+const AUTH_TYPE = required(
+  oneOf('password', 'iam', 'secret', 'token'),
+  "expected 'password', 'iam', 'secret' or 'token', got undefined",
+)
+// Auth settings sit next to credentials: a wrong value is described by its type, never repeated.
+const NAME = text({ secret: true })
+const TTL_MS = duration({ min: 1_000, max: 7 * 24 * 3_600_000 })
+
+const CREDENTIALS: Check<AwsCredentials | undefined> = (value, setting) => {
+  if (
+    value === undefined ||
+    typeof value === 'function' ||
+    (isPlainObject(value) &&
+      typeof value.accessKeyId === 'string' &&
+      typeof value.secretAccessKey === 'string')
+  ) {
+    return value as AwsCredentials | undefined
+  }
+  throw new ConfigError(
+    setting,
+    'expected { accessKeyId, secretAccessKey, sessionToken? } or a credential provider function',
+  )
 }
 
+// One table per auth type: the keys another type takes are unknown here.
+const PASSWORD_SPEC = { type: AUTH_TYPE } satisfies ConfigSpec<PasswordAuthConfig>
+const IAM_SPEC = {
+  type: AUTH_TYPE,
+  region: NAME,
+  credentials: CREDENTIALS,
+  profile: NAME,
+  // At least a minute of refresh-ahead margin, and not so often that the signer's credential
+  // provider is hammered.
+  refreshAfterMs: duration({ min: 10_000, max: IAM_TOKEN_USABLE_MS - 60_000 }),
+} satisfies ConfigSpec<IamAuthConfig>
+const SECRET_SPEC = {
+  type: AUTH_TYPE,
+  secretId: required(NAME, 'is required: the secret name or ARN'),
+  region: NAME,
+  ttlMs: TTL_MS,
+} satisfies ConfigSpec<SecretAuthConfig>
+const TOKEN_SPEC = {
+  type: AUTH_TYPE,
+  getToken: required(
+    func<(endpoint: AuthEndpoint) => Promise<string>>({
+      expected: 'a function (endpoint) => Promise<string>',
+      secret: true,
+    }),
+    'expected a function (endpoint) => Promise<string>, got nothing',
+  ),
+  ttlMs: required(TTL_MS, 'is required: how long a token may be used, in milliseconds'),
+} satisfies ConfigSpec<TokenAuthConfig>
+
 /** Validates an `auth` setting; every problem is a `ConfigError` naming it. Never echoes values. */
-export function resolveAuth(input: AuthConfig | undefined, setting: string): ResolvedAuth {
+export function resolveAuth(input: unknown, setting: string): ResolvedAuth {
   if (input === undefined) return PASSWORD_AUTH
-  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+  if (!isPlainObject(input)) {
     throw new ConfigError(
       setting,
       "expected an object with a 'type' ('password', 'iam', 'secret' or 'token')",
     )
   }
-  const type = (input as { type?: unknown }).type
-  if (typeof type !== 'string' || !Object.hasOwn(KEYS, type)) {
-    throw new ConfigError(
-      `${setting}.type`,
-      `expected 'password', 'iam', 'secret' or 'token', got ${typeof type === 'string' ? `'${type.slice(0, 40)}'` : String(type)}`,
-    )
+  // The type picks the table, so it is checked first.
+  const type = AUTH_TYPE(input.type, `${setting}.type`)
+  const rule: ObjectRule = {
+    unknownKey: (_key, known) => `unknown setting for auth type '${type}' (known: ${known.join(', ')})`,
   }
-  const known = KEYS[type as AuthConfig['type']]
-  for (const key of Object.keys(input)) {
-    if (!known.includes(key)) {
-      throw new ConfigError(
-        `${setting}.${key}`,
-        `unknown setting for auth type '${type}' (known: ${known.join(', ')})`,
-      )
-    }
-  }
-  const fields = input as unknown as Record<string, unknown>
-  const optionalString = (key: string): string | undefined => {
-    const value = fields[key]
-    if (value === undefined) return undefined
-    if (typeof value !== 'string' || value.length === 0) {
-      throw new ConfigError(`${setting}.${key}`, `expected a non-empty string, got a ${typeof value}`)
-    }
-    return value
-  }
-  const duration = (key: string, min: number, max: number): number | undefined =>
-    numberSetting(fields[key], `${setting}.${key}`, { min, max, milliseconds: true })
-
-  switch (type as AuthConfig['type']) {
+  switch (type) {
     case 'password':
+      checkObject(input, setting, PASSWORD_SPEC, rule)
       return PASSWORD_AUTH
     case 'iam': {
-      const credentials = fields.credentials
-      if (
-        credentials !== undefined &&
-        typeof credentials !== 'function' &&
-        !(
-          typeof credentials === 'object' &&
-          credentials !== null &&
-          typeof (credentials as { accessKeyId?: unknown }).accessKeyId === 'string' &&
-          typeof (credentials as { secretAccessKey?: unknown }).secretAccessKey === 'string'
-        )
-      ) {
-        throw new ConfigError(
-          `${setting}.credentials`,
-          'expected { accessKeyId, secretAccessKey, sessionToken? } or a credential provider function',
-        )
-      }
-      const profile = optionalString('profile')
-      if (profile !== undefined && credentials !== undefined) {
+      const iam = checkObject(input, setting, IAM_SPEC, rule)
+      if (iam.profile !== undefined && iam.credentials !== undefined) {
         throw new ConfigError(setting, "give either 'credentials' or 'profile', not both")
       }
       return Object.freeze({
         type: 'iam',
-        region: optionalString('region'),
-        credentials: credentials as AwsCredentials | undefined,
-        profile,
-        // At least a minute of refresh-ahead margin, and not so often that the signer's credential
-        // provider is hammered.
-        refreshAfterMs: duration('refreshAfterMs', 10_000, IAM_TOKEN_USABLE_MS - 60_000) ?? 600_000,
+        region: iam.region,
+        credentials: iam.credentials,
+        profile: iam.profile,
+        refreshAfterMs: iam.refreshAfterMs ?? 600_000,
       })
     }
     case 'secret': {
-      const secretId = optionalString('secretId')
-      if (secretId === undefined) {
-        throw new ConfigError(`${setting}.secretId`, 'is required: the secret name or ARN')
-      }
+      const secret = checkObject(input, setting, SECRET_SPEC, rule)
       return Object.freeze({
         type: 'secret',
-        secretId,
-        region: optionalString('region'),
-        ttlMs: duration('ttlMs', 1_000, 7 * 24 * 3_600_000) ?? 3_600_000,
+        secretId: secret.secretId,
+        region: secret.region,
+        ttlMs: secret.ttlMs ?? 3_600_000,
       })
     }
     case 'token': {
-      if (typeof fields.getToken !== 'function') {
-        throw new ConfigError(
-          `${setting}.getToken`,
-          `expected a function (endpoint) => Promise<string>, got ${fields.getToken === undefined ? 'nothing' : `a ${typeof fields.getToken}`}`,
-        )
-      }
-      const ttlMs = duration('ttlMs', 1_000, 7 * 24 * 3_600_000)
-      if (ttlMs === undefined) {
-        throw new ConfigError(
-          `${setting}.ttlMs`,
-          'is required: how long a token may be used, in milliseconds',
-        )
-      }
-      return Object.freeze({
-        type: 'token',
-        getToken: fields.getToken as (endpoint: AuthEndpoint) => Promise<string>,
-        ttlMs,
-      })
+      const token = checkObject(input, setting, TOKEN_SPEC, rule)
+      return Object.freeze({ type: 'token', getToken: token.getToken, ttlMs: token.ttlMs })
     }
   }
 }

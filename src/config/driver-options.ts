@@ -1,6 +1,8 @@
 import type { AbortableOperationOptions, DatabaseConnection } from 'kysely'
 import { ConfigError } from '../errors.js'
-import { describeValue } from '../validation/describe-value.js'
+import { type Check, func } from '../validation/check.js'
+import { type ConfigSpec, checkObject } from '../validation/config-spec.js'
+import { describeType, describeValue } from '../validation/describe-value.js'
 import type { SqlDialect } from './create-db-config.js'
 
 /**
@@ -161,36 +163,52 @@ type OptionKind =
   | 'array'
   | 'type parsers'
 
-/** Each allowed key of a driver's options, with the kind of value it takes (held to the interface). */
-export const POSTGRES_DRIVER_OPTIONS = {
-  application_name: 'string',
-  fallback_application_name: 'string',
-  types: 'type parsers',
-  options: 'string',
-  binary: 'boolean',
-  client_encoding: 'string',
-  lock_timeout: 'number',
-  idle_in_transaction_session_timeout: 'number',
-  enableChannelBinding: 'boolean',
-} as const satisfies Record<keyof PostgresDriverOptions, OptionKind>
+/**
+ * A driver option of `kind`. A wrong value is shown only when it is a boolean or a number: a string
+ * may hold a secret (`options: '-c password=…'`, a connect attribute).
+ */
+function option(kind: OptionKind): Check<unknown> {
+  const expected =
+    kind === 'type parsers' ? 'an object with a getTypeParser function (pg.types)' : kind.replace('|', ' or ')
+  return (value, setting) => {
+    if (value === undefined || isOptionKind(value, kind)) return value
+    const shown =
+      typeof value === 'boolean' || typeof value === 'number' ? describeValue(value) : describeType(value)
+    throw new ConfigError(setting, `expected ${expected}, got ${shown}`)
+  }
+}
 
+/** The table of `pg`: each option pg takes from the caller, with the kind of value it takes. */
+export const POSTGRES_DRIVER_OPTIONS = {
+  application_name: option('string'),
+  fallback_application_name: option('string'),
+  types: option('type parsers'),
+  options: option('string'),
+  binary: option('boolean'),
+  client_encoding: option('string'),
+  lock_timeout: option('number'),
+  idle_in_transaction_session_timeout: option('number'),
+  enableChannelBinding: option('boolean'),
+} satisfies ConfigSpec<PostgresDriverOptions>
+
+/** The table of `mysql2`. */
 export const MYSQL_DRIVER_OPTIONS = {
-  supportBigNumbers: 'boolean',
-  bigNumberStrings: 'boolean',
-  decimalNumbers: 'boolean',
-  dateStrings: 'boolean|array',
-  jsonStrings: 'boolean',
-  timezone: 'string',
-  charset: 'string',
-  typeCast: 'boolean|function',
-  multipleStatements: 'boolean',
-  flags: 'array',
-  localAddress: 'string',
-  stringifyObjects: 'boolean',
-  maxPreparedStatements: 'number',
-  connectAttributes: 'object',
-  trace: 'boolean',
-} as const satisfies Record<keyof MysqlDriverOptions, OptionKind>
+  supportBigNumbers: option('boolean'),
+  bigNumberStrings: option('boolean'),
+  decimalNumbers: option('boolean'),
+  dateStrings: option('boolean|array'),
+  jsonStrings: option('boolean'),
+  timezone: option('string'),
+  charset: option('string'),
+  typeCast: option('boolean|function'),
+  multipleStatements: option('boolean'),
+  flags: option('array'),
+  localAddress: option('string'),
+  stringifyObjects: option('boolean'),
+  maxPreparedStatements: option('number'),
+  connectAttributes: option('object'),
+  trace: option('boolean'),
+} satisfies ConfigSpec<MysqlDriverOptions>
 
 /**
  * Driver options the library owns or cannot allow, with what to do instead. Named so a user who
@@ -259,9 +277,8 @@ export const OWNED_MYSQL_OPTIONS: Readonly<Record<string, string>> = {
 export type ResolvedDriverOptions = Readonly<Record<string, unknown>>
 
 /**
- * Validates the `pg` or `mysql2` options at `setting` for `dialect`, merged over `base` (the top
- * level's, for an endpoint). Values are never echoed unless they are booleans or numbers: a string may
- * hold a secret (`options: '-c password=…'`, a connect attribute).
+ * Validates the `pg` or `mysql2` options at `path` for `dialect`, merged over `base` (the top
+ * level's, for an endpoint). An option the library owns is refused with the setting to use instead.
  */
 export function resolveDriverOptions(
   input: unknown,
@@ -278,57 +295,25 @@ export function resolveDriverOptions(
       `is for the ${setting === 'pg' ? "'postgres'" : "'mysql'"} dialect; with dialect '${dialect}' use '${driver}'`,
     )
   }
-  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
-    throw new ConfigError(path, `expected an object of ${driver} options, got ${describeValue(input)}`)
-  }
-  const allowed: Readonly<Record<string, OptionKind>> =
+  const spec: Readonly<Record<string, Check<unknown>>> =
     dialect === 'postgres' ? POSTGRES_DRIVER_OPTIONS : MYSQL_DRIVER_OPTIONS
   const owned = dialect === 'postgres' ? OWNED_POSTGRES_OPTIONS : OWNED_MYSQL_OPTIONS
+  const checked = checkObject(input, path, spec, {
+    expected: `an object of ${driver} options`,
+    unknownKey: (key, known) =>
+      Object.hasOwn(owned, key)
+        ? (owned[key] as string)
+        : `unknown ${driver} option (supported: ${known.join(', ')})`,
+  })
   const resolved: Record<string, unknown> = { ...base }
-  for (const [key, value] of Object.entries(input)) {
-    if (Object.hasOwn(owned, key)) throw new ConfigError(`${path}.${key}`, owned[key] as string)
-    const kind = allowed[key]
-    if (kind === undefined) {
-      throw new ConfigError(
-        `${path}.${key}`,
-        `unknown ${driver} option (supported: ${Object.keys(allowed).join(', ')})`,
-      )
-    }
-    if (value === undefined) continue
-    if (!isOptionKind(value, kind)) {
-      const shown =
-        typeof value === 'boolean' || typeof value === 'number' ? describeValue(value) : `a ${kindOf(value)}`
-      const expected =
-        kind === 'type parsers'
-          ? 'an object with a getTypeParser function (pg.types)'
-          : kind.replace('|', ' or ')
-      throw new ConfigError(`${path}.${key}`, `expected ${expected}, got ${shown}`)
-    }
-    resolved[key] = value
-  }
+  for (const [key, value] of Object.entries(checked)) if (value !== undefined) resolved[key] = value
   return Object.freeze(resolved)
 }
 
-/** Validates a connection hook setting. */
-export function resolveHook(
-  input: unknown,
-  path: string,
-  base: ConnectionHook | undefined,
-): ConnectionHook | undefined {
-  if (input === undefined) return base
-  if (typeof input !== 'function') {
-    throw new ConfigError(
-      path,
-      `expected an async function (connection) => Promise<void>, got ${describeValue(input)}`,
-    )
-  }
-  return input as ConnectionHook
-}
-
-function kindOf(value: unknown): string {
-  if (value === null) return 'null'
-  return Array.isArray(value) ? 'array' : typeof value
-}
+/** Checks a connection hook setting; `undefined` inherits the top level's. */
+export const connectionHook: Check<ConnectionHook | undefined> = func<ConnectionHook>({
+  expected: 'an async function (connection) => Promise<void>',
+})
 
 /** Whether `value` is of `kind`. */
 function isOptionKind(value: unknown, kind: OptionKind): boolean {

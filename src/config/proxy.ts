@@ -1,6 +1,6 @@
 import { isRdsProxyHost } from '../aws/rds-host.js'
 import { ConfigError } from '../errors.js'
-import { describeValue } from '../validation/describe-value.js'
+import { type Check, oneOf } from '../validation/check.js'
 import type { SqlDialect } from './create-db-config.js'
 import type { ResolvedDriverOptions } from './driver-options.js'
 import type { ResolvedPoolOptions } from './pool-options.js'
@@ -20,19 +20,11 @@ import type { ResolvedPoolOptions } from './pool-options.js'
  */
 export type ConnectionProxy = 'pgbouncer' | 'rds-proxy'
 
-const PROXIES: ReadonlyArray<ConnectionProxy> = ['pgbouncer', 'rds-proxy']
-
 /**
- * Validates a `proxy` setting: a proxy, `false` (none, even on an RDS Proxy host name) or
- * `undefined` (inherit, and in the end: detect from the host name).
+ * Checks a `proxy` setting: a proxy, `false` (none, even on an RDS Proxy host name) or `undefined`
+ * (inherit, and in the end: detect from the host name).
  */
-export function checkProxySetting(input: unknown, setting: string): ConnectionProxy | false | undefined {
-  if (input === undefined || input === false) return input
-  if (typeof input === 'string' && (PROXIES as ReadonlyArray<string>).includes(input)) {
-    return input as ConnectionProxy
-  }
-  throw new ConfigError(setting, `expected 'pgbouncer', 'rds-proxy' or false, got ${describeValue(input)}`)
-}
+export const proxySetting: Check<ConnectionProxy | false | undefined> = oneOf('pgbouncer', 'rds-proxy', false)
 
 /** The proxy an endpoint is behind: the setting, or RDS Proxy when the host name is one's. */
 export function proxyOf(

@@ -1,35 +1,40 @@
 import { isIP } from 'node:net'
 import type { KyselyPlugin, LogConfig } from 'kysely'
-import type { AuthConfig } from '../auth/auth-config.js'
 import { PASSWORD_AUTH, type ResolvedAuth, resolveAuth } from '../auth/resolve-auth.js'
 import { regionFromRdsHost } from '../aws/rds-host.js'
 import { ConfigError } from '../errors.js'
 import { isUnixSocket } from '../host/unix-socket.js'
 import { backoffDelays } from '../retry/backoff.js'
-import { type ResolvedTls, resolveTls } from '../tls/resolve-tls.js'
-import type { TlsConfig } from '../tls/tls-config.js'
+import { checkTls, defaultTls, type ResolvedTls } from '../tls/resolve-tls.js'
+import {
+  boolean,
+  type Check,
+  checkedByItsResolver,
+  list,
+  oneOf,
+  required,
+  text,
+} from '../validation/check.js'
+import { type Checked, type ConfigSpec, checkObject, withDefaults } from '../validation/config-spec.js'
 import { describeValue } from '../validation/describe-value.js'
-import { numberSetting } from '../validation/number-setting.js'
-import { settingKeys } from '../validation/setting-keys.js'
+import { duration, integer } from '../validation/number-setting.js'
 import type {
   AutoRetryConfig,
   ConsistencyConfig,
   CreateDbConfig,
   EndpointConfig,
   EndpointOptions,
-  PoolConfig,
   ReaderStrategy,
   RoutingConfig,
   SqlDialect,
   TelemetryConfig,
 } from './create-db-config.js'
-import { type ResolvedDriverOptions, resolveDriverOptions, resolveHook } from './driver-options.js'
+import { connectionHook, type ResolvedDriverOptions, resolveDriverOptions } from './driver-options.js'
 import { type ConnectionHooks, type EndpointRole, EndpointSettings } from './endpoint-settings.js'
-import { POOL_DEFAULTS, POOL_KEYS, type ResolvedPoolOptions } from './pool-options.js'
-import { type ConnectionProxy, checkProxyCompatibility, checkProxySetting, proxyOf } from './proxy.js'
+import { POOL_DEFAULTS, type ResolvedPoolOptions, resolvePool } from './pool-options.js'
+import { type ConnectionProxy, checkProxyCompatibility, proxyOf, proxySetting } from './proxy.js'
 import { type ResolvedTopology, resolveTopology } from './topology-options.js'
 
-/** `createDb`'s config after validation, with every default applied. */
 export interface ResolvedConfig {
   readonly dialect: SqlDialect
   /** Writer candidates; the first is assumed to be the writer until discovery says otherwise. */
@@ -73,76 +78,139 @@ export interface ResolvedRetry {
   readonly maxElapsedMs: number
 }
 
+/** `routing` after validation, with every default applied. */
+type ResolvedRouting = Pick<
+  ResolvedConfig,
+  | 'readerStrategy'
+  | 'fallback'
+  | 'maxReplicaLagMs'
+  | 'lagCheckIntervalMs'
+  | 'readerCooldownMs'
+  | 'writerTables'
+>
+
+const ROUTING_DEFAULTS: ResolvedRouting = Object.freeze({
+  readerStrategy: 'round-robin',
+  fallback: 'writer',
+  maxReplicaLagMs: undefined,
+  lagCheckIntervalMs: 1_000,
+  readerCooldownMs: 5_000,
+  writerTables: Object.freeze([]),
+})
 const RETRY_DEFAULTS: ResolvedRetry = Object.freeze({
   retries: Infinity,
   minDelayMs: 50,
   maxDelayMs: 1_000,
   maxElapsedMs: 10_000,
 })
-// Each list is held to its interface by the compiler (settingKeys): an option added to an interface
-// and not here fails to compile instead of being rejected as unknown.
-const TOP_LEVEL_KEYS = settingKeys<CreateDbConfig>()(
-  'dialect',
-  'writer',
-  'readers',
-  'auth',
-  'tls',
-  'pool',
-  'routing',
-  'retry',
-  'consistency',
-  'log',
-  'plugins',
-  'pg',
-  'mysql2',
-  'onCreateConnection',
-  'onReserveConnection',
-  'proxy',
-  'topology',
-  'telemetry',
-)
-const TELEMETRY_KEYS = settingKeys<TelemetryConfig>()('statementText')
-const TELEMETRY_DEFAULTS: ResolvedTelemetry = Object.freeze({ statementText: false })
-const CONSISTENCY_KEYS = settingKeys<ConsistencyConfig>()(
-  'readYourWrites',
-  'whenBehind',
-  'maxWaitMs',
-  'pollIntervalMs',
-)
+const NO_RETRY: ResolvedRetry = Object.freeze({ ...RETRY_DEFAULTS, retries: 0 })
 const CONSISTENCY_DEFAULTS: ResolvedConsistency = Object.freeze({
   readYourWrites: 'scoped',
   whenBehind: 'writer',
   maxWaitMs: 1_000,
   pollIntervalMs: 50,
 })
-const RETRY_KEYS = settingKeys<AutoRetryConfig>()('retries', 'minDelayMs', 'maxDelayMs', 'maxElapsedMs')
-const ENDPOINT_KEYS = settingKeys<EndpointOptions>()(
-  'url',
-  'host',
-  'port',
-  'user',
-  'password',
-  'database',
-  'name',
-  'pool',
-  'auth',
-  'tls',
-  'pg',
-  'mysql2',
-  'onCreateConnection',
-  'onReserveConnection',
-  'proxy',
-)
-const ROUTING_KEYS = settingKeys<RoutingConfig>()(
-  'readerStrategy',
-  'fallback',
-  'maxReplicaLagMs',
-  'lagCheckIntervalMs',
-  'readerCooldownMs',
-  'writerTables',
-)
-const DIALECTS: ReadonlyArray<SqlDialect> = ['postgres', 'mysql']
-const READER_STRATEGIES: ReadonlyArray<ReaderStrategy> = ['round-robin', 'random', 'least-busy']
+const TELEMETRY_DEFAULTS: ResolvedTelemetry = Object.freeze({ statementText: false })
+
+const ROUTING_SPEC = {
+  readerStrategy: oneOf('round-robin', 'random', 'least-busy'),
+  fallback: oneOf('writer', 'error'),
+  maxReplicaLagMs: duration({ min: 1 }),
+  lagCheckIntervalMs: duration({ min: 10 }),
+  readerCooldownMs: duration({ min: 1 }),
+  writerTables: list(
+    'an array of table names',
+    required(text({ expected: 'a non-empty table name' }), 'expected a non-empty table name, got undefined'),
+  ),
+} satisfies ConfigSpec<RoutingConfig>
+
+const RETRY_SPEC = {
+  retries: integer({ min: 0, orInfinity: true }),
+  minDelayMs: duration({ min: 0 }),
+  maxDelayMs: duration({ min: 0 }),
+  maxElapsedMs: duration({ min: 0 }),
+} satisfies ConfigSpec<AutoRetryConfig>
+
+const CONSISTENCY_SPEC = {
+  readYourWrites: oneOf('scoped', 'process'),
+  whenBehind: oneOf('writer', 'wait'),
+  maxWaitMs: duration({ min: 1 }),
+  pollIntervalMs: duration({ min: 1 }),
+} satisfies ConfigSpec<ConsistencyConfig>
+
+const TELEMETRY_SPEC = { statementText: boolean } satisfies ConfigSpec<TelemetryConfig>
+
+const LOG: Check<LogConfig | undefined> = (value, setting) => {
+  if (value === undefined || Array.isArray(value) || typeof value === 'function') {
+    return value as LogConfig | undefined
+  }
+  throw new ConfigError(setting, `expected an array of log levels or a function, got ${describeValue(value)}`)
+}
+
+const CONFIG_SPEC = {
+  dialect: required(oneOf('postgres', 'mysql'), "expected 'postgres' or 'mysql', got undefined"),
+  // resolveEndpoint, for each writer and reader, once the dialect and the defaults below are known.
+  writer: required(checkedByItsResolver, 'is required: a connection URL or an endpoint object'),
+  readers: checkedByItsResolver,
+  auth: resolveAuth,
+  tls: checkTls,
+  pool: (value, setting) => resolvePool(value, POOL_DEFAULTS, setting),
+  routing: (value, setting) =>
+    value === undefined
+      ? ROUTING_DEFAULTS
+      : withDefaults(checkObject(value, setting, ROUTING_SPEC), ROUTING_DEFAULTS),
+  retry: resolveRetry,
+  consistency: resolveConsistency,
+  log: LOG,
+  // Kysely calls the plugins; only the list is the library's to check.
+  plugins: list('an array of Kysely plugins'),
+  // resolveDriverOptions, once the dialect is known.
+  pg: checkedByItsResolver,
+  mysql2: checkedByItsResolver,
+  onCreateConnection: connectionHook,
+  onReserveConnection: connectionHook,
+  proxy: proxySetting,
+  // resolveTopology, against the first writer.
+  topology: checkedByItsResolver,
+  telemetry: (value, setting) =>
+    value === undefined
+      ? TELEMETRY_DEFAULTS
+      : withDefaults(checkObject(value, setting, TELEMETRY_SPEC), TELEMETRY_DEFAULTS),
+} satisfies ConfigSpec<CreateDbConfig>
+
+const PORT = integer({ min: 1, max: 65_535, expected: 'a TCP port' })
+// Parts of an endpoint that may be secret: a wrong value is described by its type, never repeated.
+const SECRET_TEXT = text({ empty: true, secret: true })
+
+/**
+ * The table of an endpoint object, for one dialect and what the top level gives every endpoint
+ * (its pool and driver options are merged over the top level's).
+ */
+function endpointSpec(dialect: SqlDialect, base: EndpointDefaults) {
+  return {
+    url: (value, setting) => {
+      const url = text({ empty: true, expected: 'a connection URL string' })(value, setting)
+      return url === undefined ? undefined : parseUrl(url, dialect, setting)
+    },
+    host: (value, setting) => {
+      const host = text({ expected: "a host name (or give 'url')" })(value, setting)
+      return host === undefined ? undefined : checkHost(host, dialect, setting, 'host')
+    },
+    port: PORT,
+    user: SECRET_TEXT,
+    password: SECRET_TEXT,
+    database: SECRET_TEXT,
+    name: text(),
+    pool: (value, setting) => resolvePool(value, base.pool, setting),
+    auth: (value, setting) => (value === undefined ? undefined : resolveAuth(value, setting)),
+    tls: checkTls,
+    pg: (value, setting) => resolveDriverOptions(value, dialect, 'pg', setting, base.driverOptions),
+    mysql2: (value, setting) => resolveDriverOptions(value, dialect, 'mysql2', setting, base.driverOptions),
+    onCreateConnection: connectionHook,
+    onReserveConnection: connectionHook,
+    proxy: proxySetting,
+  } satisfies ConfigSpec<EndpointOptions>
+}
 
 const URL_SCHEMES: Record<string, SqlDialect> = {
   'postgres:': 'postgres',
@@ -157,32 +225,20 @@ const DEFAULT_PORTS: Record<SqlDialect, number> = { postgres: 5432, mysql: 3306 
  * silently ignored or defaulted around.
  */
 export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
-  if (!isPlainObject(config)) {
-    throw new ConfigError('config', `expected an object, got ${describeValue(config)}`)
-  }
-  rejectUnknownKeys(config, TOP_LEVEL_KEYS, '')
-
-  const dialect = config.dialect
-  if (!DIALECTS.includes(dialect)) {
-    throw new ConfigError('dialect', `expected 'postgres' or 'mysql', got ${describeValue(dialect)}`)
-  }
-
-  const basePool = resolvePool(config.pool, POOL_DEFAULTS, 'pool')
+  const checked = checkObject(config, '', CONFIG_SPEC)
+  const { dialect } = checked
   const base: EndpointDefaults = {
-    pool: basePool,
-    auth: resolveAuth(config.auth, 'auth'),
-    tls: config.tls,
+    pool: checked.pool,
+    auth: checked.auth,
+    tls: checked.tls,
     driverOptions: driverOptionsOf(config, dialect, '', NO_DRIVER_OPTIONS),
-    proxy: checkProxySetting(config.proxy, 'proxy'),
+    proxy: checked.proxy,
     hooks: {
-      onCreateConnection: resolveHook(config.onCreateConnection, 'onCreateConnection', undefined),
-      onReserveConnection: resolveHook(config.onReserveConnection, 'onReserveConnection', undefined),
+      onCreateConnection: checked.onCreateConnection,
+      onReserveConnection: checked.onReserveConnection,
     },
   }
 
-  if (config.writer === undefined) {
-    throw new ConfigError('writer', 'is required: a connection URL or an endpoint object')
-  }
   const writerList: ReadonlyArray<EndpointConfig> = Array.isArray(config.writer)
     ? (config.writer as ReadonlyArray<EndpointConfig>)
     : [config.writer as EndpointConfig]
@@ -214,100 +270,6 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
     names.add(reader.name)
   })
 
-  let readerStrategy: ReaderStrategy = 'round-robin'
-  let fallback: 'writer' | 'error' = 'writer'
-  let maxReplicaLagMs: number | undefined
-  let lagCheckIntervalMs = 1_000
-  let readerCooldownMs = 5_000
-  let writerTables: ReadonlyArray<string> = Object.freeze([])
-  if (config.routing !== undefined) {
-    const routing = config.routing as Record<string, unknown>
-    if (!isPlainObject(routing)) {
-      throw new ConfigError('routing', `expected an object, got ${describeValue(routing)}`)
-    }
-    rejectUnknownKeys(routing, ROUTING_KEYS, 'routing.')
-    if (routing.readerStrategy !== undefined) {
-      if (!READER_STRATEGIES.includes(routing.readerStrategy as ReaderStrategy)) {
-        throw new ConfigError(
-          'routing.readerStrategy',
-          `expected one of ${READER_STRATEGIES.map((s) => `'${s}'`).join(', ')}, got ${describeValue(routing.readerStrategy)}`,
-        )
-      }
-      readerStrategy = routing.readerStrategy as ReaderStrategy
-    }
-    if (routing.fallback !== undefined) {
-      if (routing.fallback !== 'writer' && routing.fallback !== 'error') {
-        throw new ConfigError(
-          'routing.fallback',
-          `expected 'writer' or 'error', got ${describeValue(routing.fallback)}`,
-        )
-      }
-      fallback = routing.fallback
-    }
-    const ms = (key: (typeof ROUTING_KEYS)[number], min: number) =>
-      numberSetting(routing[key], `routing.${key}`, { min, milliseconds: true })
-    maxReplicaLagMs = ms('maxReplicaLagMs', 1)
-    lagCheckIntervalMs = ms('lagCheckIntervalMs', 10) ?? lagCheckIntervalMs
-    readerCooldownMs = ms('readerCooldownMs', 1) ?? readerCooldownMs
-    if (routing.writerTables !== undefined) {
-      const tables = routing.writerTables
-      if (!Array.isArray(tables)) {
-        throw new ConfigError(
-          'routing.writerTables',
-          `expected an array of table names, got ${describeValue(tables)}`,
-        )
-      }
-      tables.forEach((table: unknown, index) => {
-        if (typeof table !== 'string' || table === '') {
-          throw new ConfigError(
-            `routing.writerTables[${index}]`,
-            `expected a non-empty table name, got ${describeValue(table)}`,
-          )
-        }
-      })
-      writerTables = Object.freeze([...(tables as string[])])
-    }
-  }
-
-  let retry = RETRY_DEFAULTS
-  if (config.retry === false) {
-    retry = { ...RETRY_DEFAULTS, retries: 0 }
-  } else if (config.retry !== undefined) {
-    const input = config.retry as unknown
-    if (!isPlainObject(input)) {
-      throw new ConfigError('retry', `expected an object or false, got ${describeValue(input)}`)
-    }
-    rejectUnknownKeys(input, RETRY_KEYS, 'retry.')
-    const { minDelayMs, maxDelayMs } = backoffDelays(input, 'retry', RETRY_DEFAULTS)
-    retry = Object.freeze({
-      retries:
-        input.retries === Infinity
-          ? Infinity
-          : (numberSetting(input.retries, 'retry.retries', { min: 0 }) ?? RETRY_DEFAULTS.retries),
-      minDelayMs,
-      maxDelayMs,
-      maxElapsedMs:
-        numberSetting(input.maxElapsedMs, 'retry.maxElapsedMs', { min: 0, milliseconds: true }) ??
-        RETRY_DEFAULTS.maxElapsedMs,
-    })
-  }
-
-  const consistency = resolveConsistency(config.consistency)
-  const telemetry = resolveTelemetry(config.telemetry)
-
-  if (config.plugins !== undefined && !Array.isArray(config.plugins)) {
-    throw new ConfigError(
-      'plugins',
-      `expected an array of Kysely plugins, got ${describeValue(config.plugins)}`,
-    )
-  }
-  if (config.log !== undefined && !Array.isArray(config.log) && typeof config.log !== 'function') {
-    throw new ConfigError(
-      'log',
-      `expected an array of log levels or a function, got ${describeValue(config.log)}`,
-    )
-  }
-
   const unverified = [...writers, ...readers].filter((endpoint) => endpoint.tls.mode === 'unverified')
   if (unverified.length > 0) {
     process.emitWarning(
@@ -324,81 +286,49 @@ export function resolveConfig(config: CreateDbConfig): ResolvedConfig {
     dialect,
     writers: Object.freeze(writers),
     readers: Object.freeze(readers),
-    readerStrategy,
-    fallback,
-    maxReplicaLagMs,
-    lagCheckIntervalMs,
-    readerCooldownMs,
-    writerTables,
-    retry,
-    consistency,
+    ...checked.routing,
+    retry: checked.retry,
+    consistency: checked.consistency,
     topology: resolveTopology(config.topology, writers[0] as EndpointSettings),
-    telemetry,
-    log: config.log,
-    plugins: Object.freeze([...(config.plugins ?? [])]),
+    telemetry: checked.telemetry,
+    log: checked.log,
+    plugins: (checked.plugins ?? Object.freeze([])) as ReadonlyArray<KyselyPlugin>,
   })
 }
 
-/** Validates `telemetry`; see `TelemetryConfig`. */
-function resolveTelemetry(input: unknown): ResolvedTelemetry {
-  if (input === undefined) return TELEMETRY_DEFAULTS
-  if (!isPlainObject(input)) {
-    throw new ConfigError('telemetry', `expected an object, got ${describeValue(input)}`)
-  }
-  rejectUnknownKeys(input, TELEMETRY_KEYS, 'telemetry.')
-  const { statementText } = input
-  if (statementText !== undefined && typeof statementText !== 'boolean') {
-    throw new ConfigError(
-      'telemetry.statementText',
-      `expected true or false, got ${describeValue(statementText)}`,
-    )
-  }
-  return Object.freeze({ statementText: statementText ?? TELEMETRY_DEFAULTS.statementText })
+/** Validates `retry`; see `AutoRetryConfig`. `false` turns automatic retries off. */
+function resolveRetry(input: unknown, setting: string): ResolvedRetry {
+  if (input === undefined) return RETRY_DEFAULTS
+  if (input === false) return NO_RETRY
+  const retry = checkObject(input, setting, RETRY_SPEC, { expected: 'an object or false' })
+  return Object.freeze({
+    retries: retry.retries ?? RETRY_DEFAULTS.retries,
+    // Between the two delays, so after the table.
+    ...backoffDelays(retry, setting, RETRY_DEFAULTS),
+    maxElapsedMs: retry.maxElapsedMs ?? RETRY_DEFAULTS.maxElapsedMs,
+  })
 }
 
 /** Validates `consistency`; see `ConsistencyConfig`. */
-function resolveConsistency(input: unknown): ResolvedConsistency {
+function resolveConsistency(input: unknown, setting: string): ResolvedConsistency {
   if (input === undefined) return CONSISTENCY_DEFAULTS
-  if (!isPlainObject(input)) {
-    throw new ConfigError('consistency', `expected an object, got ${describeValue(input)}`)
-  }
-  rejectUnknownKeys(input, CONSISTENCY_KEYS, 'consistency.')
-  const { readYourWrites, whenBehind } = input
-  if (readYourWrites !== undefined && readYourWrites !== 'scoped' && readYourWrites !== 'process') {
-    throw new ConfigError(
-      'consistency.readYourWrites',
-      `expected 'scoped' or 'process', got ${describeValue(readYourWrites)}`,
-    )
-  }
-  if (whenBehind !== undefined && whenBehind !== 'writer' && whenBehind !== 'wait') {
-    throw new ConfigError(
-      'consistency.whenBehind',
-      `expected 'writer' or 'wait', got ${describeValue(whenBehind)}`,
-    )
-  }
-  const maxWaitMs = numberSetting(input.maxWaitMs, 'consistency.maxWaitMs', { min: 1, milliseconds: true })
-  if (maxWaitMs !== undefined && whenBehind !== 'wait') {
+  const consistency = checkObject(input, setting, CONSISTENCY_SPEC)
+  if (consistency.maxWaitMs !== undefined && consistency.whenBehind !== 'wait') {
     // Only 'wait' waits: a bound given without it would be silently ignored.
     throw new ConfigError(
-      'consistency.maxWaitMs',
+      `${setting}.maxWaitMs`,
       "applies only with consistency.whenBehind: 'wait'; set that too, or remove maxWaitMs",
     )
   }
-  return Object.freeze({
-    readYourWrites: readYourWrites ?? CONSISTENCY_DEFAULTS.readYourWrites,
-    whenBehind: whenBehind ?? CONSISTENCY_DEFAULTS.whenBehind,
-    maxWaitMs: maxWaitMs ?? CONSISTENCY_DEFAULTS.maxWaitMs,
-    pollIntervalMs:
-      numberSetting(input.pollIntervalMs, 'consistency.pollIntervalMs', { min: 1, milliseconds: true }) ??
-      CONSISTENCY_DEFAULTS.pollIntervalMs,
-  })
+  return withDefaults(consistency, CONSISTENCY_DEFAULTS)
 }
 
 /** What every endpoint inherits from the top level of the config. */
 interface EndpointDefaults {
   readonly pool: ResolvedPoolOptions
   readonly auth: ResolvedAuth
-  readonly tls: TlsConfig | undefined
+  /** `undefined`: each endpoint gets the default for its host. */
+  readonly tls: ResolvedTls | undefined
   readonly driverOptions: ResolvedDriverOptions
   readonly proxy: ConnectionProxy | false | undefined
   readonly hooks: ConnectionHooks
@@ -406,7 +336,7 @@ interface EndpointDefaults {
 
 const NO_DRIVER_OPTIONS: ResolvedDriverOptions = Object.freeze({})
 
-/** The `pg` or `mysql2` options of a config object (the top level or an endpoint), over `base`. */
+/** The top level's `pg` or `mysql2` options; the other driver's must be unset. */
 function driverOptionsOf(
   input: { readonly pg?: unknown; readonly mysql2?: unknown },
   dialect: SqlDialect,
@@ -420,6 +350,15 @@ function driverOptionsOf(
   return resolved
 }
 
+/** Where an endpoint is and who connects: from its URL, or its object's fields. */
+interface Address {
+  readonly host: string | undefined
+  readonly port?: number | undefined
+  readonly user?: string | undefined
+  readonly password?: string | undefined
+  readonly database?: string | undefined
+}
+
 function resolveEndpoint(
   input: EndpointConfig,
   dialect: SqlDialect,
@@ -428,113 +367,34 @@ function resolveEndpoint(
   setting: string,
   base: EndpointDefaults,
 ): EndpointSettings {
-  const fields: {
-    host?: string
-    port?: number
-    user?: string
-    password?: string
-    database?: string
-  } = {}
-  let name = defaultName
-  let pool = base.pool
-  let auth = base.auth
-  let authSetting = 'auth'
-  let tls = base.tls
-  let tlsSetting = 'tls'
-  let driverOptions = base.driverOptions
-  let hooks = base.hooks
-  let proxySetting = base.proxy
-  let proxySettingName = 'proxy'
-  // Which of this endpoint's own settings it set, to name the right one in an error.
-  let ownPool: Readonly<Record<string, unknown>> = {}
-  let ownDriver: Readonly<Record<string, unknown>> = {}
-
-  if (typeof input === 'string') {
-    Object.assign(fields, parseUrl(input, dialect, setting))
-  } else if (isPlainObject(input)) {
-    rejectUnknownKeys(input, ENDPOINT_KEYS, `${setting}.`)
-    if (input.auth !== undefined) {
-      authSetting = `${setting}.auth`
-      auth = resolveAuth(input.auth as AuthConfig, authSetting)
-    }
-    if (input.tls !== undefined) {
-      tls = input.tls as TlsConfig
-      tlsSetting = `${setting}.tls`
-    }
-    if (input.url !== undefined && input.host !== undefined) {
-      throw new ConfigError(setting, "give either 'url' or 'host', not both")
-    }
-    if (input.url !== undefined) {
-      if (typeof input.url !== 'string') {
-        throw new ConfigError(
-          `${setting}.url`,
-          `expected a connection URL string, got ${describeValue(input.url)}`,
-        )
-      }
-      Object.assign(fields, parseUrl(input.url, dialect, `${setting}.url`))
-    } else if (input.host === undefined && auth.type === 'secret') {
-      // The secret supplies the host (RDS secrets carry host, port and dbname).
-    } else {
-      if (typeof input.host !== 'string' || input.host.length === 0) {
-        throw new ConfigError(
-          `${setting}.host`,
-          `expected a host name (or give 'url'), got ${describeValue(input.host)}`,
-        )
-      }
-      fields.host = checkHost(input.host, dialect, `${setting}.host`, 'host')
-    }
-    if (input.port !== undefined) fields.port = checkPort(input.port, `${setting}.port`)
-    for (const key of ['user', 'password', 'database'] as const) {
-      const value = input[key]
-      if (value !== undefined) {
-        if (typeof value !== 'string') {
-          // Never echo the value: it may be a secret.
-          throw new ConfigError(`${setting}.${key}`, `expected a string, got a ${typeof value}`)
-        }
-        fields[key] = value
-      }
-    }
-    if (input.name !== undefined) {
-      if (typeof input.name !== 'string' || input.name.length === 0) {
-        throw new ConfigError(
-          `${setting}.name`,
-          `expected a non-empty string, got ${describeValue(input.name)}`,
-        )
-      }
-      name = input.name
-    }
-    if (input.pool !== undefined) {
-      pool = resolvePool(input.pool as PoolConfig, base.pool, `${setting}.pool`)
-      ownPool = input.pool as Readonly<Record<string, unknown>>
-    }
-    driverOptions = driverOptionsOf(input, dialect, `${setting}.`, driverOptions)
-    ownDriver = ((dialect === 'postgres' ? input.pg : input.mysql2) ?? {}) as Readonly<
-      Record<string, unknown>
-    >
-    if (input.proxy !== undefined) {
-      proxySetting = checkProxySetting(input.proxy, `${setting}.proxy`)
-      proxySettingName = `${setting}.proxy`
-    }
-    hooks = {
-      onCreateConnection: resolveHook(
-        input.onCreateConnection,
-        `${setting}.onCreateConnection`,
-        hooks.onCreateConnection,
-      ),
-      onReserveConnection: resolveHook(
-        input.onReserveConnection,
-        `${setting}.onReserveConnection`,
-        hooks.onReserveConnection,
-      ),
-    }
-  } else {
-    throw new ConfigError(
-      setting,
-      `expected a connection URL string or an endpoint object, got ${describeValue(input)}`,
-    )
+  const own =
+    typeof input === 'string'
+      ? undefined
+      : checkObject(input, setting, endpointSpec(dialect, base), {
+          expected: 'a connection URL string or an endpoint object',
+        })
+  const auth = own?.auth ?? base.auth
+  const authSetting = own?.auth === undefined ? 'auth' : `${setting}.auth`
+  const fields =
+    own === undefined ? parseUrl(input as string, dialect, setting) : addressOf(own, auth, setting)
+  const name = own?.name ?? defaultName
+  const tlsSetting = own?.tls === undefined ? 'tls' : `${setting}.tls`
+  const pool = own?.pool ?? base.pool
+  const driverOptions = own === undefined ? base.driverOptions : dialect === 'postgres' ? own.pg : own.mysql2
+  const hooks: ConnectionHooks = {
+    onCreateConnection: own?.onCreateConnection ?? base.hooks.onCreateConnection,
+    onReserveConnection: own?.onReserveConnection ?? base.hooks.onReserveConnection,
   }
+  const proxySetting = own?.proxy ?? base.proxy
+  const proxySettingName = own?.proxy === undefined ? 'proxy' : `${setting}.proxy`
+  // Which of this endpoint's own settings it set, to name the right one in an error.
+  const object = typeof input === 'string' ? undefined : input
+  const ownPool = (object?.pool ?? {}) as Readonly<Record<string, unknown>>
+  const ownDriver = ((dialect === 'postgres' ? object?.pg : object?.mysql2) ?? {}) as Readonly<
+    Record<string, unknown>
+  >
 
-  const resolvedTls = resolveTls(tls, fields.host, tlsSetting)
+  const resolvedTls = own?.tls ?? base.tls ?? defaultTls(fields.host)
   if (isUnixSocket(fields.host)) checkUnixSocket(setting, auth, resolvedTls.mode, tlsSetting)
   if (
     dialect === 'mysql' &&
@@ -581,10 +441,31 @@ function resolveEndpoint(
 }
 
 /**
- * A host name, an IP address, or the absolute path of a Unix socket (PostgreSQL: the directory that
- * holds it; MySQL: the socket file). `what` says how to name it in a message: `'host'` for the
- * endpoint's `host` setting, `"the URL's host"` for a URL's.
+ * An endpoint object's address: from 'url' or from 'host', its own port, user, password and database
+ * over the URL's. Rules between fields, so after the table: not both, and neither only when a secret
+ * supplies the host (RDS secrets carry host, port and dbname).
  */
+function addressOf(
+  own: Checked<ReturnType<typeof endpointSpec>>,
+  auth: ResolvedAuth,
+  setting: string,
+): Address {
+  if (own.url !== undefined && own.host !== undefined) {
+    throw new ConfigError(setting, "give either 'url' or 'host', not both")
+  }
+  if (own.url === undefined && own.host === undefined && auth.type !== 'secret') {
+    throw new ConfigError(`${setting}.host`, "expected a host name (or give 'url'), got undefined")
+  }
+  const url: Partial<Address> = own.url ?? {}
+  return {
+    host: own.host ?? url.host,
+    port: own.port ?? url.port,
+    user: own.user ?? url.user,
+    password: own.password ?? url.password,
+    database: own.database ?? url.database,
+  }
+}
+
 function checkHost(host: string, dialect: SqlDialect, setting: string, what: string): string {
   // Most likely a URL pasted into `host` (a socket path may start one: '//user:password@host/db');
   // it may hold a password, so do not echo it.
@@ -719,7 +600,7 @@ function parseUrl(
   const result: { host: string; port?: number; user?: string; password?: string; database?: string } = {
     host: checkHost(host, dialect, setting, "the URL's host"),
   }
-  if (url.port) result.port = checkPort(Number(url.port), setting)
+  if (url.port) result.port = PORT(Number(url.port), setting)
   if (url.username) result.user = decodeUrlPart(url.username, setting, 'user')
   if (url.password) result.password = decodeUrlPart(url.password, setting, 'password')
   const database = decodeUrlPart(url.pathname.replace(/^\//, ''), setting, 'database')
@@ -747,72 +628,4 @@ function decodeUrlPart(
         : `the URL's ${part} has a percent-escape that is not UTF-8 (such as %FF); percent-encode it with encodeURIComponent`,
     )
   }
-}
-
-function resolvePool(
-  input: PoolConfig | undefined,
-  base: ResolvedPoolOptions,
-  setting: string,
-): ResolvedPoolOptions {
-  if (input === undefined) return base
-  if (!isPlainObject(input)) {
-    throw new ConfigError(setting, `expected an object, got ${describeValue(input)}`)
-  }
-  rejectUnknownKeys(input, POOL_KEYS, `${setting}.`)
-  const count = (key: 'max' | 'min', min: number) => numberSetting(input[key], `${setting}.${key}`, { min })
-  const ms = (key: keyof PoolConfig, min: number) =>
-    numberSetting(input[key], `${setting}.${key}`, { min, milliseconds: true })
-  const max = count('max', 1) ?? base.max
-  const ownMin = count('min', 0)
-  const min = ownMin ?? base.min
-  if (min > max) {
-    throw ownMin === undefined
-      ? new ConfigError(`${setting}.max`, `must be at least the inherited pool.min (${min}), got ${max}`)
-      : new ConfigError(`${setting}.min`, `must not exceed ${setting}.max (${max}), got ${min}`)
-  }
-  let keepAlive = base.keepAlive
-  if (input.keepAlive !== undefined) {
-    if (typeof input.keepAlive !== 'boolean') {
-      throw new ConfigError(
-        `${setting}.keepAlive`,
-        `expected true or false, got ${describeValue(input.keepAlive)}`,
-      )
-    }
-    keepAlive = input.keepAlive
-  }
-  return Object.freeze({
-    max,
-    min,
-    idleTimeoutMs: ms('idleTimeoutMs', 0) ?? base.idleTimeoutMs,
-    acquireTimeoutMs: ms('acquireTimeoutMs', 1) ?? base.acquireTimeoutMs,
-    connectTimeoutMs: ms('connectTimeoutMs', 1) ?? base.connectTimeoutMs,
-    maxLifetimeMs: ms('maxLifetimeMs', 0) ?? base.maxLifetimeMs,
-    statementTimeoutMs: ms('statementTimeoutMs', 1) ?? base.statementTimeoutMs,
-    queryTimeoutMs: ms('queryTimeoutMs', 1) ?? base.queryTimeoutMs,
-    keepAlive,
-    keepAliveInitialDelayMs: ms('keepAliveInitialDelayMs', 0) ?? base.keepAliveInitialDelayMs,
-    validateAfterIdleMs: ms('validateAfterIdleMs', 0) ?? base.validateAfterIdleMs,
-    sessionIdleTimeoutMs: ms('sessionIdleTimeoutMs', 1_000) ?? base.sessionIdleTimeoutMs,
-    probeAfterMs: input.probeAfterMs === false ? undefined : (ms('probeAfterMs', 1) ?? base.probeAfterMs),
-    probeTimeoutMs: ms('probeTimeoutMs', 1) ?? base.probeTimeoutMs,
-  })
-}
-
-function checkPort(port: unknown, setting: string): number {
-  if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65_535) {
-    throw new ConfigError(setting, `expected a TCP port 1-65535, got ${describeValue(port)}`)
-  }
-  return port
-}
-
-function rejectUnknownKeys(object: object, known: ReadonlyArray<string>, prefix: string): void {
-  for (const key of Object.keys(object)) {
-    if (!known.includes(key)) {
-      throw new ConfigError(`${prefix}${key}`, `unknown setting (known: ${known.join(', ')})`)
-    }
-  }
-}
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value)
 }

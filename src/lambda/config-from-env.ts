@@ -4,7 +4,7 @@ import type { ConnectionProxy } from '../config/proxy.js'
 import { resolveConfig } from '../config/resolve-config.js'
 import { ConfigError } from '../errors.js'
 import { isUnixSocket } from '../host/unix-socket.js'
-import { resolveTls } from '../tls/resolve-tls.js'
+import { defaultTls } from '../tls/resolve-tls.js'
 import type { TlsConfig } from '../tls/tls-config.js'
 
 /**
@@ -260,7 +260,7 @@ function requireIamTls(
     // An unparsable URL is createDb's to report, under its own variable; so is IAM over a Unix
     // socket, which no DB_TLS can fix.
     if (host === undefined || isUnixSocket(host)) continue
-    if (resolveTls(undefined, host, 'tls').mode === 'off') {
+    if (defaultTls(host).mode === 'off') {
       throw new ConfigError(
         'DB_TLS',
         `is not set, and the host in ${variable} is not an *.rds.amazonaws.com name, so TLS would be off; DB_AUTH=iam needs TLS: set 'rds' (an RDS or Aurora database behind another DNS name) or 'verify-full'`,

@@ -1,5 +1,4 @@
 import { ConfigError } from '../errors.js'
-import { numberSetting } from '../validation/number-setting.js'
 
 /**
  * Exponential backoff with full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter"):
@@ -12,20 +11,17 @@ export function fullJitterDelay(attempt: number, minDelayMs: number, maxDelayMs:
 }
 
 /**
- * Validates a pair of backoff delays (`minDelayMs`, `maxDelayMs`) of `input`, named `${prefix}.key`
- * in errors, with `defaults` for what is unset. `maxDelayMs` defaults to at least `minDelayMs`, and
- * may not be below it. The one check of createDb's `retry` and withRetry's options.
+ * The backoff delays of checked settings (createDb's `retry`, withRetry's options), with `defaults`
+ * for what is unset. A rule between the two fields, so after their table: `maxDelayMs` defaults to at
+ * least `minDelayMs`, and may not be below it.
  */
 export function backoffDelays(
-  input: { readonly minDelayMs?: unknown; readonly maxDelayMs?: unknown },
+  checked: { readonly minDelayMs: number | undefined; readonly maxDelayMs: number | undefined },
   prefix: string,
   defaults: { readonly minDelayMs: number; readonly maxDelayMs: number },
-  fractions = false,
 ): { readonly minDelayMs: number; readonly maxDelayMs: number } {
-  const ms = (key: 'minDelayMs' | 'maxDelayMs') =>
-    numberSetting(input[key], `${prefix}.${key}`, { min: 0, milliseconds: true, fractions })
-  const minDelayMs = ms('minDelayMs') ?? defaults.minDelayMs
-  const maxDelayMs = ms('maxDelayMs') ?? Math.max(minDelayMs, defaults.maxDelayMs)
+  const minDelayMs = checked.minDelayMs ?? defaults.minDelayMs
+  const maxDelayMs = checked.maxDelayMs ?? Math.max(minDelayMs, defaults.maxDelayMs)
   if (maxDelayMs < minDelayMs) {
     throw new ConfigError(
       `${prefix}.maxDelayMs`,

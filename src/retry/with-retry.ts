@@ -1,7 +1,9 @@
 import pRetry from 'p-retry'
 import { ConfigError } from '../errors.js'
+import { boolean, type Check, func } from '../validation/check.js'
+import { type ConfigSpec, checkObject, unknownOption } from '../validation/config-spec.js'
 import { describeValue } from '../validation/describe-value.js'
-import { settingKeys } from '../validation/setting-keys.js'
+import { duration, integer } from '../validation/number-setting.js'
 import { backoffDelays, fullJitterDelay, sleep } from './backoff.js'
 import { classifyError } from './classify-error.js'
 import type { ErrorClassification } from './error-classification.js'
@@ -119,16 +121,6 @@ export const WITH_RETRY_DEFAULTS: Readonly<{
 // by side) must read what the other copy attached.
 const CLASSIFICATION_KEY: unique symbol = Symbol.for('kysely-resilient.errorClassification')
 
-const OPTION_KEYS = settingKeys<WithRetryOptions>()(
-  'retries',
-  'minDelayMs',
-  'maxDelayMs',
-  'maxElapsedMs',
-  'signal',
-  'onRetry',
-  'idempotent',
-)
-
 /**
  * Runs `fn`, and runs it again while it fails with an error that is safe to retry: `'unavailable'`,
  * `'conflict'` and `'read-only'` always, `'ambiguous'` only with `idempotent: true`, `'fatal'` never
@@ -162,7 +154,7 @@ export async function withRetry<T>(
   options: WithRetryOptions = {},
 ): Promise<T> {
   const settings = resolveOptions(options)
-  const { signal, onRetry } = options
+  const { signal, onRetry } = settings
   signal?.throwIfAborted()
   const startedAt = performance.now()
 
@@ -286,53 +278,45 @@ interface ResolvedOptions {
   readonly maxDelayMs: number
   readonly maxElapsedMs: number
   readonly idempotent: boolean
+  readonly signal: AbortSignal | undefined
+  readonly onRetry: ((info: WithRetryInfo) => void) | undefined
 }
+
+const SIGNAL: Check<AbortSignal | undefined> = (value, setting) => {
+  if (value === undefined || isAbortSignal(value)) return value
+  throw new ConfigError(
+    setting,
+    `expected an AbortSignal (such as AbortSignal.timeout(5_000) or an AbortController's signal), got ${describeValue(value)}`,
+  )
+}
+
+const OPTIONS_SPEC = {
+  retries: integer({ min: 0, orInfinity: true }),
+  // Fractions allowed, as setTimeout takes them.
+  minDelayMs: duration({ min: 0, fractions: true }),
+  maxDelayMs: duration({ min: 0, fractions: true }),
+  // A budget compared with the time elapsed, never waited for: any length, or none.
+  maxElapsedMs: duration({ min: 0, fractions: true, orInfinity: true, comparedOnly: true }),
+  signal: SIGNAL,
+  onRetry: func<(info: WithRetryInfo) => void>(),
+  idempotent: boolean,
+} satisfies ConfigSpec<WithRetryOptions>
 
 // Same errors as createDb's configuration (ConfigError naming the setting), checked before any
 // attempt so a typo does not surface only on the first failure.
-function resolveOptions(options: WithRetryOptions): ResolvedOptions {
-  if (typeof options !== 'object' || options === null) {
-    throw new ConfigError('withRetry', `expected an options object, got ${describeValue(options)}`)
+function resolveOptions(options: unknown): ResolvedOptions {
+  const checked = checkObject(options, 'withRetry', OPTIONS_SPEC, {
+    expected: 'an options object',
+    unknownKey: unknownOption,
+  })
+  return {
+    retries: checked.retries ?? WITH_RETRY_DEFAULTS.retries,
+    ...backoffDelays(checked, 'withRetry', WITH_RETRY_DEFAULTS),
+    maxElapsedMs: checked.maxElapsedMs ?? Infinity,
+    idempotent: checked.idempotent ?? WITH_RETRY_DEFAULTS.idempotent,
+    signal: checked.signal,
+    onRetry: checked.onRetry,
   }
-  for (const key of Object.keys(options)) {
-    if (!(OPTION_KEYS as readonly string[]).includes(key)) {
-      throw new ConfigError(`withRetry.${key}`, `unknown option (known: ${OPTION_KEYS.join(', ')})`)
-    }
-  }
-  const retries = options.retries ?? WITH_RETRY_DEFAULTS.retries
-  if (
-    typeof retries !== 'number' ||
-    !(Number.isSafeInteger(retries) || retries === Infinity) ||
-    retries < 0
-  ) {
-    throw new ConfigError(
-      'withRetry.retries',
-      `expected an integer >= 0 or Infinity, got ${describeValue(retries)}`,
-    )
-  }
-  // Fractions allowed, as setTimeout takes them.
-  const { minDelayMs, maxDelayMs } = backoffDelays(options, 'withRetry', WITH_RETRY_DEFAULTS, true)
-  const maxElapsedMs = options.maxElapsedMs ?? Infinity
-  if (typeof maxElapsedMs !== 'number' || Number.isNaN(maxElapsedMs) || maxElapsedMs < 0) {
-    throw new ConfigError(
-      'withRetry.maxElapsedMs',
-      `expected a number >= 0 (milliseconds) or Infinity, got ${describeValue(maxElapsedMs)}`,
-    )
-  }
-  const idempotent = options.idempotent ?? WITH_RETRY_DEFAULTS.idempotent
-  if (typeof idempotent !== 'boolean') {
-    throw new ConfigError('withRetry.idempotent', `expected a boolean, got ${describeValue(idempotent)}`)
-  }
-  if (options.signal !== undefined && !isAbortSignal(options.signal)) {
-    throw new ConfigError(
-      'withRetry.signal',
-      `expected an AbortSignal (such as AbortSignal.timeout(5_000) or an AbortController's signal), got ${describeValue(options.signal)}`,
-    )
-  }
-  if (options.onRetry !== undefined && typeof options.onRetry !== 'function') {
-    throw new ConfigError('withRetry.onRetry', `expected a function, got ${describeValue(options.onRetry)}`)
-  }
-  return { retries, minDelayMs, maxDelayMs, maxElapsedMs, idempotent }
 }
 
 /**

@@ -1,7 +1,7 @@
 import { inspect } from 'node:util'
 import { Kysely } from 'kysely'
 import { describe, expect, test } from 'vitest'
-import { POOL_KEYS } from '../../src/config/pool-options.js'
+import { POOL_SPEC } from '../../src/config/pool-options.js'
 import { resolveConfig } from '../../src/config/resolve-config.js'
 import { type ConfigError, type CreateDbConfig, createDb, ResilientError } from '../../src/index.js'
 import { writerTables } from '../../src/routing/classify-statement.js'
@@ -736,8 +736,8 @@ describe('millisecond settings are capped at what a Node.js timer accepts', () =
   const CAP_DETAIL =
     'milliseconds; about 24.8 days, the longest delay a Node.js timer accepts), got 2147483648'
 
-  // Every pool setting in milliseconds, taken from the list of pool keys so a new one is covered too.
-  const poolMs = POOL_KEYS.filter((key) => key.endsWith('Ms'))
+  // Every pool setting in milliseconds, taken from the pool's table so a new one is covered too.
+  const poolMs = Object.keys(POOL_SPEC).filter((key) => key.endsWith('Ms'))
   const cases: Array<[string, (ms: number) => unknown]> = [
     ...poolMs.map((key): [string, (ms: number) => unknown] => [
       `pool.${key}`,
