@@ -107,6 +107,11 @@ export class Endpoint {
   readonly #connector: EndpointConnector<unknown>
   readonly #monitor: LivenessMonitor<unknown>
   #handoff: unknown
+  /** Kysely's connection object of each raw connection it wrapped (see acquire and acquireNow). */
+  readonly #connections = new WeakMap<object, DatabaseConnection>()
+  readonly #wrapped = (raw: unknown): boolean => this.#connections.has(raw as object)
+  /** Kysely runs `onReserveConnection` on every acquire: then every acquire goes through it. */
+  readonly #reserveHook: boolean
   #queries = 0
   /** Reads the replay lag; made on the first lag check. */
   #lag: ReplayLagReader | undefined
@@ -130,6 +135,7 @@ export class Endpoint {
     this.settings = settings
     this.#pool = pool
     this.#connector = connector
+    this.#reserveHook = settings.hooks.onReserveConnection !== undefined
     this.#monitor = new LivenessMonitor(
       settings.name,
       {
@@ -195,6 +201,18 @@ export class Endpoint {
   }
 
   /** Takes a connection from the pool and returns Kysely's connection object for it. */
+  /**
+   * A single statement's connection without a promise (see ConnectionPool.takeReady): an idle one
+   * ready at once whose Kysely connection object exists, when no `onReserveConnection` hook must run
+   * first. Kysely's `acquireConnection` would only look that object up again. Otherwise `undefined`:
+   * use {@link acquire}. Give it back with {@link releaseStatement}.
+   */
+  acquireNow(): DatabaseConnection | undefined {
+    if (this.#reserveHook || this.#monitor.unresponsive) return undefined
+    const raw = this.#pool.takeReady(this.#wrapped)
+    return raw === undefined ? undefined : this.#connections.get(raw as object)
+  }
+
   async acquire(options?: AbortableOperationOptions): Promise<DatabaseConnection> {
     // A silent server would hold the caller until a connect or query deadline: fail at once.
     if (this.#monitor.unresponsive) throw this.unresponsiveError()
@@ -215,7 +233,10 @@ export class Endpoint {
     }
     // Kysely keeps one connection object per raw connection, so this is written once per connection.
     const tagged = connection as DatabaseConnection & { [RAW]?: unknown }
-    if (tagged[RAW] !== raw) tagged[RAW] = raw
+    if (tagged[RAW] !== raw) {
+      tagged[RAW] = raw
+      this.#connections.set(raw as object, connection)
+    }
     return connection
   }
 
@@ -223,6 +244,19 @@ export class Endpoint {
   async release(connection: DatabaseConnection, discard = false): Promise<void> {
     if (discard || this.#draining) this.discard(connection)
     await this.driver.releaseConnection(connection)
+  }
+
+  /**
+   * Gives back a single statement's connection: straight to the pool when it is kept, which is all
+   * Kysely's `releaseConnection` would do (its connection's only other state, "discarded", is set by a
+   * failed ROLLBACK, never by a single statement). `undefined` when done; otherwise the promise of
+   * {@link release}, which destroys it.
+   */
+  releaseStatement(connection: DatabaseConnection, discard: boolean): Promise<void> | undefined {
+    const raw = (connection as DatabaseConnection & { [RAW]?: unknown })[RAW]
+    if (discard || this.#draining || raw === undefined) return this.release(connection, discard)
+    this.#pool.release(raw)
+    return undefined
   }
 
   /**

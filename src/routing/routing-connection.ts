@@ -451,7 +451,14 @@ export class RoutingConnection implements DatabaseConnection {
           const picked = this.#endpointFor(read === true, scope)
           endpoint = picked instanceof Promise ? await unlessAborted(picked, options?.signal) : picked
           trace?.route(endpoint.settings, this.#routeReason(compiledQuery, read, scope, endpoint))
-          lease = await this.#lease(endpoint, options)
+          // Without a signal to honour or session info to collect, an idle connection ready at once
+          // is taken without a promise; otherwise (or with none ready) the full acquire.
+          const ready =
+            options?.signal === undefined && !this.#wantsSessionInfo ? endpoint.acquireNow() : undefined
+          lease =
+            ready !== undefined
+              ? { endpoint, connection: ready, discard: false }
+              : await this.#lease(endpoint, options)
         }
       } catch (error) {
         const failure = new AttemptError(error, endpoint, 'connect')
@@ -483,7 +490,8 @@ export class RoutingConnection implements DatabaseConnection {
         // Also after a failure: a write that was sent may have committed.
         if (noteWrite) this.#cluster.consistency.noteWrite(scope)
         this.#active = undefined
-        await lease.endpoint.release(lease.connection, lease.discard)
+        const releasing = lease.endpoint.releaseStatement(lease.connection, lease.discard)
+        if (releasing !== undefined) await releasing
       }
       await this.#beforeRetry(
         failure,

@@ -442,6 +442,64 @@ describe('idle timeout', () => {
     expect(connector.closed).toEqual([a])
   })
 
+  describe('takeReady: the synchronous hand-out of a connection reused at once', () => {
+    const any = () => true
+
+    test('hands out the most recently released connection, in use until released again', async () => {
+      useFakeClock()
+      const { pool } = makePool({ max: 2 })
+      const a = await pool.acquire()
+      const b = await pool.acquire()
+      pool.release(a)
+      pool.release(b)
+      expect(pool.takeReady(any)).toBe(b)
+      expect(pool.counts()).toMatchObject({ idle: 1, inUse: 1 })
+      pool.release(b)
+      expect(pool.counts()).toMatchObject({ idle: 2, inUse: 0 })
+    })
+
+    test('leaves the pool unchanged for acquire() when the connection is not ready at once', async () => {
+      useFakeClock()
+      const { pool, connector } = makePool({ max: 1, validateAfterIdleMs: 10, maxLifetimeMs: 1_000 })
+      expect(pool.takeReady(any)).toBeUndefined() // nothing idle
+      const a = await pool.acquire()
+      pool.release(a)
+      expect(pool.takeReady(() => false)).toBeUndefined() // refused by the caller
+      await vi.advanceTimersByTimeAsync(11)
+      expect(pool.takeReady(any)).toBeUndefined() // validation due: acquire() pings first
+      expect(connector.validated).toEqual([])
+      expect(await pool.acquire()).toBe(a)
+      expect(connector.validated).toEqual([a])
+      pool.release(a)
+
+      a.broken = true
+      expect(pool.takeReady(any)).toBeUndefined() // broken: acquire() closes it and opens another
+      expect(pool.counts()).toMatchObject({ idle: 1, inUse: 0 })
+      const b = await pool.acquire()
+      expect(b).not.toBe(a)
+      expect(connector.closed).toEqual([a])
+    })
+
+    test('a connection idle for 50 ms or more is not handed out synchronously: acquire() settles it first', async () => {
+      useFakeClock()
+      const { pool } = makePool({ max: 1 })
+      const a = await pool.acquire()
+      pool.release(a)
+      await vi.advanceTimersByTimeAsync(49)
+      expect(pool.takeReady(any)).toBe(a)
+      pool.release(a)
+      await vi.advanceTimersByTimeAsync(50)
+      expect(pool.takeReady(any)).toBeUndefined()
+    })
+
+    test('an ended pool hands out nothing', async () => {
+      const { pool } = makePool({ max: 1 })
+      pool.release(await pool.acquire())
+      await pool.end()
+      expect(pool.takeReady(any)).toBeUndefined()
+    })
+  })
+
   test('each idle connection is closed idleTimeoutMs after its own release, one timer for all', async () => {
     useFakeClock()
     const { pool, connector } = makePool({ max: 3, min: 0, idleTimeoutMs: 1_000 })
