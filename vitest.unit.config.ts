@@ -38,6 +38,10 @@ export default defineConfig({
     ],
     testTimeout: 30_000,
     pool: 'threads',
+    // Most of these tests wait on short real timers (cooldowns, polls, deadlines), not on the CPU:
+    // three workers overlap the waits even on two cores (5.6 s with Vitest's default of one worker
+    // on a 2-core machine, 2.7 s with three).
+    maxWorkers: 3,
     // One module graph for all files: the fakes hold no state across files, and re-importing src/ per
     // file was most of the run.
     isolate: false,
