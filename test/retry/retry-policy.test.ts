@@ -46,6 +46,17 @@ describe('mayRetry', () => {
     )
   })
 
+  it('the table has a row for every category (a new category fails to compile here until it is added)', () => {
+    const categories: Record<ErrorCategory, true> = {
+      unavailable: true,
+      'read-only': true,
+      conflict: true,
+      ambiguous: true,
+      fatal: true,
+    }
+    expect(new Set(TABLE.map(([category]) => category))).toEqual(new Set(Object.keys(categories)))
+  })
+
   it('ErrorClassification.retryable is what withRetry retries without idempotent', () => {
     for (const category of ['unavailable', 'read-only', 'conflict', 'ambiguous', 'fatal'] as const) {
       expect(isRetryableCategory(category)).toBe(mayRetry(verdict(category), SCOPES.withRetry as RetryScope))

@@ -4,7 +4,14 @@ import type { ResilientDb } from '../../src/create-db.js'
 import { classifyError } from '../../src/retry/classify-error.js'
 import type { ErrorCategory } from '../../src/retry/error-classification.js'
 import type { Cluster } from '../../src/routing/cluster.js'
-import { endpoint, FakePg, type FakeServer, fakeDb } from '../support/fake-pg.js'
+import {
+  type ConnectBehaviour,
+  endpoint,
+  FakePg,
+  type FakeServer,
+  fakeDb,
+  type StatementFault,
+} from '../support/fake-pg.js'
 import { collectEvents, type EventLog, failureOf } from '../support/fault-helpers.js'
 
 // The routing connection's retry decisions, without a server: every fault a single statement can
@@ -96,16 +103,25 @@ interface Row {
   readonly write: readonly [Decision, Report]
 }
 
-const onConnect =
-  (behaviour: Parameters<FakeServer['failNextConnect']>[0]): Row['inject'] =>
-  (server) => {
+/** The fake's faults each table injects, to check below that no fault the fake can play is left out. */
+const injected = {
+  connect: new Set<ConnectBehaviour>(),
+  statement: new Set<StatementFault>(),
+  session: new Set<StatementFault>(),
+}
+
+const onConnect = (behaviour: ConnectBehaviour): Row['inject'] => {
+  injected.connect.add(behaviour)
+  return (server) => {
     server.failNextConnect(behaviour)
   }
-const onStatement =
-  (fault: Parameters<FakeServer['failNext']>[1]): Row['inject'] =>
-  (server) => {
+}
+const onStatement = (fault: StatementFault): Row['inject'] => {
+  injected.statement.add(fault)
+  return (server) => {
     server.failNext(/^(select|insert)/, fault)
   }
+}
 
 /** Takes the endpoint's only connection (pool.max 1) with a session that stays open until the test ends. */
 const holdOnlyConnection: Row['inject'] = async (_server, db, kind) => {
@@ -287,6 +303,14 @@ const TABLE: readonly Row[] = [
     fault: 'syntax error (42601)',
     inject: onStatement('syntax'),
     code: '42601',
+    category: 'fatal',
+    read: ['thrown', 'ignored'],
+    write: ['thrown', 'ignored'],
+  },
+  {
+    fault: 'permission denied (42501)',
+    inject: onStatement('permission-denied'),
+    code: '42501',
     category: 'fatal',
     read: ['thrown', 'ignored'],
     write: ['thrown', 'ignored'],
@@ -507,11 +531,12 @@ interface SessionRow {
   readonly sent?: false
 }
 
-const inSession =
-  (fault: Parameters<FakeServer['failNext']>[1]): SessionRow['inject'] =>
-  (writer) => {
+const inSession = (fault: StatementFault): SessionRow['inject'] => {
+  injected.session.add(fault)
+  return (writer) => {
     writer.failNext(INSERT, fault)
   }
+}
 
 const SESSION_TABLE: readonly SessionRow[] = [
   {
@@ -535,6 +560,14 @@ const SESSION_TABLE: readonly SessionRow[] = [
     inject: inSession('hang'),
     pool: { queryTimeoutMs: 30 },
     code: 'QUERY_TIMEOUT',
+    category: 'ambiguous',
+    report: 'suspected',
+    rollback: false,
+  },
+  {
+    fault: 'socket reset mid-statement (ECONNRESET)',
+    inject: inSession('reset'),
+    code: 'ECONNRESET',
     category: 'ambiguous',
     report: 'suspected',
     rollback: false,
@@ -573,9 +606,25 @@ const SESSION_TABLE: readonly SessionRow[] = [
     rollback: true,
   },
   {
+    fault: 'statement_timeout (57014)',
+    inject: inSession('statement-timeout'),
+    code: '57014',
+    category: 'fatal',
+    report: 'ignored',
+    rollback: true,
+  },
+  {
     fault: 'syntax error (42601)',
     inject: inSession('syntax'),
     code: '42601',
+    category: 'fatal',
+    report: 'ignored',
+    rollback: true,
+  },
+  {
+    fault: 'permission denied (42501)',
+    inject: inSession('permission-denied'),
+    code: '42501',
     category: 'fatal',
     report: 'ignored',
     rollback: true,
@@ -589,6 +638,34 @@ const SESSION_TABLE: readonly SessionRow[] = [
     rollback: true,
   },
 ]
+
+test('the tables leave out no fault the fake can play (a new fault fails to compile here until it is placed)', () => {
+  const statementFaults: Record<StatementFault, true> = {
+    terminate: true,
+    'admin-shutdown': true,
+    reset: true,
+    'not-queryable': true,
+    'idle-session-timeout': true,
+    'read-only': true,
+    syntax: true,
+    'unique-violation': true,
+    serialization: true,
+    'statement-timeout': true,
+    'permission-denied': true,
+    hang: true,
+  }
+  const connectFaults: Record<Exclude<ConnectBehaviour, 'accept'>, true> = {
+    refuse: true,
+    reset: true,
+    hang: true,
+    'too-many': true,
+    'starting-up': true,
+    'auth-failed': true,
+  }
+  expect([...injected.statement].sort()).toEqual(Object.keys(statementFaults).sort())
+  expect([...injected.session].sort()).toEqual(Object.keys(statementFaults).sort())
+  expect([...injected.connect].sort()).toEqual(Object.keys(connectFaults).sort())
+})
 
 const SESSION_CASES = SESSION_TABLE.flatMap((row) =>
   (['transaction', 'connection'] as const).map(
