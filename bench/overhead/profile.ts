@@ -5,7 +5,7 @@
  *
  *   tsx bench/overhead/profile.ts [select|insert] [ops] [postgres|mysql] [writer-only]
  *
- * (`npm run build` first: it profiles the build, see bench/shipped.ts.) With `writer-only`, createDb
+ * PROFILE_CONCURRENCY (default 1) sets the number of operations in flight. (`npm run build` first: it profiles the build, see bench/shipped.ts.) With `writer-only`, createDb
  * has no reader and plain Kysely runs on the writer too; otherwise SELECTs go to the replica in both.
  *
  * Servers as for run.ts: PG_WRITER_URL (and PG_READER_URL), or a throwaway local cluster.
@@ -32,11 +32,14 @@ const workload: Workload = process.argv[2] === 'insert' ? 'insert' : 'select'
 const OPS = Number(process.argv[3] ?? 10_000)
 const ENGINE: Engine = process.argv[4] === 'mysql' ? 'mysql' : 'postgres'
 const WRITER_ONLY = process.argv[5] === 'writer-only'
+const CONCURRENCY = Number(process.env.PROFILE_CONCURRENCY ?? 1)
 const ROUNDS = 4
 
 interface Costs {
   /** Self time in µs, by category. */
   readonly categories: Map<string, number>
+  /** Self time in µs of every JavaScript function, by function and package. */
+  readonly selfTimes: Map<string, number>
   /** Self time in µs of native code and builtins, by builtin and the nearest JavaScript caller. */
   readonly natives: Map<string, number>
   /** Self and inclusive time in µs, by function of `src/`. */
@@ -75,6 +78,10 @@ function summarize(profile: Profiler.Profile, into: Costs): void {
     if (node === undefined) continue
     const name = category(node.callFrame)
     into.categories.set(name, (into.categories.get(name) ?? 0) + micros)
+    if (node.callFrame.url !== '') {
+      const key = `${node.callFrame.functionName || '(anonymous)'} (${name})`
+      into.selfTimes.set(key, (into.selfTimes.get(key) ?? 0) + micros)
+    }
     if (name === '(native / builtins)') {
       // Whose work it is: the nearest caller with a source file.
       let caller = parent.get(node.id)
@@ -124,9 +131,14 @@ async function main(): Promise<void> {
       for (const [name, db] of Object.entries(variants)) {
         const op = operation(db, workload, randomIds(OPS))
         await session.post('Profiler.start')
-        await runOps(op, 0, OPS, 1)
+        await runOps(op, 0, OPS, CONCURRENCY)
         const { profile } = await session.post('Profiler.stop')
-        const entry = costs.get(name) ?? { categories: new Map(), natives: new Map(), functions: new Map() }
+        const entry = costs.get(name) ?? {
+          categories: new Map(),
+          selfTimes: new Map(),
+          natives: new Map(),
+          functions: new Map(),
+        }
         summarize(profile, entry)
         costs.set(name, entry)
       }
@@ -139,7 +151,7 @@ async function main(): Promise<void> {
       (a, b) => (routed.categories.get(b) ?? 0) - (routed.categories.get(a) ?? 0),
     )
     console.log(
-      `\n${ENGINE} ${workload}${WRITER_ONLY ? ' writer only' : ''}, concurrency 1, ${OPS * ROUNDS} ops per variant: self time per op (µs)`,
+      `\n${ENGINE} ${workload}${WRITER_ONLY ? ' writer only' : ''}, concurrency ${CONCURRENCY}, ${OPS * ROUNDS} ops per variant: self time per op (µs)`,
     )
     console.log(
       table(
@@ -166,6 +178,24 @@ async function main(): Promise<void> {
         ),
       )
     }
+    console.log('\nJavaScript functions whose self time differs most, per op (µs)')
+    const keys = [...new Set([...plain.selfTimes.keys(), ...routed.selfTimes.keys()])]
+    const delta = (key: string) => (routed.selfTimes.get(key) ?? 0) - (plain.selfTimes.get(key) ?? 0)
+    console.log(
+      table(
+        ['function (package)', 'plain Kysely', 'createDb', 'Δ'],
+        ['l', 'r', 'r', 'r'],
+        keys
+          .sort((a, b) => Math.abs(delta(b)) - Math.abs(delta(a)))
+          .slice(0, 25)
+          .map((key) => [
+            key,
+            perOp(plain.selfTimes.get(key)),
+            perOp(routed.selfTimes.get(key)),
+            `${delta(key) >= 0 ? '+' : ''}${perOp(delta(key))}`,
+          ]),
+      ),
+    )
     console.log('\ncreateDb: functions of the library by inclusive time per op (µs)')
     const functions = [...routed.functions.entries()].sort((a, b) => b[1].total - a[1].total).slice(0, 20)
     console.log(

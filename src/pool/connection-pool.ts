@@ -89,7 +89,8 @@ interface Entry<C> {
 interface Waiter<C> {
   readonly resolve: (connection: C) => void
   readonly reject: (error: unknown) => void
-  readonly timer: NodeJS.Timeout
+  /** When it gives up (`Date.now()`): acquireTimeoutMs after it started waiting. */
+  readonly deadline: number
 }
 
 /**
@@ -169,6 +170,8 @@ export class ConnectionPool<C> {
   /** Connections held when the server last refused one; undefined when it has room. */
   #ceiling: number | undefined
   #saturatedUntil = 0
+  /** The acquire-timeout timer of the waiting callers (see #waitersChanged). */
+  #waitTimer: NodeJS.Timeout | undefined
   /** The idle reaper (see #armReaper) and when it fires. */
   #reaper: NodeJS.Timeout | undefined
   #reaperAt = 0
@@ -260,15 +263,12 @@ export class ConnectionPool<C> {
 
     if (signal?.aborted) throw signal.reason
     return new Promise<C>((resolve, reject) => {
-      const leave = () => {
-        const index = this.#waiters.indexOf(waiter)
-        if (index !== -1) this.#waiters.splice(index, 1)
-      }
       // A caller that gave up leaves the queue at once rather than at acquireTimeoutMs: the
       // connection it would have got goes to the next waiter.
       const onAbort = () => {
-        leave()
-        clearTimeout(waiter.timer)
+        const index = this.#waiters.indexOf(waiter)
+        if (index !== -1) this.#waiters.splice(index, 1)
+        this.#waitersChanged()
         reject(signal?.reason)
       }
       const waiter: Waiter<C> = {
@@ -286,14 +286,11 @@ export class ConnectionPool<C> {
                 signal.removeEventListener('abort', onAbort)
                 reject(error)
               },
-        timer: setTimeout(() => {
-          leave()
-          this.#timeouts++
-          waiter.reject(this.#timeoutError())
-        }, this.options.acquireTimeoutMs),
+        deadline: Date.now() + this.options.acquireTimeoutMs,
       }
       signal?.addEventListener('abort', onAbort, { once: true })
       this.#waiters.push(waiter)
+      this.#waitersChanged()
       this.#grow()
     })
   }
@@ -340,10 +337,8 @@ export class ConnectionPool<C> {
    * goes idle or to later callers.
    */
   rejectWaiters(error: unknown): void {
-    for (const waiter of this.#waiters.splice(0)) {
-      clearTimeout(waiter.timer)
-      waiter.reject(error)
-    }
+    for (const waiter of this.#waiters.splice(0)) waiter.reject(error)
+    this.#waitersChanged()
   }
 
   /** Callers that gave up waiting for a connection (acquireTimeoutMs) since the pool was made. */
@@ -375,10 +370,9 @@ export class ConnectionPool<C> {
   async end(): Promise<void> {
     if (this.#ended) return
     this.#ended = true
-    for (const waiter of this.#waiters.splice(0)) {
-      clearTimeout(waiter.timer)
-      waiter.reject(new DatabaseDestroyedError())
-    }
+    for (const waiter of this.#waiters.splice(0)) waiter.reject(new DatabaseDestroyedError())
+    clearTimeout(this.#waitTimer)
+    this.#waitTimer = undefined
     clearTimeout(this.#growthTimer)
     this.#growthTimer = undefined
     clearTimeout(this.#reaper)
@@ -596,9 +590,42 @@ export class ConnectionPool<C> {
       this.#pushIdle(entry)
       return
     }
-    clearTimeout(waiter.timer)
+    if (this.#waiters.length === 0) this.#waitersChanged()
     this.#inUse.set(entry.connection, entry)
     waiter.resolve(entry.connection)
+  }
+
+  /**
+   * Keeps the one acquire-timeout timer right after the queue changed: armed (and holding the process
+   * open, as a caller waiting for a connection should) while anyone waits, for the longest waiter's
+   * deadline; unreferenced once nobody does. One timer for the queue rather than one per waiting
+   * caller: under load most acquires wait briefly, and arming and clearing a timer for each was a
+   * cost of its own. Every waiter has the same timeout, so the queue is in deadline order.
+   */
+  #waitersChanged(): void {
+    const head = this.#waiters[0]
+    const timer = this.#waitTimer
+    if (head === undefined) {
+      timer?.unref()
+      return
+    }
+    if (timer !== undefined) {
+      timer.ref()
+      return
+    }
+    this.#waitTimer = setTimeout(() => this.#expireWaiters(), Math.max(1, head.deadline - Date.now()))
+  }
+
+  /** Fails the callers that waited acquireTimeoutMs, then re-arms for the next deadline. */
+  #expireWaiters(): void {
+    this.#waitTimer = undefined
+    const now = Date.now()
+    while (this.#waiters.length > 0 && (this.#waiters[0] as Waiter<C>).deadline <= now) {
+      const waiter = this.#waiters.shift() as Waiter<C>
+      this.#timeouts++
+      waiter.reject(this.#timeoutError())
+    }
+    this.#waitersChanged()
   }
 
   /**
@@ -667,7 +694,7 @@ export class ConnectionPool<C> {
         // than at its deadline, and can be sent elsewhere; the others get another try.
         const waiter = this.#waiters.shift()
         if (waiter !== undefined) {
-          clearTimeout(waiter.timer)
+          this.#waitersChanged()
           waiter.reject(error)
         }
         this.#grow()

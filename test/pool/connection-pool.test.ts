@@ -255,6 +255,31 @@ describe('acquire timeout', () => {
     expect(pool.counts()).toEqual({ total: 1, idle: 1, inUse: 0, waiting: 0, connecting: 0 })
   })
 
+  test('callers that started waiting at different times each time out acquireTimeoutMs after their own start', async () => {
+    useFakeClock()
+    const { pool } = makePool({ max: 1, acquireTimeoutMs: 1_000 })
+    const a = await pool.acquire()
+    const first = track(pool.acquire())
+    await vi.advanceTimersByTimeAsync(300)
+    const second = track(pool.acquire())
+    await vi.advanceTimersByTimeAsync(400)
+    const third = track(pool.acquire())
+
+    await vi.advanceTimersByTimeAsync(300) // t = 1000
+    expect(first.error).toBeInstanceOf(PoolTimeoutError)
+    expect([second.settled, third.settled]).toEqual([false, false])
+    // The second is served before its deadline; the third still times out at its own.
+    pool.release(a)
+    await vi.advanceTimersByTimeAsync(0)
+    expect(second.value).toBe(a)
+    await vi.advanceTimersByTimeAsync(699) // t = 1699
+    expect(third.settled).toBe(false)
+    await vi.advanceTimersByTimeAsync(1)
+    expect(third.error).toBeInstanceOf(PoolTimeoutError)
+    expect(pool.timeouts).toBe(2)
+    expect(pool.counts().waiting).toBe(0)
+  })
+
   test('a waiter served in time is not rejected when its deadline passes', async () => {
     useFakeClock()
     const { pool } = makePool({ max: 1, acquireTimeoutMs: 1_000 })
@@ -506,12 +531,13 @@ describe('idle timeout', () => {
     const a = await pool.acquire()
     const b = await pool.acquire()
     const c = await pool.acquire()
+    const before = vi.getTimerCount() // the acquire-timeout timer, if still armed
     pool.release(a)
     await vi.advanceTimersByTimeAsync(400)
     pool.release(b)
     await vi.advanceTimersByTimeAsync(300)
     pool.release(c)
-    expect(vi.getTimerCount()).toBe(1)
+    expect(vi.getTimerCount()).toBe(before + 1)
 
     await vi.advanceTimersByTimeAsync(300) // t = 1000: a's deadline
     await flush()
@@ -524,8 +550,8 @@ describe('idle timeout', () => {
     await vi.advanceTimersByTimeAsync(300) // t = 1700
     await flush()
     expect(connector.closed).toEqual([a, b, c])
-    // Nothing idle, nothing armed.
-    expect(vi.getTimerCount()).toBe(0)
+    // Nothing idle, no idle timer armed.
+    expect(vi.getTimerCount()).toBe(before)
   })
 
   test('idleTimeoutMs 0 keeps idle connections open', async () => {
