@@ -47,7 +47,12 @@ const WARM_UP_OPS = 500
 const C_BLOCK_OPS = 64
 // Below the pool size: how often per round an untimed burst reorders every pool (see interleavedRound).
 const RESHUFFLES_PER_ROUND = 4
-const TARGET = 0.03
+/**
+ * Issue #15's target for createDb's routing rows: at most +2% at concurrency 1, where the measurement
+ * is precise; above it, where the servers and the benchmark share the cores, within the noise of the
+ * A/A control (the row's ±95% interval reaches the control's).
+ */
+const TARGET = 0.02
 // BENCH_VERBOSE=1 prints every round's overhead, not only the median.
 const VERBOSE = process.env.BENCH_VERBOSE === '1'
 const ENGINES = listFromEnv<Engine>('BENCH_ENGINES', ['postgres', 'mysql'])
@@ -526,6 +531,9 @@ function report(samples: Samples): void {
     consistency: undefined,
     telemetry: undefined,
   }
+  // Above concurrency 1: the A/A control of each workload, and the routing rows to hold against it.
+  const controls = new Map<string, { overhead: number; uncertainty: number }>()
+  const concurrentRows: Array<Worst & { readonly key: string }> = []
   const opsPerSecond = (tally: Tally) => tally.ops / (tally.wallMs / 1000)
   const wallMicros = (tally: Tally) => (tally.wallMs * 1000) / tally.ops
   const cpuMicros = (tally: Tally) => tally.cpuMicros / tally.ops
@@ -568,17 +576,20 @@ function report(samples: Samples): void {
           : comparison.telemetry === true
             ? 'telemetry'
             : 'routing'
+      const where = `${workload}, concurrency ${concurrency}, ${comparison.label}`
+      if (concurrency > 1 && comparison.control) {
+        controls.set(`${workload}/${concurrency}`, { overhead, uncertainty })
+      } else if (concurrency > 1 && group === 'routing' && !comparison.peer) {
+        concurrentRows.push({ key: `${workload}/${concurrency}`, overhead, uncertainty, where })
+      }
       const worstSoFar = worst[group]
       if (
+        (group !== 'routing' || concurrency === 1) &&
         !comparison.control &&
         !comparison.peer &&
         (worstSoFar === undefined || overhead > worstSoFar.overhead)
       ) {
-        worst[group] = {
-          overhead,
-          uncertainty,
-          where: `${workload}, concurrency ${concurrency}, ${comparison.label}`,
-        }
+        worst[group] = { overhead, uncertainty, where }
       }
     }
   }
@@ -608,7 +619,7 @@ function report(samples: Samples): void {
     const excess = routing.overhead - 1
     const verdict = excess <= TARGET ? 'PASS' : 'FAIL'
     console.log(
-      `\n${verdict}: worst median overhead ${describeWorst(routing)}; ` +
+      `\n${verdict}: worst median overhead at concurrency 1 ${describeWorst(routing)}; ` +
         `target <= +${(TARGET * 100).toFixed(0)}%`,
     )
     if (Math.abs(excess - TARGET) <= routing.uncertainty) {
@@ -616,6 +627,15 @@ function report(samples: Samples): void {
         '      (the target lies within the uncertainty of this measurement: rerun, or raise BENCH_ROUNDS)',
       )
     }
+  }
+  for (const row of concurrentRows) {
+    const control = controls.get(row.key)
+    if (control === undefined) continue
+    const within = row.overhead - row.uncertainty <= control.overhead + control.uncertainty
+    console.log(
+      `${within ? 'PASS' : 'FAIL'}: ${describeWorst(row)} ${within ? 'reaches' : 'lies above'} the A/A control's ` +
+        `${percent(control.overhead)} ±${(control.uncertainty * 100).toFixed(1)}%`,
+    )
   }
   if (worst.consistency !== undefined) {
     console.log(`read-your-writes rows (no target of their own): worst ${describeWorst(worst.consistency)}`)
