@@ -440,7 +440,9 @@ export class RoutingConnection implements DatabaseConnection {
     const startedAt = performance.now()
     for (let attempt = 1; ; attempt++) {
       let endpoint: Endpoint | undefined
-      let lease: Lease
+      let lease: Lease | undefined
+      // Set by one of the two catches below: an attempt either got no connection or failed on it.
+      let failure: AttemptError | undefined
       try {
         if (prepared !== undefined) {
           lease = prepared.lease
@@ -461,46 +463,34 @@ export class RoutingConnection implements DatabaseConnection {
               : await this.#lease(endpoint, options)
         }
       } catch (error) {
-        const failure = new AttemptError(error, endpoint, 'connect')
-        await this.#beforeRetry(
-          failure,
-          attempt,
-          startedAt,
-          read ?? this.#isRead(compiledQuery),
-          options,
-          trace,
-        )
-        continue
+        failure = new AttemptError(error, endpoint, 'connect')
       }
-      let failure: AttemptError
-      this.#active = lease
-      try {
-        lease.endpoint.countQuery()
-        if (QUERY_CHANNEL.hasSubscribers) {
-          return await this.#traced(lease, compiledQuery, () =>
-            this.#withDeadline(lease, lease.connection.executeQuery<R>(compiledQuery, options)),
-          )
+      if (lease !== undefined) {
+        this.#active = lease
+        try {
+          lease.endpoint.countQuery()
+          if (QUERY_CHANNEL.hasSubscribers) {
+            const traced = lease
+            return await this.#traced(traced, compiledQuery, () =>
+              this.#withDeadline(traced, traced.connection.executeQuery<R>(compiledQuery, options)),
+            )
+          }
+          return await this.#withDeadline(lease, lease.connection.executeQuery<R>(compiledQuery, options))
+        } catch (error) {
+          // A session we killed for the caller is no sign of trouble on the endpoint: not reported.
+          failure = new AttemptError(error, lease.killed === true ? undefined : endpoint, 'query')
+          if (failure.classification.connectionLost) lease.discard = true
+        } finally {
+          // Also after a failure: a write that was sent may have committed.
+          if (noteWrite) this.#cluster.consistency.noteWrite(scope)
+          this.#active = undefined
+          const releasing = lease.endpoint.releaseStatement(lease.connection, lease.discard)
+          if (releasing !== undefined) await releasing
         }
-        return await this.#withDeadline(lease, lease.connection.executeQuery<R>(compiledQuery, options))
-      } catch (error) {
-        // A session we killed for the caller is no sign of trouble on the endpoint: not reported.
-        failure = new AttemptError(error, lease.killed === true ? undefined : endpoint, 'query')
-        if (failure.classification.connectionLost) lease.discard = true
-      } finally {
-        // Also after a failure: a write that was sent may have committed.
-        if (noteWrite) this.#cluster.consistency.noteWrite(scope)
-        this.#active = undefined
-        const releasing = lease.endpoint.releaseStatement(lease.connection, lease.discard)
-        if (releasing !== undefined) await releasing
       }
-      await this.#beforeRetry(
-        failure,
-        attempt,
-        startedAt,
-        read ?? this.#isRead(compiledQuery),
-        options,
-        trace,
-      )
+      // Not classified on the way in (no reader): the verdict decides the retry now.
+      const verdict = read ?? this.#isRead(compiledQuery)
+      await this.#beforeRetry(failure as AttemptError, attempt, startedAt, verdict, options, trace)
     }
   }
 
