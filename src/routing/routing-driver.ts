@@ -39,6 +39,15 @@ export class RoutingDriver implements Driver {
     return this.acquire('session', options)
   }
 
+  /**
+   * A single statement's routing connection, synchronously, once the cluster is open (`undefined`
+   * before, or after destroy: then {@link acquire} opens it or refuses).
+   */
+  statementConnection(): RoutingConnection | undefined {
+    if (!this.#cluster.isOpen || this.#cluster.destroyed) return undefined
+    return new RoutingConnection(this.#cluster, this.#target, 'statement', this.#log, this.#logging)
+  }
+
   acquire(scope: RoutingScope, options?: AbortableOperationOptions): Promise<RoutingConnection> {
     // Not async: once the cluster is open this is on every statement's path, and an async function
     // costs a promise and a tick more than handing back a resolved one.

@@ -31,9 +31,23 @@ class ScopedConnectionProvider implements ConnectionProvider {
     this.#compiledQuery = compiledQuery
   }
 
-  async provideConnection<T>(
+  provideConnection<T>(
     consumer: (connection: DatabaseConnection) => Promise<T>,
     options?: AbortableOperationOptions,
+  ): Promise<T> {
+    // A single statement without a signal takes its server connection itself and gives it back
+    // itself (RoutingConnection.executeQuery): nothing to take ahead and nothing left to release, so
+    // the consumer runs at once, without an async frame of this provider around it.
+    if (this.#scope === 'statement' && options?.signal === undefined) {
+      const connection = this.#driver.statementConnection()
+      if (connection !== undefined) return consumer(connection)
+    }
+    return this.#provide(consumer, options)
+  }
+
+  async #provide<T>(
+    consumer: (connection: DatabaseConnection) => Promise<T>,
+    options: AbortableOperationOptions | undefined,
   ): Promise<T> {
     const connection = await this.#driver.acquire(this.#scope, options)
     const signal = options?.signal
