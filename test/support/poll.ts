@@ -56,3 +56,23 @@ export async function withTimeout<T>(promise: Promise<T>, timeoutMs: number, wha
     timeout.catch(() => {})
   }
 }
+
+/**
+ * Milliseconds until `reached()` holds, running `work` before each check (every 20 ms, for at most
+ * 10 s): e.g. how long after a topology change reads first land on an added reader.
+ */
+export async function msUntil(
+  work: () => Promise<void>,
+  reached: () => boolean,
+  what: string,
+): Promise<number> {
+  const startedAt = performance.now()
+  await pollUntil(
+    async () => {
+      await work()
+      return reached() ? true : undefined
+    },
+    { timeoutMs: 10_000, intervalMs: 20, what },
+  )
+  return performance.now() - startedAt
+}

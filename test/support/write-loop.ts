@@ -1,3 +1,4 @@
+import { type Kysely, sql } from 'kysely'
 import { withRetry } from '../../src/index.js'
 import { pollUntil } from './poll.js'
 
@@ -70,4 +71,26 @@ export function idempotentWriteLoop(
       await done
     },
   }
+}
+
+/** The table the MySQL failover tests write to. */
+export interface BeatDatabase {
+  beat: { id: number; note: string }
+}
+
+/**
+ * The MySQL failover tests' write for {@link idempotentWriteLoop}: an upsert of `id` into `beat` in a
+ * transaction, returning the port (`@@port`) of the server that ran it.
+ */
+export function mysqlBeatWrite(db: Kysely<BeatDatabase>): (id: number) => Promise<number> {
+  return (id) =>
+    db.transaction().execute(async (trx) => {
+      await trx
+        .insertInto('beat')
+        .values({ id, note: 'steady' })
+        .onDuplicateKeyUpdate({ note: 'steady' })
+        .execute()
+      const row = await trx.selectNoFrom(sql<number>`@@port`.as('port')).executeTakeFirstOrThrow()
+      return Number(row.port)
+    })
 }

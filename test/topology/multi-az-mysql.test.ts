@@ -8,7 +8,7 @@ import { pollUntil } from '../support/poll.js'
 import { waitForReplica } from '../support/replication.js'
 import { registerSecret } from '../support/secrets.js'
 import { mysqlQuery } from '../support/sql.js'
-import { idempotentWriteLoop } from '../support/write-loop.js'
+import { type BeatDatabase, idempotentWriteLoop, mysqlBeatWrite } from '../support/write-loop.js'
 
 // Topology discovery on a simulated RDS Multi-AZ DB cluster (MySQL). Such a cluster cannot run here;
 // its topology is a plain table, `mysql.rds_topology` (id = the instance's server id, endpoint,
@@ -20,9 +20,7 @@ import { idempotentWriteLoop } from '../support/write-loop.js'
 // real, and everything else is the real replication state: no shim. Its endpoints are the servers
 // themselves; the cluster endpoint the application is given is a TCP proxy ("DNS").
 
-interface Database {
-  beat: { id: number; note: string }
-}
+type Database = BeatDatabase
 
 const serverPort = sql<number>`@@port`
 
@@ -123,17 +121,7 @@ describe('topology discovery on a simulated RDS Multi-AZ DB cluster (MySQL)', ()
     dbs.push(db)
     const events = collectEvents(db)
 
-    const writes = idempotentWriteLoop((id) =>
-      db.transaction().execute(async (trx) => {
-        await trx
-          .insertInto('beat')
-          .values({ id, note: 'steady' })
-          .onDuplicateKeyUpdate({ note: 'steady' })
-          .execute()
-        const row = await trx.selectNoFrom(serverPort.as('port')).executeTakeFirstOrThrow()
-        return Number(row.port)
-      }),
-    )
+    const writes = idempotentWriteLoop(mysqlBeatWrite(db))
     const { successes, errors } = writes
     try {
       await writes.acknowledged(5, 'steady writes before the failover')
