@@ -553,11 +553,8 @@ export class ConnectionPool<C> {
       const keep = this.#size() <= this.options.min && this.#unusableReason(entry) === undefined
       this.#idle.splice(index, 1)
       if (keep) {
-        // The floor of `min` connections: look again after another idle period.
-        entry.idleSince = now
-        entry.idleUntil = now + this.options.idleTimeoutMs
-        this.#idle.push(entry)
-        next = Math.min(next, entry.idleUntil)
+        // The floor of `min` connections: look again after another idle period (#pushIdle re-arms).
+        this.#pushIdle(entry)
         continue
       }
       this.#close(entry, 'idle')
