@@ -1,35 +1,99 @@
+import { closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs'
 import { createServer, Socket } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { pollUntil } from './poll.js'
 
-// Ports handed out by this process. The kernel may give the same ephemeral port to two back-to-back
-// `listen(0)` calls once the first socket is closed, and we start several servers concurrently, so
-// refuse to hand the same port out twice.
-const handedOut = new Set<number>()
+// Why not `listen(0)`: the port it returns is free only until the socket closes. Test files run in
+// several worker processes (and a developer may run a second suite beside CI), each starting servers
+// concurrently; any of them — or an outgoing client socket, which also takes ports from the kernel's
+// ephemeral range — could take the port before our server binds it ("Address already in use").
+// So ports come from below the ephemeral range, where the kernel never hands out ports on its own,
+// and each one is claimed across processes by a lock file holding the claimant's pid (a lock whose
+// process is gone is taken over), then checked to be bindable.
+const LOCK_DIR = join(tmpdir(), 'kysely-resilient-test-ports')
+const claimed = new Set<number>()
+const [RANGE_LOW, RANGE_HIGH] = testPortRange()
 
-/** A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, close). */
+/** A TCP port on 127.0.0.1 that no other test process has claimed and that is bindable now. */
 export async function getFreePort(): Promise<number> {
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const port = await bindEphemeralPort()
-    if (!handedOut.has(port)) {
-      handedOut.add(port)
-      return port
-    }
+  mkdirSync(LOCK_DIR, { recursive: true })
+  for (let attempt = 0; attempt < 500; attempt++) {
+    const port = RANGE_LOW + Math.floor(Math.random() * (RANGE_HIGH - RANGE_LOW))
+    if (claimed.has(port) || !claimPort(port)) continue
+    if (await isBindable(port)) return port
+    // Something outside the test suites holds it: keep the claim (so nobody else tries it) and move on.
   }
-  throw new Error('Could not find a free TCP port on 127.0.0.1 that was not already handed out')
+  throw new Error(`Could not claim a free TCP port on 127.0.0.1 in ${RANGE_LOW}-${RANGE_HIGH}`)
 }
 
-function bindEphemeralPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/** Below the kernel's ephemeral port range (Linux: /proc/sys/net/ipv4/ip_local_port_range). */
+function testPortRange(): [number, number] {
+  let ephemeralLow = 32_768
+  try {
+    const [low] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)
+    if (low !== undefined && Number.isInteger(Number(low))) ephemeralLow = Number(low)
+  } catch {
+    // Not Linux: the usual default.
+  }
+  const high = Math.max(ephemeralLow, 12_000)
+  return [high - 10_000, high]
+}
+
+function claimPort(port: number): boolean {
+  const file = join(LOCK_DIR, String(port))
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(file, 'wx')
+      writeSync(fd, String(process.pid))
+      closeSync(fd)
+      claimed.add(port)
+      return true
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+      if (ownerAlive(file)) return false
+      try {
+        unlinkSync(file)
+      } catch {
+        // Another process took the stale lock over first; the next openSync tells.
+      }
+    }
+  }
+  return false
+}
+
+function ownerAlive(file: string): boolean {
+  let pid: number
+  try {
+    pid = Number(readFileSync(file, 'utf8'))
+  } catch {
+    return true // being written or just removed: treat as taken
+  }
+  if (!Number.isInteger(pid) || pid <= 0) return false
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+process.on('exit', () => {
+  for (const port of claimed) {
+    try {
+      unlinkSync(join(LOCK_DIR, String(port)))
+    } catch {
+      // Already gone.
+    }
+  }
+})
+
+function isBindable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const server = createServer()
     server.unref()
-    server.once('error', reject)
-    server.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () => {
-      const address = server.address()
-      const port = typeof address === 'object' && address !== null ? address.port : undefined
-      server.close(() =>
-        port === undefined ? reject(new Error('listen(0) returned no port')) : resolve(port),
-      )
-    })
+    server.once('error', () => resolve(false))
+    server.listen({ host: '127.0.0.1', port, exclusive: true }, () => server.close(() => resolve(true)))
   })
 }
 
