@@ -22,9 +22,10 @@ import {
   sessionId,
   sleepExpr,
 } from '../support/fault-helpers.js'
-import { type FaultMode, FaultProxy, portOf } from '../support/fault-proxy.js'
+import { type FaultMode, portOf } from '../support/fault-proxy.js'
 import { killWhileFrozen } from '../support/freeze.js'
 import { type MariaDbCluster, startMariaDbCluster } from '../support/mariadb-cluster.js'
+import { proxiesClosedAfterEachTest } from '../support/per-test.js'
 import { pollUntil } from '../support/poll.js'
 import { type PostgresCluster, startPostgresCluster } from '../support/postgres-cluster.js'
 import { queryOnce, serverErrorCode } from '../support/sql.js'
@@ -79,13 +80,8 @@ function recorder(engine: Engine) {
 describeEngines('self-healing pools', (engine, cluster) => {
   const password = cluster.password ?? decodeURIComponent(new URL(cluster.writerUrl).password)
   const { open, closeAll } = recorder(engine)
-  const proxies: FaultProxy[] = []
-
-  const proxy = async (): Promise<FaultProxy> => {
-    const started = await FaultProxy.start({ targetPort: portOf(cluster.writerUrl) })
-    proxies.push(started)
-    return started
-  }
+  const startProxy = proxiesClosedAfterEachTest()
+  const proxy = () => startProxy(portOf(cluster.writerUrl))
 
   const waitUntilRunning = (text: string) =>
     pollUntil(
@@ -116,11 +112,7 @@ describeEngines('self-healing pools', (engine, cluster) => {
   })
 
   afterEach(async () => {
-    try {
-      await closeAll(password)
-    } finally {
-      await Promise.all(proxies.splice(0).map((p) => p.close()))
-    }
+    await closeAll(password)
   })
 
   afterAll(async () => {

@@ -19,7 +19,8 @@ import {
   sessionId,
   sleepExpr,
 } from '../support/fault-helpers.js'
-import { FaultProxy, portOf } from '../support/fault-proxy.js'
+import { portOf } from '../support/fault-proxy.js'
+import { proxiesClosedAfterEachTest } from '../support/per-test.js'
 import { pollUntil } from '../support/poll.js'
 import { queryOnce, serverErrorCode } from '../support/sql.js'
 
@@ -44,7 +45,6 @@ interface Recorded {
 describeEngines('automatic retries', (engine, cluster) => {
   const password = cluster.password ?? decodeURIComponent(new URL(cluster.writerUrl).password)
   const opened: Recorded[] = []
-  const proxies: FaultProxy[] = []
 
   const admin = (statement: string, params?: readonly unknown[]) =>
     queryOnce(engine, cluster.adminWriterUrl, statement, params)
@@ -58,11 +58,8 @@ describeEngines('automatic retries', (engine, cluster) => {
     return recorded
   }
 
-  const proxy = async (): Promise<FaultProxy> => {
-    const started = await FaultProxy.start({ targetPort: portOf(cluster.writerUrl) })
-    proxies.push(started)
-    return started
-  }
+  const startProxy = proxiesClosedAfterEachTest()
+  const proxy = () => startProxy(portOf(cluster.writerUrl))
 
   /** Server session ids running a statement that contains `text`, other than the admin's own. */
   const sessionsRunning = async (text: string): Promise<number[]> => {
@@ -159,7 +156,6 @@ describeEngines('automatic retries', (engine, cluster) => {
       for (const recorded of opened) expectNoSecrets(recorded)
     } finally {
       await Promise.all(opened.splice(0).map(({ db }) => db.destroy()))
-      await Promise.all(proxies.splice(0).map((p) => p.close()))
     }
   })
 

@@ -426,7 +426,7 @@ describe('retry budget and routing of retries', () => {
     ['write', 'thrown'],
   ] as const)(
     'without readers, a %s whose connection broke mid-statement is %s: the verdict is taken after the failure',
-    async (kind, decision) => {
+    async (_kind, decision) => {
       // With no reader, statements are not classified on the way in (everything runs on the writer);
       // the read/write verdict that decides the retry is taken after the failure instead.
       const { writer, db, events } = setup({ readers: 0 })

@@ -3,6 +3,7 @@ import pg from 'pg'
 import { afterEach, describe, expect, it } from 'vitest'
 import { describeEngines, type Engine, hasReplica } from './database.js'
 import { FaultProxy, portOf } from './fault-proxy.js'
+import { proxiesClosedAfterEachTest } from './per-test.js'
 import { pollUntil, withTimeout } from './poll.js'
 import { getFreePort, isPortOpen } from './ports.js'
 import type { Row } from './sql.js'
@@ -119,14 +120,9 @@ const EXPECTED: Record<Engine, Record<Failure, { code?: string; message?: string
 const ONE = 'SELECT 1 AS one'
 
 describeEngines('FaultProxy', (engine, info) => {
-  const proxies: FaultProxy[] = []
   const connections: RawConnection[] = []
-
-  async function startProxy(): Promise<FaultProxy> {
-    const proxy = await FaultProxy.start({ targetPort: portOf(info.writerUrl) })
-    proxies.push(proxy)
-    return proxy
-  }
+  const startProxyOn = proxiesClosedAfterEachTest()
+  const startProxy = () => startProxyOn(portOf(info.writerUrl))
 
   async function open(proxy: FaultProxy, connectTimeoutMs?: number): Promise<RawConnection> {
     const connection = await connect(engine, proxy.url(info.writerUrl), connectTimeoutMs)
@@ -136,7 +132,6 @@ describeEngines('FaultProxy', (engine, info) => {
 
   afterEach(async () => {
     for (const connection of connections.splice(0)) connection.destroy()
-    await Promise.all(proxies.splice(0).map((proxy) => proxy.close()))
   })
 
   it('pass: forwards queries both ways', async () => {

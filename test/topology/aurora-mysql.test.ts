@@ -3,8 +3,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { createDb, type ResilientDb } from '../../src/index.js'
 import { AuroraMySqlShim, SimulatedAuroraMySqlView } from '../support/aurora-mysql-shim.js'
 import { collectEvents } from '../support/fault-helpers.js'
-import { FaultProxy } from '../support/fault-proxy.js'
 import { type MariaDbCluster, startMariaDbCluster } from '../support/mariadb-cluster.js'
+import { proxiesClosedAfterEachTest } from '../support/per-test.js'
 import { msUntil, pollUntil } from '../support/poll.js'
 import { waitForReplica } from '../support/replication.js'
 import { registerSecret } from '../support/secrets.js'
@@ -77,17 +77,11 @@ class SimulatedAuroraMySql {
 }
 
 const dbs: Array<ResilientDb<Database>> = []
-const proxies: FaultProxy[] = []
+// Registered first so that it runs last (after hooks run in reverse): the dbs close through live proxies.
+const startProxy = proxiesClosedAfterEachTest()
 afterEach(async () => {
   await Promise.all(dbs.splice(0).map((db) => db.destroy()))
-  await Promise.all(proxies.splice(0).map((proxy) => proxy.close()))
 })
-
-async function startProxy(targetPort: number): Promise<FaultProxy> {
-  const proxy = await FaultProxy.start({ targetPort })
-  proxies.push(proxy)
-  return proxy
-}
 
 describe('topology discovery on a simulated Aurora MySQL cluster', () => {
   let aurora: SimulatedAuroraMySql

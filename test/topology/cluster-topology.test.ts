@@ -2,7 +2,8 @@ import { sql } from 'kysely'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { createDb, type ResilientDb } from '../../src/index.js'
 import { collectEvents } from '../support/fault-helpers.js'
-import { FaultProxy } from '../support/fault-proxy.js'
+import type { FaultProxy } from '../support/fault-proxy.js'
+import { proxiesClosedAfterEachTest } from '../support/per-test.js'
 import { msUntil, pollUntil } from '../support/poll.js'
 import {
   rejoinAsStandby,
@@ -22,17 +23,11 @@ interface Database {
 }
 
 const dbs: Array<ResilientDb<Database>> = []
-const proxies: FaultProxy[] = []
+// Registered first so that it runs last (after hooks run in reverse): the dbs close through live proxies.
+const startProxy = proxiesClosedAfterEachTest()
 afterEach(async () => {
   await Promise.all(dbs.splice(0).map((db) => db.destroy()))
-  await Promise.all(proxies.splice(0).map((proxy) => proxy.close()))
 })
-
-async function startProxy(targetPort: number): Promise<FaultProxy> {
-  const proxy = await FaultProxy.start({ targetPort })
-  proxies.push(proxy)
-  return proxy
-}
 
 const serverPort = sql<number>`inet_server_port()`
 

@@ -2,8 +2,8 @@ import { sql } from 'kysely'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { createDb, type ResilientDb } from '../../src/index.js'
 import { collectEvents } from '../support/fault-helpers.js'
-import { FaultProxy } from '../support/fault-proxy.js'
 import { type MariaDbCluster, startMariaDbCluster } from '../support/mariadb-cluster.js'
+import { proxiesClosedAfterEachTest } from '../support/per-test.js'
 import { pollUntil } from '../support/poll.js'
 import { waitForReplica } from '../support/replication.js'
 import { registerSecret } from '../support/secrets.js'
@@ -25,10 +25,10 @@ type Database = BeatDatabase
 const serverPort = sql<number>`@@port`
 
 const dbs: Array<ResilientDb<Database>> = []
-const proxies: FaultProxy[] = []
+// Registered first so that it runs last (after hooks run in reverse): the dbs close through live proxies.
+const startProxy = proxiesClosedAfterEachTest()
 afterEach(async () => {
   await Promise.all(dbs.splice(0).map((db) => db.destroy()))
-  await Promise.all(proxies.splice(0).map((proxy) => proxy.close()))
 })
 
 async function serverId(adminUrl: string): Promise<string> {
@@ -72,8 +72,7 @@ describe('topology discovery on a simulated RDS Multi-AZ DB cluster (MySQL)', ()
 
   it('detects it by mysql.rds_topology: writes go to the writer instance, reads to the reader, by the endpoints the table lists', async () => {
     const { cluster, primaryId, replicaId } = multiAz
-    const clusterEndpoint = await FaultProxy.start({ targetPort: cluster.primary.port })
-    proxies.push(clusterEndpoint)
+    const clusterEndpoint = await startProxy(cluster.primary.port)
     const db = createDb<Database>({
       dialect: 'mysql',
       writer: clusterEndpoint.url(cluster.writerUrl),
@@ -110,8 +109,7 @@ describe('topology discovery on a simulated RDS Multi-AZ DB cluster (MySQL)', ()
     const { cluster, primaryId, replicaId } = multiAz
     const primary = cluster.primary
     const replica = cluster.replica as NonNullable<MariaDbCluster['replica']>
-    const clusterEndpoint = await FaultProxy.start({ targetPort: primary.port })
-    proxies.push(clusterEndpoint)
+    const clusterEndpoint = await startProxy(primary.port)
     const db = createDb<Database>({
       dialect: 'mysql',
       writer: clusterEndpoint.url(cluster.writerUrl),
