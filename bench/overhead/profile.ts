@@ -5,7 +5,9 @@
  *
  *   tsx bench/overhead/profile.ts [select|insert] [ops] [postgres|mysql] [writer-only]
  *
- * PROFILE_CONCURRENCY (default 1) sets the number of operations in flight. (`npm run build` first: it profiles the build, see bench/shipped.ts.) With `writer-only`, createDb
+ * PROFILE_CONCURRENCY (default 1) sets the number of operations in flight. PROFILE_OPENTELEMETRY=1
+ * compares createDb without and with the OpenTelemetry SDK registered (see bench/overhead/telemetry.ts)
+ * instead of plain Kysely and createDb: where the recording's time goes. (`npm run build` first: it profiles the build, see bench/shipped.ts.) With `writer-only`, createDb
  * has no reader and plain Kysely runs on the writer too; otherwise SELECTs go to the replica in both.
  *
  * Servers as for run.ts: PG_WRITER_URL (and PG_READER_URL), or a throwaway local cluster.
@@ -27,12 +29,16 @@ import {
   type Workload,
 } from './setup.js'
 import { table } from './stats.js'
+import { type OpenTelemetrySdk, registerOpenTelemetrySdk } from './telemetry.js'
 
 const workload: Workload = process.argv[2] === 'insert' ? 'insert' : 'select'
 const OPS = Number(process.argv[3] ?? 10_000)
 const ENGINE: Engine = process.argv[4] === 'mysql' ? 'mysql' : 'postgres'
 const WRITER_ONLY = process.argv[5] === 'writer-only'
 const CONCURRENCY = Number(process.env.PROFILE_CONCURRENCY ?? 1)
+const OPENTELEMETRY = process.env.PROFILE_OPENTELEMETRY === '1'
+const BASELINE = OPENTELEMETRY ? 'createDb' : 'plain Kysely'
+const CANDIDATE = OPENTELEMETRY ? 'createDb + SDK' : 'createDb'
 const ROUNDS = 4
 
 interface Costs {
@@ -113,11 +119,20 @@ async function main(): Promise<void> {
   const server = await servers(ENGINE)
   const session = new Session()
   const dbs: Kysely<BenchDatabase>[] = []
+  let sdk: OpenTelemetrySdk | undefined
   try {
     await setUp(server)
+    const readerUrl = WRITER_ONLY ? undefined : server.readerUrl
+    // A db takes its tracer and meter from the global providers when it opens (see telemetry.ts).
+    const baseline = OPENTELEMETRY
+      ? routedKysely(ENGINE, server.writerUrl, readerUrl)
+      : plainKysely(ENGINE, workload === 'select' && !WRITER_ONLY ? server.readerUrl : server.writerUrl)
+    // Its first statement waits for the db to open (the API is loaded asynchronously): only then register.
+    if (OPENTELEMETRY) await runOps(operation(baseline, workload, randomIds(10)), 0, 10, 1)
+    sdk = OPENTELEMETRY ? registerOpenTelemetrySdk() : undefined
     const variants = {
-      plain: plainKysely(ENGINE, workload === 'select' && !WRITER_ONLY ? server.readerUrl : server.writerUrl),
-      createDb: routedKysely(ENGINE, server.writerUrl, WRITER_ONLY ? undefined : server.readerUrl),
+      plain: baseline,
+      createDb: routedKysely(ENGINE, server.writerUrl, readerUrl),
     }
     dbs.push(variants.plain, variants.createDb)
     for (const db of dbs) await runOps(operation(db, workload, randomIds(2000)), 0, 2000, 1)
@@ -151,11 +166,11 @@ async function main(): Promise<void> {
       (a, b) => (routed.categories.get(b) ?? 0) - (routed.categories.get(a) ?? 0),
     )
     console.log(
-      `\n${ENGINE} ${workload}${WRITER_ONLY ? ' writer only' : ''}, concurrency ${CONCURRENCY}, ${OPS * ROUNDS} ops per variant: self time per op (µs)`,
+      `\n${ENGINE} ${workload}${WRITER_ONLY ? ' writer only' : ''}, concurrency ${CONCURRENCY}, ${BASELINE} vs ${CANDIDATE}, ${OPS * ROUNDS} ops per variant: self time per op (µs)`,
     )
     console.log(
       table(
-        ['category', 'plain Kysely', 'createDb', 'Δ'],
+        ['category', BASELINE, CANDIDATE, 'Δ'],
         ['l', 'r', 'r', 'r'],
         names.map((name) => {
           const a = (plain.categories.get(name) ?? 0) / (OPS * ROUNDS)
@@ -165,8 +180,8 @@ async function main(): Promise<void> {
       ),
     )
     for (const [name, costsOf] of [
-      ['plain Kysely', plain],
-      ['createDb', routed],
+      [BASELINE, plain],
+      [CANDIDATE, routed],
     ] as const) {
       console.log(`\n${name}: native code and builtins by nearest JavaScript caller, self time per op (µs)`)
       const natives = [...costsOf.natives.entries()].sort((a, b) => b[1] - a[1]).slice(0, 10)
@@ -183,7 +198,7 @@ async function main(): Promise<void> {
     const delta = (key: string) => (routed.selfTimes.get(key) ?? 0) - (plain.selfTimes.get(key) ?? 0)
     console.log(
       table(
-        ['function (package)', 'plain Kysely', 'createDb', 'Δ'],
+        ['function (package)', BASELINE, CANDIDATE, 'Δ'],
         ['l', 'r', 'r', 'r'],
         keys
           .sort((a, b) => Math.abs(delta(b)) - Math.abs(delta(a)))
@@ -196,7 +211,7 @@ async function main(): Promise<void> {
           ]),
       ),
     )
-    console.log('\ncreateDb: functions of the library by inclusive time per op (µs)')
+    console.log(`\n${CANDIDATE}: functions of the library by inclusive time per op (µs)`)
     const functions = [...routed.functions.entries()].sort((a, b) => b[1].total - a[1].total).slice(0, 20)
     console.log(
       table(
@@ -208,6 +223,7 @@ async function main(): Promise<void> {
   } finally {
     session.disconnect()
     await Promise.allSettled(dbs.map((db) => db.destroy()))
+    await sdk?.shutdown()
     await server.stop()
   }
 }
