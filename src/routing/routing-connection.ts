@@ -448,11 +448,11 @@ export class RoutingConnection implements DatabaseConnection {
           lease = prepared.lease
           endpoint = lease.endpoint
           prepared = undefined
-          trace?.route(endpoint.settings, this.#routeReason(compiledQuery, read, scope, endpoint))
+          this.#traceRoute(trace, compiledQuery, read, scope, endpoint)
         } else {
           const picked = this.#endpointFor(read === true, scope)
           endpoint = picked instanceof Promise ? await unlessAborted(picked, options?.signal) : picked
-          trace?.route(endpoint.settings, this.#routeReason(compiledQuery, read, scope, endpoint))
+          this.#traceRoute(trace, compiledQuery, read, scope, endpoint)
           // Without a signal to honour or session info to collect, an idle connection ready at once
           // is taken without a promise; otherwise (or with none ready) the full acquire.
           const ready =
@@ -492,6 +492,25 @@ export class RoutingConnection implements DatabaseConnection {
       const verdict = read ?? this.#isRead(compiledQuery)
       await this.#beforeRetry(failure as AttemptError, attempt, startedAt, verdict, options, trace)
     }
+  }
+
+  /**
+   * Tells the statement's trace where an attempt went, and why only when its span records: the
+   * reason may need the read/write verdict (classifying the statement), which a metrics-only or
+   * sampled-out statement has no use for.
+   */
+  #traceRoute(
+    trace: StatementTrace | undefined,
+    compiledQuery: CompiledQuery,
+    read: boolean | undefined,
+    scope: ConsistencyScope | undefined,
+    endpoint: Endpoint,
+  ): void {
+    if (trace === undefined) return
+    trace.route(
+      endpoint.settings,
+      trace.recording ? this.#routeReason(compiledQuery, read, scope, endpoint) : undefined,
+    )
   }
 
   /**
@@ -635,7 +654,7 @@ export class RoutingConnection implements DatabaseConnection {
       prepared?.lease ??
       (await this.#leaseWithRetry(() => this.#endpointFor(read, scope), options, read, trace))
     this.#active = lease
-    trace?.route(lease.endpoint.settings, this.#routeReason(compiledQuery, read, scope, lease.endpoint))
+    this.#traceRoute(trace, compiledQuery, read, scope, lease.endpoint)
     channel?.started(lease.endpoint)
     try {
       lease.endpoint.countQuery()

@@ -309,6 +309,8 @@ export class StatementTrace {
   readonly #telemetry: DbTelemetry
   readonly #operation: string
   readonly #span: Span | undefined
+  /** False without a tracer, and for a span the sampler dropped: then no attribute or event is built. */
+  readonly #recording: boolean
   readonly #context: Context | undefined
   readonly #startedAt: number | undefined
   #endpoint: EndpointSettings | undefined
@@ -322,6 +324,9 @@ export class StatementTrace {
     this.#telemetry = telemetry
     this.#operation = operation
     this.#span = span
+    // A span the sampler dropped still carries the trace context to the spans nested under it, and
+    // is still ended, but records nothing.
+    this.#recording = span?.isRecording() === true
     this.#context = context
     this.#startedAt = telemetry.operationDuration === undefined ? undefined : performance.now()
   }
@@ -335,11 +340,20 @@ export class StatementTrace {
     return context === undefined ? run() : this.#telemetry.api.context.with(context, run)
   }
 
-  /** An attempt goes to `endpoint` for `reason`: a `kysely_resilient.route` event, and the endpoint's attributes. */
-  route(endpoint: EndpointSettings, reason: string): void {
+  /** Whether the statement's span records (see {@link route}'s reason). */
+  get recording(): boolean {
+    return this.#recording
+  }
+
+  /**
+   * An attempt goes to `endpoint` (the histogram's attributes), for `reason`: with a recording span,
+   * a `kysely_resilient.route` event and the endpoint's attributes (callers give the reason only
+   * then: see {@link recording}).
+   */
+  route(endpoint: EndpointSettings, reason: string | undefined): void {
     this.#endpoint = endpoint
     const span = this.#span
-    if (span === undefined) return
+    if (span === undefined || !this.#recording || reason === undefined) return
     span.setAttributes(this.#telemetry.spanAttributesOf(endpoint))
     span.addEvent('kysely_resilient.route', {
       'kysely_resilient.endpoint.name': endpoint.name,
@@ -350,8 +364,10 @@ export class StatementTrace {
 
   /** An attempt failed and the statement runs again after `delayMs`: a `kysely_resilient.retry` event. */
   retry(note: RetryNote): void {
+    const span = this.#span
+    if (span === undefined || !this.#recording) return
     const { classification } = note
-    this.#span?.addEvent('kysely_resilient.retry', {
+    span.addEvent('kysely_resilient.retry', {
       'kysely_resilient.attempt': note.attempt,
       'kysely_resilient.endpoint.name': note.endpoint,
       'kysely_resilient.error.category': classification.category,
@@ -375,7 +391,7 @@ export class StatementTrace {
     }
     const span = this.#span
     if (span === undefined) return
-    if (classification !== undefined) failSpan(telemetry.api, span, error, classification)
+    if (classification !== undefined && this.#recording) failSpan(telemetry.api, span, error, classification)
     span.end()
   }
 }

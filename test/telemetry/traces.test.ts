@@ -6,6 +6,8 @@ import {
   BasicTracerProvider,
   InMemorySpanExporter,
   type ReadableSpan,
+  type Sampler,
+  SamplingDecision,
   SimpleSpanProcessor,
 } from '@opentelemetry/sdk-trace-base'
 import { sql } from 'kysely'
@@ -31,8 +33,22 @@ class CollectingReader extends MetricReader {
   protected override async onShutdown(): Promise<void> {}
 }
 
+/** While set, the sampler drops the statements' spans (those with `db.operation.name`), as a head sampler may. */
+let dropStatementSpans = false
+const sampler: Sampler = {
+  shouldSample: (_context, _traceId, _name, _kind, attributes) => ({
+    decision:
+      dropStatementSpans && attributes['db.operation.name'] !== undefined
+        ? SamplingDecision.NOT_RECORD
+        : SamplingDecision.RECORD_AND_SAMPLED,
+  }),
+  toString: () => 'drops statement spans while asked to',
+}
 const exporter = new InMemorySpanExporter()
-const tracerProvider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] })
+const tracerProvider = new BasicTracerProvider({
+  sampler,
+  spanProcessors: [new SimpleSpanProcessor(exporter)],
+})
 const contextManager = new AsyncLocalStorageContextManager()
 const reader = new CollectingReader()
 const meterProvider = new MeterProvider({ readers: [reader] })
@@ -348,6 +364,47 @@ describeEngines('OpenTelemetry spans', (engine, info) => {
     )
     expect(JSON.stringify(spans().map((span) => [span.attributes, span.events]))).not.toContain(value)
     expect(withText.settings.telemetry).toEqual({ statementText: true })
+  })
+
+  it('a statement whose span the sampler drops: its trace context still reaches the spans under it, and its duration is still recorded', async () => {
+    const db = createDb<Record<string, never>>({
+      dialect: engine,
+      writer: info.writerUrl,
+      readers: [info.readerUrl],
+    })
+    dbs.push(db)
+    const durationsOnReader = async () =>
+      (await collect())
+        .filter(
+          (point) =>
+            point.name === 'db.client.operation.duration' &&
+            point.attributes['db.client.connection.pool.name'] === 'reader-0' &&
+            point.attributes['error.type'] === undefined,
+        )
+        .reduce((sum, point) => sum + (point.value as { count: number }).count, 0)
+    const before = await durationsOnReader()
+    dropStatementSpans = true
+    const parent = await appTracer()
+      .startActiveSpan('GET /people', async (span) => {
+        const rows = await db.selectNoFrom(sql<number>`1`.as('one')).execute()
+        expect(rows).toEqual([{ one: 1 }])
+        span.end()
+        return span
+      })
+      .finally(() => {
+        dropStatementSpans = false
+      })
+    const all = spans()
+    expect(all.filter(isStatement)).toEqual([])
+    // The reader's first connection was opened under the dropped span: same trace, that span its parent.
+    const connects = all.filter((span) => span.name === 'kysely-resilient connect')
+    expect(connects.map((span) => span.attributes['kysely_resilient.endpoint.name'])).toEqual(['reader-0'])
+    const [connect] = connects as [ReadableSpan]
+    expect(connect.spanContext().traceId).toBe(parent.spanContext().traceId)
+    expect(parentOf(connect)).toBeDefined()
+    expect(parentOf(connect)).not.toBe(parent.spanContext().spanId)
+    // Routed to the reader, and counted there, although its span recorded nothing.
+    expect((await durationsOnReader()) - before).toBe(1)
   })
 
   it('the semantic conventions time histograms, per endpoint, with error.type on failure', async () => {
