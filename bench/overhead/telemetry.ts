@@ -1,9 +1,12 @@
 /**
  * The OpenTelemetry SDK as an application installs it, for the benchmark's instrumented variant: a
- * global meter provider whose reader is never collected while the rounds run, and a global tracer
- * provider whose one span processor only counts the spans it is given (no exporter, no batching).
+ * global meter provider whose reader is never collected while the rounds run, a global tracer
+ * provider whose one span processor only counts the spans it is given (no exporter, no batching), and
+ * the AsyncLocalStorage context manager that `@opentelemetry/sdk-node` registers (without one, making a
+ * span active costs nothing and nests nothing, which no traced application runs with).
  */
-import { metrics, trace } from '@opentelemetry/api'
+import { context, metrics, trace } from '@opentelemetry/api'
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks'
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics'
 import { BasicTracerProvider, type SpanProcessor } from '@opentelemetry/sdk-trace-base'
 
@@ -23,11 +26,13 @@ export interface OpenTelemetrySdk {
 }
 
 /**
- * Registers the SDK's meter and tracer providers globally. A db takes its meter from the global
+ * Registers the SDK's meter and tracer providers and a context manager globally. A db takes its meter from the global
  * provider when it opens, so only dbs opened after this call record metrics through the SDK. Throws
  * if providers are already registered (the API would keep those and ignore these).
  */
 export function registerOpenTelemetrySdk(): OpenTelemetrySdk {
+  // BENCH_OTEL_SIGNALS=traces (or metrics) registers only that provider: what each signal costs.
+  const signals = (process.env.BENCH_OTEL_SIGNALS ?? 'traces,metrics').split(',').map((s) => s.trim())
   let spans = 0
   // What NoopSpanProcessor does, plus a count: the cost measured is the SDK's, not an exporter's.
   const counting: SpanProcessor = {
@@ -41,8 +46,13 @@ export function registerOpenTelemetrySdk(): OpenTelemetrySdk {
   const reader = new IdleReader()
   const meterProvider = new MeterProvider({ readers: [reader] })
   const tracerProvider = new BasicTracerProvider({ spanProcessors: [counting] })
-  if (!metrics.setGlobalMeterProvider(meterProvider) || !trace.setGlobalTracerProvider(tracerProvider)) {
-    throw new Error('an OpenTelemetry meter or tracer provider is already registered')
+  const contextManager = new AsyncLocalStorageContextManager().enable()
+  if (
+    (signals.includes('metrics') && !metrics.setGlobalMeterProvider(meterProvider)) ||
+    (signals.includes('traces') && !trace.setGlobalTracerProvider(tracerProvider)) ||
+    !context.setGlobalContextManager(contextManager)
+  ) {
+    throw new Error('an OpenTelemetry meter or tracer provider or context manager is already registered')
   }
   return {
     spansStarted: () => spans,
@@ -57,6 +67,7 @@ export function registerOpenTelemetrySdk(): OpenTelemetrySdk {
       await Promise.allSettled([meterProvider.shutdown(), tracerProvider.shutdown()])
       metrics.disable()
       trace.disable()
+      context.disable()
     },
   }
 }
