@@ -1,10 +1,8 @@
 import { setTimeout as delay } from 'node:timers/promises'
 import type { Kysely } from 'kysely'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it } from 'vitest'
 import { createDb, type ResilientDb } from '../../src/index.js'
-import { startMariaDbCluster } from '../support/mariadb-cluster.js'
-import { AVAILABLE, ENGINES, type OwnCluster } from '../support/own-clusters.js'
-import { startPostgresCluster } from '../support/postgres-cluster.js'
+import { AVAILABLE, ENGINES, type OwnCluster, ownClustersForThisFile } from '../support/own-clusters.js'
 import { waitForReplica } from '../support/replication.js'
 import { type Engine, serverErrorCode } from '../support/sql.js'
 
@@ -56,14 +54,12 @@ interface RunResult {
   readonly windows: ReadonlyArray<number | 'never'>
 }
 
-const started = new Map<Engine, OwnCluster>()
+const clusters = ownClustersForThisFile({
+  options: (engine) => ({ replicaApplyDelayMs: APPLY_DELAY_MS[engine] }),
+})
 const opened: Array<ResilientDb<Tables>> = []
 
-function clusterOf(engine: Engine): OwnCluster {
-  const cluster = started.get(engine)
-  if (cluster === undefined) throw new Error(`no ${engine} cluster (see beforeAll)`)
-  return cluster
-}
+const clusterOf = (engine: Engine): OwnCluster => clusters.of(engine)
 
 function open(engine: Engine, processMode: boolean): ResilientDb<Tables> {
   const cluster = clusterOf(engine)
@@ -248,24 +244,8 @@ function describeRun(engine: Engine, mode: string, result: RunResult): string {
   )
 }
 
-beforeAll(async () => {
-  const engines = ENGINES.filter((engine) => AVAILABLE[engine])
-  await Promise.all(
-    engines.map(async (engine) => {
-      const options = { replicaApplyDelayMs: APPLY_DELAY_MS[engine] }
-      const cluster =
-        engine === 'postgres' ? await startPostgresCluster(options) : await startMariaDbCluster(options)
-      started.set(engine, cluster)
-    }),
-  )
-})
-
 afterEach(async () => {
   await Promise.all(opened.splice(0).map((db) => db.destroy()))
-})
-
-afterAll(async () => {
-  await Promise.allSettled([...started.values()].map((cluster) => cluster.stop()))
 })
 
 for (const engine of ENGINES) {

@@ -1,6 +1,6 @@
 import { setTimeout as pause } from 'node:timers/promises'
 import { type Kysely, type RawBuilder, sql } from 'kysely'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it } from 'vitest'
 import {
   type CreateDbConfig,
   classifyError,
@@ -9,10 +9,14 @@ import {
   type ResilientDb,
 } from '../../src/index.js'
 import { freezeServer } from '../support/freeze-server.js'
-import { startMariaDbCluster } from '../support/mariadb-cluster.js'
-import { AVAILABLE, ENGINES, type OwnCluster, replicaOf } from '../support/own-clusters.js'
+import {
+  AVAILABLE,
+  ENGINES,
+  type OwnCluster,
+  ownClustersForThisFile,
+  replicaOf,
+} from '../support/own-clusters.js'
 import { PollAbort, pollUntil, withTimeout } from '../support/poll.js'
-import { startPostgresCluster } from '../support/postgres-cluster.js'
 import { waitForReplica } from '../support/replication.js'
 import { type Engine, queryOnce } from '../support/sql.js'
 
@@ -60,14 +64,18 @@ const MIN_VISIBLE_MS: Record<Engine, number> = { postgres: 500 - 50, mysql: 1_00
 
 const CREATE_TABLE = 'CREATE TABLE ryw_item (id integer PRIMARY KEY, note varchar(64) NOT NULL)'
 
-const started = new Map<string, OwnCluster>()
+const clusters = ownClustersForThisFile({
+  variants: ROLES,
+  options: (engine, role) => ({ replicaApplyDelayMs: APPLY_DELAY_MS[role as Role][engine] }),
+  prepare: async (engine, cluster) => {
+    // As the app user, which owns it then and may write to it.
+    await queryOnce(engine, cluster.writerUrl, CREATE_TABLE)
+    await waitForReplica(engine, cluster.adminWriterUrl, cluster.adminReaderUrl)
+  },
+})
 const opened: Array<ResilientDb<Database>> = []
 
-function clusterFor(engine: Engine, role: Role): OwnCluster {
-  const cluster = started.get(`${engine}:${role}`)
-  if (cluster === undefined) throw new Error(`no ${engine} cluster for ${role} (see beforeAll)`)
-  return cluster
-}
+const clusterFor = (engine: Engine, role: Role): OwnCluster => clusters.of(engine, role)
 
 interface OpenOptions {
   readonly consistency?: Consistency
@@ -168,31 +176,8 @@ function share(part: number, whole: number): string {
   return `${((100 * part) / whole).toFixed(1)}%`
 }
 
-beforeAll(async () => {
-  const engines = ENGINES.filter((engine) => AVAILABLE[engine])
-  const results = await Promise.allSettled(
-    engines.flatMap((engine) =>
-      ROLES.map(async (role) => {
-        const options = { replicaApplyDelayMs: APPLY_DELAY_MS[role][engine] }
-        const cluster =
-          engine === 'postgres' ? await startPostgresCluster(options) : await startMariaDbCluster(options)
-        started.set(`${engine}:${role}`, cluster)
-        // As the app user, which owns it then and may write to it.
-        await queryOnce(engine, cluster.writerUrl, CREATE_TABLE)
-        await waitForReplica(engine, cluster.adminWriterUrl, cluster.adminReaderUrl)
-      }),
-    ),
-  )
-  const failure = results.find((result) => result.status === 'rejected')
-  if (failure !== undefined) throw failure.reason
-})
-
 afterEach(async () => {
   await Promise.all(opened.splice(0).map((db) => db.destroy()))
-})
-
-afterAll(async () => {
-  await Promise.allSettled([...started.values()].map((cluster) => cluster.stop()))
 })
 
 for (const engine of ENGINES) {

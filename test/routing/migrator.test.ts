@@ -1,11 +1,9 @@
 import { type Kysely, sql } from 'kysely'
 import { type Migration, type MigrationProvider, Migrator } from 'kysely/migration'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it } from 'vitest'
 import { createDb, type ResilientDb } from '../../src/index.js'
-import { startMariaDbCluster } from '../support/mariadb-cluster.js'
-import { AVAILABLE, ENGINES, type OwnCluster } from '../support/own-clusters.js'
+import { AVAILABLE, ENGINES, type OwnCluster, ownClustersForThisFile } from '../support/own-clusters.js'
 import { pollUntil } from '../support/poll.js'
-import { startPostgresCluster } from '../support/postgres-cluster.js'
 import { waitForReplica } from '../support/replication.js'
 import { type Engine, queryOnce } from '../support/sql.js'
 
@@ -24,14 +22,17 @@ const MIN_VISIBLE_DELAY_MS: Record<Engine, number> = {
 type Tables = Record<string, Record<string, unknown>>
 type AnyDb = Kysely<Tables>
 
-const started = new Map<Engine, OwnCluster>()
+const clusters = ownClustersForThisFile({
+  options: () => ({ replicaApplyDelayMs: APPLY_DELAY_MS }),
+  prepare: async (engine, cluster) => {
+    await queryOnce(engine, cluster.writerUrl, 'CREATE TABLE plain_item (id integer PRIMARY KEY)')
+    await queryOnce(engine, cluster.writerUrl, 'INSERT INTO plain_item (id) VALUES (1)')
+    await waitForReplica(engine, cluster.adminWriterUrl, cluster.adminReaderUrl)
+  },
+})
 const opened: Array<ResilientDb<Tables>> = []
 
-function clusterOf(engine: Engine): OwnCluster {
-  const cluster = started.get(engine)
-  if (cluster === undefined) throw new Error(`no ${engine} cluster (see beforeAll)`)
-  return cluster
-}
+const clusterOf = (engine: Engine): OwnCluster => clusters.of(engine)
 
 function open(
   engine: Engine,
@@ -101,27 +102,8 @@ async function rowsOf(engine: Engine, url: string, table: string): Promise<strin
   return rows.map((row) => String(row.name))
 }
 
-beforeAll(async () => {
-  const engines = ENGINES.filter((engine) => AVAILABLE[engine])
-  await Promise.all(
-    engines.map(async (engine) => {
-      const options = { replicaApplyDelayMs: APPLY_DELAY_MS }
-      const cluster =
-        engine === 'postgres' ? await startPostgresCluster(options) : await startMariaDbCluster(options)
-      started.set(engine, cluster)
-      await queryOnce(engine, cluster.writerUrl, 'CREATE TABLE plain_item (id integer PRIMARY KEY)')
-      await queryOnce(engine, cluster.writerUrl, 'INSERT INTO plain_item (id) VALUES (1)')
-      await waitForReplica(engine, cluster.adminWriterUrl, cluster.adminReaderUrl)
-    }),
-  )
-})
-
 afterEach(async () => {
   await Promise.all(opened.splice(0).map((db) => db.destroy()))
-})
-
-afterAll(async () => {
-  await Promise.allSettled([...started.values()].map((cluster) => cluster.stop()))
 })
 
 for (const engine of ENGINES) {

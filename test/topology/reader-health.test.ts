@@ -1,12 +1,16 @@
 import { type Generated, type RawBuilder, sql } from 'kysely'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it } from 'vitest'
 import { type CreateDbConfig, createDb, NoReaderAvailableError, type ResilientDb } from '../../src/index.js'
 import { collectEvents, type EventLog } from '../support/fault-helpers.js'
 import { FaultProxy } from '../support/fault-proxy.js'
-import { startMariaDbCluster } from '../support/mariadb-cluster.js'
-import { AVAILABLE, ENGINES, type OwnCluster, replicaOf } from '../support/own-clusters.js'
+import {
+  AVAILABLE,
+  ENGINES,
+  type OwnCluster,
+  ownClustersForThisFile,
+  replicaOf,
+} from '../support/own-clusters.js'
 import { pollUntil } from '../support/poll.js'
-import { startPostgresCluster } from '../support/postgres-cluster.js'
 import { waitForReplica } from '../support/replication.js'
 import { type Engine, queryOnce } from '../support/sql.js'
 
@@ -34,13 +38,26 @@ const CREATE_TABLE: Record<Engine, string> = {
  */
 const MONITOR_USER = 'monitor'
 
-const started = new Map<string, OwnCluster>()
+const clusters = ownClustersForThisFile({
+  variants: SCENARIOS,
+  prepare: async (engine, cluster) => {
+    await queryOnce(engine, cluster.writerUrl, CREATE_TABLE[engine])
+    if (engine === 'mysql') {
+      // On the primary; replication creates the user on the replica too.
+      const password = cluster.password.replaceAll("'", "''")
+      for (const statement of [
+        `CREATE USER '${MONITOR_USER}'@'127.0.0.1' IDENTIFIED BY '${password}'`,
+        `GRANT ALL PRIVILEGES ON app.* TO '${MONITOR_USER}'@'127.0.0.1'`,
+        `GRANT SLAVE MONITOR ON *.* TO '${MONITOR_USER}'@'127.0.0.1'`,
+      ]) {
+        await queryOnce(engine, cluster.adminWriterUrl, statement)
+      }
+    }
+    await waitForReplica(engine, cluster.adminWriterUrl, cluster.adminReaderUrl)
+  },
+})
 
-function clusterFor(engine: Engine, scenario: Scenario): OwnCluster {
-  const cluster = started.get(`${engine}:${scenario}`)
-  if (cluster === undefined) throw new Error(`no ${engine} cluster for ${scenario} (see beforeAll)`)
-  return cluster
-}
+const clusterFor = (engine: Engine, scenario: Scenario): OwnCluster => clusters.of(engine, scenario)
 
 /** `url` logged in as the user that may read replication status (the app user on PostgreSQL). */
 function monitorUrl(engine: Engine, url: string): string {
@@ -69,37 +86,6 @@ function recordEvents(db: ResilientDb<Database>, password: string): EventLog {
 function untilEvent<T>(events: T[], matches: (event: T) => boolean, what: string): Promise<T> {
   return pollUntil(async () => events.find(matches), { timeoutMs: 5_000, intervalMs: 10, what })
 }
-
-beforeAll(async () => {
-  const engines = ENGINES.filter((engine) => AVAILABLE[engine])
-  const results = await Promise.allSettled(
-    engines.flatMap((engine) =>
-      SCENARIOS.map(async (scenario) => {
-        const cluster = engine === 'postgres' ? await startPostgresCluster() : await startMariaDbCluster()
-        started.set(`${engine}:${scenario}`, cluster)
-        await queryOnce(engine, cluster.writerUrl, CREATE_TABLE[engine])
-        if (engine === 'mysql') {
-          // On the primary; replication creates the user on the replica too.
-          const password = cluster.password.replaceAll("'", "''")
-          for (const statement of [
-            `CREATE USER '${MONITOR_USER}'@'127.0.0.1' IDENTIFIED BY '${password}'`,
-            `GRANT ALL PRIVILEGES ON app.* TO '${MONITOR_USER}'@'127.0.0.1'`,
-            `GRANT SLAVE MONITOR ON *.* TO '${MONITOR_USER}'@'127.0.0.1'`,
-          ]) {
-            await queryOnce(engine, cluster.adminWriterUrl, statement)
-          }
-        }
-        await waitForReplica(engine, cluster.adminWriterUrl, cluster.adminReaderUrl)
-      }),
-    ),
-  )
-  const failure = results.find((result) => result.status === 'rejected')
-  if (failure !== undefined) throw failure.reason
-})
-
-afterAll(async () => {
-  await Promise.allSettled([...started.values()].map((cluster) => cluster.stop()))
-})
 
 afterEach(() => {
   // No event may carry the password: they go to logs and metrics.

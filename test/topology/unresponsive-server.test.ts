@@ -1,14 +1,18 @@
 import { randomUUID } from 'node:crypto'
 import { setTimeout as pause } from 'node:timers/promises'
 import { sql } from 'kysely'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it } from 'vitest'
 import { classifyError, createDb, type ResilientDb, withRetry } from '../../src/index.js'
 import { collectEvents, type EventLog, marker, sleepExpr } from '../support/fault-helpers.js'
 import { freezeServer } from '../support/freeze-server.js'
-import { startMariaDbCluster } from '../support/mariadb-cluster.js'
-import { AVAILABLE, ENGINES, type OwnCluster, replicaOf } from '../support/own-clusters.js'
+import {
+  AVAILABLE,
+  ENGINES,
+  type OwnCluster,
+  ownClustersForThisFile,
+  replicaOf,
+} from '../support/own-clusters.js'
 import { pollUntil } from '../support/poll.js'
-import { startPostgresCluster } from '../support/postgres-cluster.js'
 import { waitForReplica } from '../support/replication.js'
 import { type Engine, queryOnce } from '../support/sql.js'
 
@@ -23,14 +27,15 @@ interface Database {
 
 const CREATE_TABLE = 'create table stall_rows (k varchar(64) primary key, note varchar(64) not null)'
 
-const started = new Map<Engine, OwnCluster>()
+const clusters = ownClustersForThisFile({
+  prepare: async (engine, cluster) => {
+    await queryOnce(engine, cluster.writerUrl, CREATE_TABLE)
+    await waitForReplica(engine, cluster.adminWriterUrl, cluster.adminReaderUrl)
+  },
+})
 const opened: Array<{ db: ResilientDb<Database>; events: EventLog; password: string }> = []
 
-function clusterOf(engine: Engine): OwnCluster {
-  const cluster = started.get(engine)
-  if (cluster === undefined) throw new Error(`no ${engine} cluster (see beforeAll)`)
-  return cluster
-}
+const clusterOf = (engine: Engine): OwnCluster => clusters.of(engine)
 
 function open(engine: Engine, readers: boolean) {
   const cluster = clusterOf(engine)
@@ -77,18 +82,6 @@ function loops(concurrency: number, work: () => Promise<unknown>) {
   }
 }
 
-beforeAll(async () => {
-  const engines = ENGINES.filter((engine) => AVAILABLE[engine])
-  await Promise.all(
-    engines.map(async (engine) => {
-      const cluster = engine === 'postgres' ? await startPostgresCluster() : await startMariaDbCluster()
-      started.set(engine, cluster)
-      await queryOnce(engine, cluster.writerUrl, CREATE_TABLE)
-      await waitForReplica(engine, cluster.adminWriterUrl, cluster.adminReaderUrl)
-    }),
-  )
-})
-
 afterEach(async () => {
   for (const { db, events, password } of opened.splice(0)) {
     await db.destroy()
@@ -96,16 +89,12 @@ afterEach(async () => {
     expect(JSON.stringify(events)).not.toContain(password)
   }
   // A test that froze or stopped a server must not leave it so for the next one.
-  for (const cluster of started.values()) {
+  for (const cluster of clusters.all()) {
     for (const server of [cluster.primary, replicaOf(cluster)])
       if (server.pid !== undefined) freezeServer(server, 'SIGCONT')
     await cluster.primary.start()
     await replicaOf(cluster).start()
   }
-})
-
-afterAll(async () => {
-  await Promise.allSettled([...started.values()].map((cluster) => cluster.stop()))
 })
 
 for (const engine of ENGINES) {

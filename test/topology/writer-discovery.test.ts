@@ -1,6 +1,6 @@
 import { setTimeout as pause } from 'node:timers/promises'
 import { CompiledQuery, type Generated, type RawBuilder, sql } from 'kysely'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it } from 'vitest'
 import {
   type ConnectionHook,
   ConnectTimeoutError,
@@ -10,10 +10,14 @@ import {
 } from '../../src/index.js'
 import { collectEvents, type EventLog, sessionId, sleepExpr } from '../support/fault-helpers.js'
 import { FaultProxy } from '../support/fault-proxy.js'
-import { startMariaDbCluster } from '../support/mariadb-cluster.js'
-import { AVAILABLE, ENGINES, type OwnCluster, replicaOf } from '../support/own-clusters.js'
+import {
+  AVAILABLE,
+  ENGINES,
+  type OwnCluster,
+  ownClustersForThisFile,
+  replicaOf,
+} from '../support/own-clusters.js'
 import { pollUntil } from '../support/poll.js'
-import { startPostgresCluster } from '../support/postgres-cluster.js'
 import { waitForReplica } from '../support/replication.js'
 import { type Engine, queryOnce, serverErrorCode } from '../support/sql.js'
 
@@ -31,13 +35,15 @@ type Scenario = (typeof SCENARIOS)[number]
 
 const READ_ONLY_ERROR: Record<Engine, string> = { postgres: '25006', mysql: '1290' }
 
-const started = new Map<string, OwnCluster>()
+const clusters = ownClustersForThisFile({
+  variants: SCENARIOS,
+  prepare: async (engine, cluster) => {
+    await queryOnce(engine, cluster.writerUrl, CREATE_TABLE[engine])
+    await waitForReplica(engine, cluster.adminWriterUrl, cluster.adminReaderUrl)
+  },
+})
 
-function clusterFor(engine: Engine, scenario: Scenario): OwnCluster {
-  const cluster = started.get(`${engine}:${scenario}`)
-  if (cluster === undefined) throw new Error(`no ${engine} cluster for ${scenario} (see beforeAll)`)
-  return cluster
-}
+const clusterFor = (engine: Engine, scenario: Scenario): OwnCluster => clusters.of(engine, scenario)
 
 /** The port of the server that ran the statement: tells the primary from the (promoted) replica. */
 function serverPort(engine: Engine): RawBuilder<number> {
@@ -127,26 +133,6 @@ function firstSuccessAfter(loop: WriteLoop, since: number, what: string): Promis
     what,
   })
 }
-
-beforeAll(async () => {
-  const engines = ENGINES.filter((engine) => AVAILABLE[engine])
-  const results = await Promise.allSettled(
-    engines.flatMap((engine) =>
-      SCENARIOS.map(async (scenario) => {
-        const cluster = engine === 'postgres' ? await startPostgresCluster() : await startMariaDbCluster()
-        started.set(`${engine}:${scenario}`, cluster)
-        await queryOnce(engine, cluster.writerUrl, CREATE_TABLE[engine])
-        await waitForReplica(engine, cluster.adminWriterUrl, cluster.adminReaderUrl)
-      }),
-    ),
-  )
-  const failure = results.find((result) => result.status === 'rejected')
-  if (failure !== undefined) throw failure.reason
-})
-
-afterAll(async () => {
-  await Promise.allSettled([...started.values()].map((cluster) => cluster.stop()))
-})
 
 afterEach(() => {
   // No event may carry the password: they go to logs and metrics.
