@@ -1,6 +1,5 @@
 import { CompiledQuery, type DatabaseConnection } from 'kysely'
-import type { SqlDialect } from '../config/create-db-config.js'
-import { type DatabasePlatform, detectPlatform } from './topology-queries.js'
+import type { DatabasePlatform } from './topology-queries.js'
 
 /**
  * How a server reports its replay lag, found on the first lag check of an endpoint and kept: the
@@ -23,16 +22,11 @@ import { type DatabasePlatform, detectPlatform } from './topology-queries.js'
 export type LagSource = 'postgres' | 'aurora-postgres' | 'mysql-replica' | 'mysql-slave' | 'aurora-mysql'
 
 /**
- * One endpoint's lag reader: picks the {@link LagSource} from the platform once (given by the
- * endpoint, or found on the first check), then reads the lag with it.
+ * One endpoint's lag reader: picks the {@link LagSource} from the endpoint's platform (found on its
+ * first connection) on the first check, then reads the lag with it.
  */
 export class ReplayLagReader {
-  readonly #dialect: SqlDialect
   #source: LagSource | undefined
-
-  constructor(dialect: SqlDialect) {
-    this.#dialect = dialect
-  }
 
   /** The source found so far (for `db.stats()`), `undefined` before the first check. */
   get source(): LagSource | undefined {
@@ -44,8 +38,8 @@ export class ReplayLagReader {
    * received), `Infinity` for a replica whose replication stopped with work pending, and
    * `undefined` when the server is a replica that reports no lag: unknown, never taken for 0.
    */
-  async read(connection: DatabaseConnection, platform?: DatabasePlatform): Promise<number | undefined> {
-    this.#source ??= lagSourceOf(platform ?? (await detectPlatform(connection, this.#dialect)))
+  async read(connection: DatabaseConnection, platform: DatabasePlatform): Promise<number | undefined> {
+    this.#source ??= lagSourceOf(platform)
     switch (this.#source) {
       case 'postgres':
         return postgresLagMs(connection)

@@ -406,7 +406,7 @@ export class Endpoint {
    * logger: it is the library's own statement.
    */
   async probeLag(): Promise<number | undefined> {
-    this.#lag ??= new ReplayLagReader(this.settings.dialect)
+    this.#lag ??= new ReplayLagReader()
     const lag = this.#lag
     return this.#withConnection(async (connection) =>
       lag.read(connection, await this.#platformOf(connection)),

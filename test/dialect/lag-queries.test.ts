@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { ReplayLagReader } from '../../src/dialect/lag-queries.js'
-import { type Answer, connection } from '../support/fake-connection.js'
+import { connection } from '../support/fake-connection.js'
 
 // How each platform reports replay lag, from the result shapes each one returns (the columns as
 // MySQL 8.0/8.4, MariaDB, Aurora and PostgreSQL document them), without a server: a replica that
@@ -9,12 +9,6 @@ import { type Answer, connection } from '../support/fake-connection.js'
 function mysqlError(errno: number, message: string): Error {
   return Object.assign(new Error(message), { errno, sqlState: '42000', sqlMessage: message })
 }
-
-const VANILLA_PG: readonly [RegExp, Answer] = [/to_regproc/, [{ aurora: false }]]
-const AURORA_PG: readonly [RegExp, Answer] = [/to_regproc/, [{ aurora: true }]]
-const NOT_AURORA_MYSQL: readonly [RegExp, Answer] = [/aurora_version/, []]
-// Platform detection's second statement on MySQL/MariaDB: the version, and no Multi-AZ topology table.
-const MYSQL_VERSION: readonly [RegExp, Answer] = [/rds_topology/, [{ version: '8.0.36', multi_az: 0 }]]
 
 describe('PostgreSQL streaming replica', () => {
   it.each([
@@ -29,8 +23,8 @@ describe('PostgreSQL streaming replica', () => {
     ],
     ['no WAL receiver and no timestamp', { replica: true, caught_up: null, lag_ms: null }, undefined],
   ])('%s', async (_name, row, expected) => {
-    const reader = new ReplayLagReader('postgres')
-    expect(await reader.read(connection([VANILLA_PG, [/as lag_ms/, [row]]]))).toBe(expected)
+    const reader = new ReplayLagReader()
+    expect(await reader.read(connection([[/as lag_ms/, [row]]]), 'postgres')).toBe(expected)
     expect(reader.source).toBe('postgres')
   })
 })
@@ -42,16 +36,15 @@ describe('Aurora PostgreSQL (aurora_replica_status())', () => {
     ['a reader without a lag yet', [{ writer: false, lag_ms: null }], undefined],
     ['an instance not listed yet', [], undefined],
   ])('%s', async (_name, rows, expected) => {
-    const reader = new ReplayLagReader('postgres')
+    const reader = new ReplayLagReader()
     const conn = connection([
-      AURORA_PG,
       [/aurora_replica_status\(\) where server_id = aurora_db_instance_identifier/, rows],
     ])
-    expect(await reader.read(conn)).toBe(expected)
+    expect(await reader.read(conn, 'aurora-postgres')).toBe(expected)
     expect(reader.source).toBe('aurora-postgres')
-    // Detected once: the second check sends only the lag query.
-    await reader.read(conn)
-    expect(conn.sent.filter((sql) => sql.includes('to_regproc'))).toHaveLength(1)
+    // One statement per check.
+    await reader.read(conn, 'aurora-postgres')
+    expect(conn.sent).toHaveLength(2)
   })
 })
 
@@ -76,38 +69,32 @@ describe('MySQL and MariaDB replica status', () => {
   }
 
   it('MySQL 8.0.22+ / 8.4: SHOW REPLICA STATUS with Source_* columns; SHOW SLAVE STATUS is never sent', async () => {
-    const reader = new ReplayLagReader('mysql')
+    const reader = new ReplayLagReader()
     const conn = connection([
-      NOT_AURORA_MYSQL,
-      MYSQL_VERSION,
       [/^show replica status$/, [MYSQL_80_REPLICA]],
       // MySQL 8.4 removed it.
       [/^show slave status$/, mysqlError(1064, 'You have an error in your SQL syntax')],
     ])
-    expect(await reader.read(conn)).toBe(3_000)
+    expect(await reader.read(conn, 'mysql')).toBe(3_000)
     expect(reader.source).toBe('mysql-replica')
     expect(conn.sent).not.toContain('show slave status')
   })
 
   it('MariaDB 10.5+: SHOW REPLICA STATUS keeps the Slave_* / Master_* columns', async () => {
-    const reader = new ReplayLagReader('mysql')
-    expect(
-      await reader.read(
-        connection([NOT_AURORA_MYSQL, MYSQL_VERSION, [/^show replica status$/, [MARIADB_REPLICA]]]),
-      ),
-    ).toBe(2_000)
+    const reader = new ReplayLagReader()
+    expect(await reader.read(connection([[/^show replica status$/, [MARIADB_REPLICA]]]), 'mariadb')).toBe(
+      2_000,
+    )
   })
 
   it('before MySQL 8.0.22 / MariaDB 10.5.1: falls back to SHOW SLAVE STATUS once and keeps it', async () => {
-    const reader = new ReplayLagReader('mysql')
+    const reader = new ReplayLagReader()
     const conn = connection([
-      NOT_AURORA_MYSQL,
-      MYSQL_VERSION,
       [/^show replica status$/, mysqlError(1064, 'You have an error in your SQL syntax')],
       [/^show slave status$/, [{ ...MARIADB_REPLICA, Seconds_Behind_Master: 0 }]],
     ])
-    expect(await reader.read(conn)).toBe(0)
-    expect(await reader.read(conn)).toBe(0)
+    expect(await reader.read(conn, 'mysql')).toBe(0)
+    expect(await reader.read(conn, 'mysql')).toBe(0)
     expect(reader.source).toBe('mysql-slave')
     expect(conn.sent.filter((sql) => sql === 'show replica status')).toHaveLength(1)
   })
@@ -124,10 +111,8 @@ describe('MySQL and MariaDB replica status', () => {
       0,
     ],
   ])('NULL seconds behind: %s', async (_name, row, expected) => {
-    const reader = new ReplayLagReader('mysql')
-    expect(
-      await reader.read(connection([NOT_AURORA_MYSQL, MYSQL_VERSION, [/^show replica status$/, [row]]])),
-    ).toBe(expected)
+    const reader = new ReplayLagReader()
+    expect(await reader.read(connection([[/^show replica status$/, [row]]]), 'mysql')).toBe(expected)
   })
 
   it.each([
@@ -135,43 +120,34 @@ describe('MySQL and MariaDB replica status', () => {
     ['a read-only server with no replication channel', { ro: 1, iro: 0 }, undefined],
     ['an InnoDB-read-only server', { ro: 0, iro: 1 }, undefined],
   ])('no status row: %s', async (_name, flags, expected) => {
-    const reader = new ReplayLagReader('mysql')
+    const reader = new ReplayLagReader()
     const conn = connection([
-      NOT_AURORA_MYSQL,
-      MYSQL_VERSION,
       [/^show replica status$/, []],
       [/@@global.read_only/, [flags]],
     ])
-    expect(await reader.read(conn)).toBe(expected)
+    expect(await reader.read(conn, 'mysql')).toBe(expected)
   })
 
   it('another error (no REPLICATION CLIENT privilege) is not taken for an old server', async () => {
-    const reader = new ReplayLagReader('mysql')
+    const reader = new ReplayLagReader()
     const denied = mysqlError(
       1227,
       'Access denied; you need (at least one of) the REPLICATION CLIENT privilege(s)',
     )
-    await expect(
-      reader.read(connection([NOT_AURORA_MYSQL, MYSQL_VERSION, [/^show replica status$/, denied]])),
-    ).rejects.toBe(denied)
+    await expect(reader.read(connection([[/^show replica status$/, denied]]), 'mysql')).rejects.toBe(denied)
     expect(reader.source).toBe('mysql-replica')
   })
 })
 
 describe('Aurora MySQL (information_schema.replica_host_status)', () => {
-  const AURORA: readonly [RegExp, Answer] = [
-    /aurora_version/,
-    [{ Variable_name: 'aurora_version', Value: '3.05.2' }],
-  ]
-
   it.each([
     ['the writer', [{ writer: 1, lag_ms: 0 }], 0],
     ['a reader', [{ writer: 0, lag_ms: 21 }], 21],
     ['a reader not listed yet', [], undefined],
   ])('%s', async (_name, rows, expected) => {
-    const reader = new ReplayLagReader('mysql')
-    const conn = connection([AURORA, [/replica_host_status where server_id = @@aurora_server_id/, rows]])
-    expect(await reader.read(conn)).toBe(expected)
+    const reader = new ReplayLagReader()
+    const conn = connection([[/replica_host_status where server_id = @@aurora_server_id/, rows]])
+    expect(await reader.read(conn, 'aurora-mysql')).toBe(expected)
     expect(reader.source).toBe('aurora-mysql')
     expect(conn.sent.some((sql) => /show (replica|slave) status/.test(sql))).toBe(false)
   })
