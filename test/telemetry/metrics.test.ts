@@ -2,15 +2,14 @@ import { metrics } from '@opentelemetry/api'
 import { type DataPoint, MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics'
 import { sql } from 'kysely'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { createDb, type ResilientDb, withRetry } from '../../src/index.js'
-import { newAppPassword, setAppPassword } from '../support/app-password.js'
+import { createDb, type ResilientDb } from '../../src/index.js'
+import { credentialFailoverDrill } from '../support/credential-failover-drill.js'
 import { describeEngines } from '../support/database.js'
 import { recordTelemetry } from '../support/leak-watch.js'
 import { pollUntil } from '../support/poll.js'
 import { getFreePort } from '../support/ports.js'
 import { type PostgresCluster, startPostgresCluster } from '../support/postgres-cluster.js'
 import { registerSecret } from '../support/secrets.js'
-import { pgQuery } from '../support/sql.js'
 
 // OpenTelemetry metrics through the application's meter provider (the SDK's own reader, in memory),
 // on real servers: the semantic conventions' connection pool metrics and the library's own, with the
@@ -230,93 +229,31 @@ describe('OpenTelemetry metrics of the storm back-off and of credential failures
 })
 
 describe('OpenTelemetry metrics through a failover drill and a credential rotation', () => {
-  let cluster: PostgresCluster
-
-  beforeAll(async () => {
-    cluster = await startPostgresCluster()
-    registerSecret(cluster.password)
-    await pgQuery(
-      cluster.adminWriterUrl,
-      'create table drill (id int primary key); grant all on drill to app',
-    )
-  }, 120_000)
-
-  afterAll(async () => {
-    await cluster?.stop()
-  })
+  const runDrill = credentialFailoverDrill()
 
   it('counts the rejected password refetch, then the failover with its duration', async () => {
-    const original = newAppPassword()
-    await setAppPassword('postgres', cluster, original)
-    let current = original
-    const withoutPassword = (raw: string) => {
-      const url = new URL(raw)
-      url.password = ''
-      return url.toString()
-    }
-    const primaryPort = cluster.primary.port
-    const replicaPort = (cluster.replica as { port: number }).port
-    const db = createDb<{ drill: { id: number } }>({
-      dialect: 'postgres',
-      writer: [withoutPassword(cluster.writerUrl), withoutPassword(cluster.readerUrl)],
-      auth: { type: 'token', getToken: async () => current, ttlMs: 3_600_000 },
+    await runDrill({
+      opened: (db) => dbs.push(db as unknown as ResilientDb<Record<string, never>>),
+      afterRotation: async ({ primaryPort }) => {
+        const refreshes = Object.fromEntries(
+          points(await collect(), 'kysely_resilient.credential.refreshes', 'writer-0', primaryPort).map(
+            (point) => [point.attributes['kysely_resilient.reason'], point.value],
+          ),
+        )
+        expect(refreshes).toEqual({ initial: 1, rejected: 1 })
+      },
+      afterFailover: async ({ replicaPort, original, rotated }) => {
+        const all = await collect()
+        expect(points(all, 'kysely_resilient.failovers', 'writer-1', replicaPort)).toMatchObject([
+          { value: 1 },
+        ])
+        const [duration] = points(all, 'kysely_resilient.failover.duration', 'writer-1', replicaPort)
+        const histogram = duration?.value as { count: number; sum: number } | undefined
+        expect(histogram?.count).toBe(1)
+        expect(histogram?.sum).toBeGreaterThan(0)
+        expect(JSON.stringify(all)).not.toContain(rotated)
+        expect(JSON.stringify(all)).not.toContain(original)
+      },
     })
-    dbs.push(db as unknown as ResilientDb<Record<string, never>>)
-    await db.insertInto('drill').values({ id: 1 }).execute()
-
-    // Rotation: the next new connection presents the cached password, is refused, refetches once.
-    const rotated = newAppPassword()
-    await setAppPassword('postgres', cluster, rotated)
-    current = rotated
-    // Three connections held at once: at least two are new ones.
-    let arrived = 0
-    let release: () => void = () => {}
-    const allHere = new Promise<void>((resolve) => {
-      release = resolve
-    })
-    await Promise.all(
-      Array.from({ length: 3 }, () =>
-        db.connection().execute(async (c) => {
-          await sql`select 1`.execute(c)
-          if (++arrived === 3) release()
-          await allHere
-        }),
-      ),
-    )
-    let all = await collect()
-    const refreshes = Object.fromEntries(
-      points(all, 'kysely_resilient.credential.refreshes', 'writer-0', primaryPort).map((point) => [
-        point.attributes['kysely_resilient.reason'],
-        point.value,
-      ]),
-    )
-    expect(refreshes).toEqual({ initial: 1, rejected: 1 })
-
-    // Failover: the primary dies, the replica is promoted, an idempotent write finds it.
-    await pollUntil(
-      async () =>
-        (await pgQuery(cluster.adminReaderUrl, 'select count(*)::int as n from drill'))[0]?.n === 1 ||
-        undefined,
-      { timeoutMs: 10_000, what: 'the replica to replay the first write' },
-    )
-    await cluster.primary.kill('SIGKILL')
-    await (cluster.replica as { promote(): Promise<void> }).promote()
-    await withRetry(
-      () =>
-        db
-          .insertInto('drill')
-          .values({ id: 2 })
-          .onConflict((c) => c.column('id').doNothing())
-          .execute(),
-      { idempotent: true, maxElapsedMs: 30_000 },
-    )
-    all = await collect()
-    expect(points(all, 'kysely_resilient.failovers', 'writer-1', replicaPort)).toMatchObject([{ value: 1 }])
-    const [duration] = points(all, 'kysely_resilient.failover.duration', 'writer-1', replicaPort)
-    const histogram = duration?.value as { count: number; sum: number } | undefined
-    expect(histogram?.count).toBe(1)
-    expect(histogram?.sum).toBeGreaterThan(0)
-    expect(JSON.stringify(all)).not.toContain(rotated)
-    expect(JSON.stringify(all)).not.toContain(original)
   }, 90_000)
 })

@@ -12,15 +12,11 @@ import {
 } from '@opentelemetry/sdk-trace-base'
 import { sql } from 'kysely'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { ConfigError, createDb, type ResilientDb, withRetry } from '../../src/index.js'
-import { newAppPassword, setAppPassword } from '../support/app-password.js'
+import { ConfigError, createDb, type ResilientDb } from '../../src/index.js'
+import { credentialFailoverDrill } from '../support/credential-failover-drill.js'
 import { describeEngines } from '../support/database.js'
 import { recordTelemetry } from '../support/leak-watch.js'
-import { pollUntil } from '../support/poll.js'
 import { getFreePort } from '../support/ports.js'
-import { type PostgresCluster, startPostgresCluster } from '../support/postgres-cluster.js'
-import { registerSecret } from '../support/secrets.js'
-import { pgQuery } from '../support/sql.js'
 
 // OpenTelemetry spans and time histograms through the SDK's in-memory exporter and reader, on real
 // servers, with an AsyncLocalStorage context manager as a Node application registers one: a span per
@@ -490,96 +486,37 @@ describeEngines('OpenTelemetry writer discovery span', (engine, info) => {
 })
 
 describe('OpenTelemetry spans through a credential rotation and a failover drill', () => {
-  let cluster: PostgresCluster
-
-  beforeAll(async () => {
-    cluster = await startPostgresCluster()
-    registerSecret(cluster.password)
-    await pgQuery(
-      cluster.adminWriterUrl,
-      'create table drill (id int primary key); grant all on drill to app',
-    )
-  }, 120_000)
-
-  afterAll(async () => {
-    await cluster?.stop()
-  })
+  const runDrill = credentialFailoverDrill()
 
   it('the refetch of rejected credentials and the discovery of the new writer are spans', async () => {
-    const original = newAppPassword()
-    await setAppPassword('postgres', cluster, original)
-    let current = original
-    const withoutPassword = (raw: string) => {
-      const url = new URL(raw)
-      url.password = ''
-      return url.toString()
-    }
-    const db = createDb<{ drill: { id: number } }>({
-      dialect: 'postgres',
-      writer: [withoutPassword(cluster.writerUrl), withoutPassword(cluster.readerUrl)],
-      auth: { type: 'token', getToken: async () => current, ttlMs: 3_600_000 },
+    await runDrill({
+      opened: (db) => dbs.push(db as unknown as ResilientDb<Record<string, never>>),
+      afterRotation: () => {
+        const fetches = spans()
+          .filter((span) => span.name === 'kysely-resilient credential fetch')
+          .filter((span) => span.attributes['kysely_resilient.endpoint.name'] === 'writer-0')
+          .map((span) => span.attributes['kysely_resilient.reason'])
+        expect(fetches).toEqual(['initial', 'rejected'])
+      },
+      afterFailover: ({ original, rotated }) => {
+        const all = spans()
+        const discoveries = all.filter(
+          (span) =>
+            span.name === 'kysely-resilient writer discovery' &&
+            span.attributes['kysely_resilient.reason'] !== 'startup',
+        )
+        expect(discoveries.length).toBeGreaterThanOrEqual(1)
+        expect(discoveries[0]?.attributes['kysely_resilient.endpoint.name']).toBe('writer-0')
+        expect(discoveries[0]?.status.code).not.toBe(SpanStatusCode.ERROR)
+        // The insert that succeeded ran on the new writer.
+        const inserts = all.filter((span) => span.attributes['db.operation.name'] === 'INSERT')
+        expect(inserts.at(-1)?.attributes['kysely_resilient.endpoint.name']).toBe('writer-1')
+        expect(inserts.at(-1)?.status.code).not.toBe(SpanStatusCode.ERROR)
+        const printed = JSON.stringify(all.map((span) => [span.attributes, span.events, span.status]))
+        expect(printed).not.toContain(original)
+        expect(printed).not.toContain(rotated)
+      },
     })
-    dbs.push(db as unknown as ResilientDb<Record<string, never>>)
-    await db.insertInto('drill').values({ id: 1 }).execute()
-
-    // Rotation: a new connection presents the cached password, is refused, and fetches once more.
-    const rotated = newAppPassword()
-    await setAppPassword('postgres', cluster, rotated)
-    current = rotated
-    let arrived = 0
-    let release: () => void = () => {}
-    const allHere = new Promise<void>((resolve) => {
-      release = resolve
-    })
-    await Promise.all(
-      Array.from({ length: 3 }, () =>
-        db.connection().execute(async (c) => {
-          await sql`select 1`.execute(c)
-          if (++arrived === 3) release()
-          await allHere
-        }),
-      ),
-    )
-    const fetches = spans()
-      .filter((span) => span.name === 'kysely-resilient credential fetch')
-      .filter((span) => span.attributes['kysely_resilient.endpoint.name'] === 'writer-0')
-      .map((span) => span.attributes['kysely_resilient.reason'])
-    expect(fetches).toEqual(['initial', 'rejected'])
-
-    // Failover: the primary dies, the replica is promoted, an idempotent write finds it.
-    await pollUntil(
-      async () =>
-        (await pgQuery(cluster.adminReaderUrl, 'select count(*)::int as n from drill'))[0]?.n === 1 ||
-        undefined,
-      { timeoutMs: 10_000, what: 'the replica to replay the first write' },
-    )
-    await cluster.primary.kill('SIGKILL')
-    await (cluster.replica as { promote(): Promise<void> }).promote()
-    await withRetry(
-      () =>
-        db
-          .insertInto('drill')
-          .values({ id: 2 })
-          .onConflict((c) => c.column('id').doNothing())
-          .execute(),
-      { idempotent: true, maxElapsedMs: 30_000 },
-    )
-    const all = spans()
-    const discoveries = all.filter(
-      (span) =>
-        span.name === 'kysely-resilient writer discovery' &&
-        span.attributes['kysely_resilient.reason'] !== 'startup',
-    )
-    expect(discoveries.length).toBeGreaterThanOrEqual(1)
-    expect(discoveries[0]?.attributes['kysely_resilient.endpoint.name']).toBe('writer-0')
-    expect(discoveries[0]?.status.code).not.toBe(SpanStatusCode.ERROR)
-    // The insert that succeeded ran on the new writer.
-    const inserts = all.filter((span) => span.attributes['db.operation.name'] === 'INSERT')
-    expect(inserts.at(-1)?.attributes['kysely_resilient.endpoint.name']).toBe('writer-1')
-    expect(inserts.at(-1)?.status.code).not.toBe(SpanStatusCode.ERROR)
-    const printed = JSON.stringify(all.map((span) => [span.attributes, span.events, span.status]))
-    expect(printed).not.toContain(original)
-    expect(printed).not.toContain(rotated)
   }, 90_000)
 })
 
