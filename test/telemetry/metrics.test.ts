@@ -1,11 +1,15 @@
 import { metrics } from '@opentelemetry/api'
-import { type DataPoint, MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics'
+import { MeterProvider } from '@opentelemetry/sdk-metrics'
 import { sql } from 'kysely'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { createDb, type ResilientDb } from '../../src/index.js'
 import { credentialFailoverDrill } from '../support/credential-failover-drill.js'
 import { describeEngines } from '../support/database.js'
-import { recordTelemetry } from '../support/leak-watch.js'
+import {
+  CollectingReader,
+  collectLibraryPoints,
+  type MetricPoint as Point,
+} from '../support/metric-points.js'
 import { pollUntil } from '../support/poll.js'
 import { getFreePort } from '../support/ports.js'
 import { type PostgresCluster, startPostgresCluster } from '../support/postgres-cluster.js'
@@ -14,11 +18,6 @@ import { registerSecret } from '../support/secrets.js'
 // OpenTelemetry metrics through the application's meter provider (the SDK's own reader, in memory),
 // on real servers: the semantic conventions' connection pool metrics and the library's own, with the
 // attributes an operator filters by and never a secret.
-
-class CollectingReader extends MetricReader {
-  protected override async onForceFlush(): Promise<void> {}
-  protected override async onShutdown(): Promise<void> {}
-}
 
 const reader = new CollectingReader()
 const provider = new MeterProvider({ readers: [reader] })
@@ -36,29 +35,7 @@ afterEach(async () => {
   await Promise.all(dbs.splice(0).map((db) => db.destroy()))
 })
 
-interface Point {
-  readonly name: string
-  readonly attributes: Record<string, unknown>
-  readonly value: unknown
-}
-
-async function collect(): Promise<Point[]> {
-  const { resourceMetrics } = await reader.collect()
-  const points = resourceMetrics.scopeMetrics
-    .filter((scope) => scope.scope.name === 'kysely-resilient')
-    .flatMap((scope) => scope.metrics)
-    .flatMap((metric) =>
-      (metric.dataPoints as DataPoint<unknown>[]).map((point) => ({
-        name: metric.descriptor.name,
-        attributes: point.attributes as Record<string, unknown>,
-        value: point.value,
-      })),
-    )
-  // Every exported point goes to the suite's leak watch too.
-  const text = JSON.stringify(points)
-  recordTelemetry('metric points', () => text)
-  return points
-}
+const collect = (): Promise<Point[]> => collectLibraryPoints(reader)
 
 /** The points of one metric for one endpoint (`port` tells this test's endpoints from earlier ones). */
 function points(all: Point[], name: string, pool: string, port: number): Point[] {

@@ -1,7 +1,7 @@
 import { tracingChannel } from 'node:diagnostics_channel'
 import { context, metrics, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api'
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks'
-import { type DataPoint, MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics'
+import { MeterProvider } from '@opentelemetry/sdk-metrics'
 import {
   BasicTracerProvider,
   InMemorySpanExporter,
@@ -16,6 +16,11 @@ import { ConfigError, createDb, type ResilientDb } from '../../src/index.js'
 import { credentialFailoverDrill } from '../support/credential-failover-drill.js'
 import { describeEngines } from '../support/database.js'
 import { recordTelemetry } from '../support/leak-watch.js'
+import {
+  CollectingReader,
+  collectLibraryPoints,
+  type MetricPoint as Point,
+} from '../support/metric-points.js'
 import { getFreePort } from '../support/ports.js'
 
 // OpenTelemetry spans and time histograms through the SDK's in-memory exporter and reader, on real
@@ -23,11 +28,6 @@ import { getFreePort } from '../support/ports.js'
 // statement nested under the application's span, the routing decision and retries as its events,
 // spans for connection opens, writer discovery and credential fetches, the semantic conventions'
 // time histograms, and never a secret, a parameter value or (unless asked for) the statement text.
-
-class CollectingReader extends MetricReader {
-  protected override async onForceFlush(): Promise<void> {}
-  protected override async onShutdown(): Promise<void> {}
-}
 
 /** While set, the sampler drops the statements' spans (those with `db.operation.name`), as a head sampler may. */
 let dropStatementSpans = false
@@ -84,28 +84,7 @@ function spans(): ReadableSpan[] {
   return finished
 }
 
-interface Point {
-  readonly name: string
-  readonly attributes: Record<string, unknown>
-  readonly value: unknown
-}
-
-async function collect(): Promise<Point[]> {
-  const { resourceMetrics } = await reader.collect()
-  const points = resourceMetrics.scopeMetrics
-    .filter((scope) => scope.scope.name === 'kysely-resilient')
-    .flatMap((scope) => scope.metrics)
-    .flatMap((metric) =>
-      (metric.dataPoints as DataPoint<unknown>[]).map((point) => ({
-        name: metric.descriptor.name,
-        attributes: point.attributes as Record<string, unknown>,
-        value: point.value,
-      })),
-    )
-  const text = JSON.stringify(points)
-  recordTelemetry('metric points', () => text)
-  return points
-}
+const collect = (): Promise<Point[]> => collectLibraryPoints(reader)
 
 /**
  * Calls `onQuery` where a driver instrumentation starts its span: inside pg's `Client.query` (which
