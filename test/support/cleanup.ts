@@ -43,6 +43,7 @@ export function trackCommand(pid: number): () => void {
   return track({ pid, kind: 'command', signal: 'SIGKILL' })
 }
 
+/** A file or directory, removed at cleanup once the processes are stopped. */
 export function trackDirectory(path: string): () => void {
   directories.add(path)
   changed()

@@ -2,6 +2,7 @@ import { closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } f
 import { createServer, Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { trackDirectory } from './cleanup.js'
 import { pollUntil } from './poll.js'
 
 // Why not `listen(0)`: the port it returns is free only until the socket closes. Test files run in
@@ -10,7 +11,9 @@ import { pollUntil } from './poll.js'
 // ephemeral range — could take the port before our server binds it ("Address already in use").
 // So ports come from below the ephemeral range, where the kernel never hands out ports on its own,
 // and each one is claimed across processes by a lock file holding the claimant's pid (a lock whose
-// process is gone is taken over), then checked to be bindable.
+// process is gone is taken over), then checked to be bindable. The lock files go with the process's
+// servers at cleanup (cleanup.ts: on exit, on a signal, or by its watchdog after a SIGKILL), so a
+// port is free for others only once the server on it is gone.
 const LOCK_DIR = join(tmpdir(), 'kysely-resilient-test-ports')
 const claimed = new Set<number>()
 const [RANGE_LOW, RANGE_HIGH] = testPortRange()
@@ -48,6 +51,7 @@ function claimPort(port: number): boolean {
       writeSync(fd, String(process.pid))
       closeSync(fd)
       claimed.add(port)
+      trackDirectory(file)
       return true
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
@@ -77,16 +81,6 @@ function ownerAlive(file: string): boolean {
     return (error as NodeJS.ErrnoException).code === 'EPERM'
   }
 }
-
-process.on('exit', () => {
-  for (const port of claimed) {
-    try {
-      unlinkSync(join(LOCK_DIR, String(port)))
-    } catch {
-      // Already gone.
-    }
-  }
-})
 
 function isBindable(port: number): Promise<boolean> {
   return new Promise((resolve) => {
