@@ -1,10 +1,11 @@
-import { execFile } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { execFile, spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
-import { getFreePort } from './ports.js'
+import { claimPort, getFreePort } from './ports.js'
 
 const run = promisify(execFile)
 
@@ -31,4 +32,18 @@ describe('getFreePort', () => {
       String(process.pid),
     )
   }, 30_000)
+
+  it('takes a lock over from a process that is gone, never from one that lives', async () => {
+    const port = await getFreePort()
+    const lock = join(tmpdir(), 'kysely-resilient-test-ports', String(port))
+    writeFileSync(lock, String(process.ppid))
+    expect(claimPort(port)).toBe(false)
+    expect(readFileSync(lock, 'utf8')).toBe(String(process.ppid))
+
+    const gone = spawn('true')
+    await once(gone, 'exit')
+    writeFileSync(lock, String(gone.pid))
+    expect(claimPort(port)).toBe(true)
+    expect(readFileSync(lock, 'utf8')).toBe(String(process.pid))
+  })
 })

@@ -1,4 +1,4 @@
-import { closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs'
+import { linkSync, mkdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
 import { createServer, Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -43,43 +43,56 @@ function testPortRange(): [number, number] {
   return [high - 10_000, high]
 }
 
-function claimPort(port: number): boolean {
+/**
+ * Claims `port` for this process: creates its lock file holding our pid in one step (written aside,
+ * then hard-linked into place, which fails if the file exists), so no reader ever sees it empty. A
+ * lock whose process is gone (killed past even the cleanup watchdog) is taken over.
+ */
+export function claimPort(port: number): boolean {
   const file = join(LOCK_DIR, String(port))
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fd = openSync(file, 'wx')
-      writeSync(fd, String(process.pid))
-      closeSync(fd)
-      claimed.add(port)
-      trackDirectory(file)
-      return true
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
-      if (ownerAlive(file)) return false
+  const written = `${file}.${process.pid}.new`
+  writeFileSync(written, String(process.pid))
+  try {
+    for (let attempt = 0; attempt < 2; attempt++) {
       try {
-        unlinkSync(file)
-      } catch {
-        // Another process took the stale lock over first; the next openSync tells.
+        linkSync(written, file)
+        claimed.add(port)
+        trackDirectory(file)
+        return true
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+        if (!removeIfStale(file)) return false
       }
     }
+    return false
+  } finally {
+    unlinkSync(written)
   }
-  return false
 }
 
-function ownerAlive(file: string): boolean {
+/** Removes a lock whose process is gone; false when its process lives (or it cannot tell). */
+function removeIfStale(file: string): boolean {
   let pid: number
+  let inode: number
   try {
+    inode = statSync(file).ino
     pid = Number(readFileSync(file, 'utf8'))
   } catch {
-    return true // being written or just removed: treat as taken
+    return true // removed meanwhile: try again
   }
-  if (!Number.isInteger(pid) || pid <= 0) return false
   try {
     process.kill(pid, 0)
-    return true
+    return false
   } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM'
+    if ((error as NodeJS.ErrnoException).code !== 'ESRCH') return false
   }
+  try {
+    // Still the stale file, not one another process just put in its place.
+    if (statSync(file).ino === inode) unlinkSync(file)
+  } catch {
+    // Gone already.
+  }
+  return true
 }
 
 function isBindable(port: number): Promise<boolean> {
