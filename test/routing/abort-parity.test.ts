@@ -30,7 +30,10 @@ const TIMING = '__kysely_timing__'
 function plainSide(engine: Engine, cluster: ClusterInfo): Side {
   if (engine === 'postgres') {
     const pool = new pg.Pool({ connectionString: cluster.writerUrl, max: 1 })
+    // Idle clients' errors reach the pool; a handed-out client's need a listener of its own (see
+    // abort-strategies.test.ts), or a session ended under it crashes the worker.
     pool.on('error', () => {})
+    pool.on('connect', (client) => client.on('error', () => {}))
     const db = new KyselyClass<Record<string, never>>({
       dialect: new PostgresDialect({ pool, cursor: Cursor }),
     })

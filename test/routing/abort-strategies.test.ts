@@ -149,8 +149,13 @@ describeEngines('abort strategies', (engine, cluster) => {
     const max = 4
     if (engine === 'postgres') {
       const pool = new pg.Pool({ connectionString: cluster.writerUrl, max })
-      // A killed session's client emits 'error'; without a listener it would crash the worker.
+      // A killed session's client emits 'error'; without a listener it would crash the worker. The
+      // pool's 'error' event covers idle clients only: pg-pool takes its listener off a client it
+      // hands out, and a session killed before Kysely gives its client back emitted 'error' with no
+      // listener at all (an uncaught exception in CI). So every client gets its own listener too.
+      // (createDb's connections always have one: src/dialect/postgres-connector.ts.)
       pool.on('error', () => {})
+      pool.on('connect', (client) => client.on('error', () => {}))
       plain = new Kysely<Database>({ dialect: new PostgresDialect({ pool, cursor: Cursor }) })
     } else {
       const pool = mysql.createPool({ uri: cluster.writerUrl, connectionLimit: max })
