@@ -212,10 +212,6 @@ export class MysqlConnector implements PoolConnector<Connection> {
     }
   }
 
-  /**
-   * Opens a separate connection and asks the server whether it accepts writes: MySQL and MariaDB
-   * replicas set `read_only`, Aurora MySQL readers `innodb_read_only`.
-   */
   /** Runs one statement of the library's own on a raw connection (platform detection at connect). */
   query(connection: Connection, sql: string): Promise<ReadonlyArray<Record<string, unknown>>> {
     return new Promise((resolve, reject) => {
@@ -225,6 +221,10 @@ export class MysqlConnector implements PoolConnector<Connection> {
     })
   }
 
+  /**
+   * Opens a separate connection and asks the server whether it accepts writes: MySQL and MariaDB
+   * replicas set `read_only`, Aurora MySQL readers `innodb_read_only`.
+   */
   async probeRole(): Promise<'writer' | 'reader'> {
     const connection = await this.connect()
     try {

@@ -211,12 +211,12 @@ export class PostgresConnector implements PoolConnector<Client> {
     void client.end().catch(() => undefined)
   }
 
-  /** Opens a separate connection and asks the server whether it accepts writes. */
   /** Runs one statement of the library's own on a raw connection (platform detection at connect). */
   async query(client: Client, sql: string): Promise<ReadonlyArray<Record<string, unknown>>> {
     return (await client.query<Record<string, unknown>>(sql)).rows
   }
 
+  /** Opens a separate connection and asks the server whether it accepts writes. */
   async probeRole(): Promise<'writer' | 'reader'> {
     const client = await this.connect()
     try {

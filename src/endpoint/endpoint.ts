@@ -200,7 +200,6 @@ export class Endpoint {
     return error
   }
 
-  /** Takes a connection from the pool and returns Kysely's connection object for it. */
   /**
    * A single statement's connection without a promise (see ConnectionPool.takeReady): an idle one
    * ready at once whose Kysely connection object exists, when no `onReserveConnection` hook must run
@@ -213,6 +212,7 @@ export class Endpoint {
     return raw === undefined ? undefined : this.#connections.get(raw as object)
   }
 
+  /** Takes a connection from the pool and returns Kysely's connection object for it. */
   async acquire(options?: AbortableOperationOptions): Promise<DatabaseConnection> {
     // A silent server would hold the caller until a connect or query deadline: fail at once.
     if (this.#monitor.unresponsive) throw this.unresponsiveError()

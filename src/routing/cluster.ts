@@ -189,11 +189,6 @@ export class Cluster {
   }
 
   /**
-   * The reader for the next read: a healthy reader by the configured strategy; with none healthy,
-   * the writer (`routing.fallback: 'writer'`) or a `NoReaderAvailableError`. Without readers at all,
-   * the writer. Only valid after `open()`.
-   */
-  /**
    * Whether a read may go anywhere but the writer: readers are configured or discovered. Without,
    * a statement's read/write verdict only matters after it failed (may it be retried?), so the
    * statement path skips classifying it.
@@ -202,6 +197,11 @@ export class Cluster {
     return this.#opened().readers.length > 0
   }
 
+  /**
+   * The reader for the next read: a healthy reader by the configured strategy; with none healthy,
+   * the writer (`routing.fallback: 'writer'`) or a `NoReaderAvailableError`. Without readers at all,
+   * the writer. Only valid after `open()`.
+   */
   reader(): Endpoint {
     const { writers, readers, health } = this.#opened()
     if (readers.length === 0) return writers.current
