@@ -45,16 +45,14 @@ export class RoutingDriver implements Driver {
    */
   statementConnection(): RoutingConnection | undefined {
     if (!this.#cluster.isOpen || this.#cluster.destroyed) return undefined
-    return new RoutingConnection(this.#cluster, this.#target, 'statement', this.#log, this.#logging)
+    return this.#connection('statement')
   }
 
   acquire(scope: RoutingScope, options?: AbortableOperationOptions): Promise<RoutingConnection> {
     // Not async: once the cluster is open this is on every statement's path, and an async function
     // costs a promise and a tick more than handing back a resolved one.
     if (this.#cluster.isOpen && !this.#cluster.destroyed && !options?.signal?.aborted) {
-      return Promise.resolve(
-        new RoutingConnection(this.#cluster, this.#target, scope, this.#log, this.#logging),
-      )
+      return Promise.resolve(this.#connection(scope))
     }
     return this.#acquireSlow(scope, options)
   }
@@ -64,6 +62,10 @@ export class RoutingDriver implements Driver {
     // Opening the cluster is Kysely's driver `init`: an abort before or during it is tagged so.
     if (!this.#cluster.isOpen) await waitOrAbort(this.#cluster.open(), options?.signal, 'init')
     // Already open: an aborted call is refused where the connection is taken (ScopedConnectionProvider).
+    return this.#connection(scope)
+  }
+
+  #connection(scope: RoutingScope): RoutingConnection {
     return new RoutingConnection(this.#cluster, this.#target, scope, this.#log, this.#logging)
   }
 
